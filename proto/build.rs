@@ -1,0 +1,11 @@
+//! Compiles `tarn/v1/*.proto` with protox (pure Rust): no system protoc.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protos = ["tarn/v1/handles.proto"];
+    for proto in protos {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    let descriptors = protox::compile(protos, ["."])?;
+    prost_build::Config::new().compile_fds(descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,10 @@
+//! Tarn's own protobuf messages.
+//!
+//! Flight SQL defines the envelope (`TicketStatementQuery`, prepared
+//! statement handles); these messages define what Tarn puts inside it. They
+//! are opaque to clients: a client only hands back the bytes it was given.
+
+/// Version 1 of Tarn's messages (`package tarn.v1`).
+pub mod v1 {
+    include!(concat!(env!("OUT_DIR"), "/tarn.v1.rs"));
+}

@@ -1,0 +1,167 @@
+//! The `tarn` command line: `serve`, `sql` and `demo`.
+
+mod output;
+mod split;
+mod sql;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{self, ConfigFile, Overrides};
+use crate::{Server, demo};
+
+pub use output::OutputFormat;
+
+/// Tarn: SQL over a Parquet/CSV/JSON lake, served over Arrow Flight SQL.
+#[derive(Debug, Parser)]
+#[command(name = "tarn", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve a lake over Flight SQL (with no arguments: the demo lake in ./data on 127.0.0.1:50051).
+    Serve(ServeArgs),
+    /// Run SQL against a Tarn server: one-shot (-c, a file, stdin) or an interactive shell.
+    Sql(sql::SqlArgs),
+    /// Write the demo lake (TPC-H, a partitioned `sales` table, `awkward_types`) into a folder.
+    Demo(DemoArgs),
+}
+
+/// `tarn serve`
+#[derive(Debug, Args)]
+#[command(after_help = "Precedence: flags and TARN_* environment variables, then the --config file, then defaults.\n\
+Config file keys: see ARCHITECTURE.md or the README (sections [server], [lake], [engine]).\n\
+Every file or folder of Parquet, CSV or JSON under the lake becomes a table named after it;\n\
+key=value/ folders become typed partition columns.")]
+pub struct ServeArgs {
+    /// Folder whose files and folders become tables [default: ./data, generating the demo lake there on first start]
+    #[arg(long, env = "TARN_LAKE", value_name = "DIR")]
+    pub lake: Option<PathBuf>,
+    /// Address and port to listen on [default: 127.0.0.1:50051]
+    #[arg(long, env = "TARN_BIND", value_name = "ADDR:PORT")]
+    pub bind: Option<SocketAddr>,
+    /// TOML configuration file
+    #[arg(long, env = "TARN_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// TPC-H scale factor of the demo lake generated on first start [default: 0.1]
+    #[arg(long, env = "TARN_DEMO_SCALE", value_name = "SF")]
+    pub demo_scale: Option<f64>,
+    /// Parallelism of one query; 0 = one per core [default: 0]
+    #[arg(long, env = "TARN_TARGET_PARTITIONS", value_name = "N")]
+    pub target_partitions: Option<usize>,
+    /// Threads that execute queries; 0 = one per core [default: 0]
+    #[arg(long, env = "TARN_CPU_THREADS", value_name = "N")]
+    pub cpu_threads: Option<usize>,
+    /// Rows per record batch [default: 8192]
+    #[arg(long, env = "TARN_BATCH_SIZE", value_name = "ROWS")]
+    pub batch_size: Option<usize>,
+    /// How long a planned result waits for the client to fetch it, e.g. 30s, 5m [default: 5m]
+    #[arg(long, env = "TARN_RESULT_TTL", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub result_ttl: Option<Duration>,
+    /// Send Utf8View/BinaryView columns as they are instead of as Utf8/Binary (most clients cannot read them)
+    #[arg(long, env = "TARN_VIEW_TYPES", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub view_types: Option<bool>,
+    /// Log filter, e.g. info, debug, tarn=debug [default: info]
+    #[arg(long, env = "TARN_LOG", value_name = "FILTER", default_value = "info")]
+    pub log: String,
+}
+
+/// `tarn demo`
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Folder to write the demo lake into (created if missing)
+    #[arg(long, default_value = config::DEFAULT_LAKE, value_name = "DIR")]
+    pub lake: PathBuf,
+    /// TPC-H scale factor (1 = 1 GB of raw data)
+    #[arg(long, default_value_t = config::DEFAULT_DEMO_SCALE, value_name = "SF")]
+    pub scale: f64,
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Sql(args) => sql::run(args),
+        Command::Demo(args) => match demo::generate(&args.lake, args.scale) {
+            Ok(()) => {
+                println!("demo lake written to {} (TPC-H scale factor {})", args.lake.display(), args.scale);
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e.to_string()),
+        },
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    init_logging(&args.log);
+    let file = match &args.config {
+        Some(path) => match ConfigFile::load(path) {
+            Ok(file) => file,
+            Err(e) => return fail(&e.to_string()),
+        },
+        None => ConfigFile::default(),
+    };
+    let overrides = Overrides {
+        bind: args.bind,
+        lake: args.lake,
+        demo_scale: args.demo_scale,
+        target_partitions: args.target_partitions,
+        cpu_threads: args.cpu_threads,
+        batch_size: args.batch_size,
+        result_ttl: args.result_ttl,
+        view_types: args.view_types,
+    };
+    let config = config::resolve(file, overrides);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .thread_name("tarn-io")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("cannot start the I/O runtime: {e}")),
+    };
+    runtime.block_on(async move {
+        let mut server = match Server::start(config).await {
+            Ok(server) => server,
+            Err(e) => return fail(&e.to_string()),
+        };
+        eprintln!(
+            "tarn is serving Flight SQL on grpc://{addr}\n  try: tarn sql --host grpc://{addr} -c \"SHOW TABLES\"",
+            addr = server.local_addr()
+        );
+        tokio::select! {
+            result = server.wait() => match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&format!("server stopped: {e}")),
+            },
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!("shutting down");
+                server.shutdown().await;
+                ExitCode::SUCCESS
+            }
+        }
+    })
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub(crate) fn fail(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::FAILURE
+}

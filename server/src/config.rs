@@ -1,0 +1,271 @@
+//! Configuration: defaults, then the TOML file (`--config`), then
+//! environment variables and flags (see `tarn serve --help`).
+//!
+//! Every key of the file is optional:
+//!
+//! ```toml
+//! [server]
+//! bind = "127.0.0.1:50051"      # address:port to listen on
+//! result_ttl = "5m"             # how long a planned result waits for its DoGet
+//! max_message_size = 67108864   # largest gRPC message, bytes
+//! max_flight_data_size = 2097152  # target size of one result message, bytes
+//!
+//! [lake]
+//! root = "data"                 # folder whose files and folders become tables
+//! demo_scale = 0.1              # TPC-H scale of a generated demo lake
+//!
+//! [engine]
+//! target_partitions = 0         # parallelism of one query; 0 = one per core
+//! cpu_threads = 0               # threads that execute queries; 0 = one per core
+//! batch_size = 8192             # rows per record batch
+//! prepared_statement_ttl = "1h" # idle prepared statements are dropped after this
+//! view_types = false            # send Utf8View/BinaryView as they are (most clients cannot read them)
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::engine::{EngineOptions, WireTypes};
+use crate::flight::FlightOptions;
+
+/// The default address: loopback only, so a fresh install exposes nothing.
+pub const DEFAULT_BIND: &str = "127.0.0.1:50051";
+/// The default lake, relative to the working directory.
+pub const DEFAULT_LAKE: &str = "data";
+/// The TPC-H scale factor of a generated demo lake.
+pub const DEFAULT_DEMO_SCALE: f64 = 0.1;
+
+/// The configuration file, as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConfigFile {
+    /// `[server]`
+    pub server: ServerSection,
+    /// `[lake]`
+    pub lake: LakeSection,
+    /// `[engine]`
+    pub engine: EngineSection,
+}
+
+/// `[server]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSection {
+    /// Address to listen on.
+    pub bind: Option<SocketAddr>,
+    /// How long a planned result waits for its DoGet.
+    #[serde(with = "humantime_serde")]
+    pub result_ttl: Option<Duration>,
+    /// Largest gRPC message, bytes.
+    pub max_message_size: Option<usize>,
+    /// Target size of one result message, bytes.
+    pub max_flight_data_size: Option<usize>,
+}
+
+/// `[lake]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LakeSection {
+    /// The lake folder.
+    pub root: Option<PathBuf>,
+    /// TPC-H scale of a generated demo lake.
+    pub demo_scale: Option<f64>,
+}
+
+/// `[engine]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineSection {
+    /// Parallelism of one query.
+    pub target_partitions: Option<usize>,
+    /// Threads that execute queries.
+    pub cpu_threads: Option<usize>,
+    /// Rows per batch.
+    pub batch_size: Option<usize>,
+    /// Idle prepared statements are dropped after this.
+    #[serde(with = "humantime_serde")]
+    pub prepared_statement_ttl: Option<Duration>,
+    /// Send view types unchanged.
+    pub view_types: Option<bool>,
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read the config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with line and column.
+        message: String,
+    },
+}
+
+impl ConfigFile {
+    /// Reads and parses a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// Everything `tarn serve` needs, resolved from all sources.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Address to listen on (port 0 picks a free port).
+    pub bind: SocketAddr,
+    /// The lake folder.
+    pub lake: PathBuf,
+    /// Generate the demo lake there when it holds none (only for the default lake).
+    pub generate_demo: bool,
+    /// TPC-H scale of a generated demo lake.
+    pub demo_scale: f64,
+    /// Engine settings.
+    pub engine: EngineOptions,
+    /// Transport settings.
+    pub flight: FlightOptions,
+}
+
+impl ServeConfig {
+    /// A configuration serving `lake` on a free loopback port: what tests and
+    /// embedders want.
+    pub fn for_lake(lake: impl Into<PathBuf>) -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            lake: lake.into(),
+            generate_demo: false,
+            demo_scale: DEFAULT_DEMO_SCALE,
+            engine: EngineOptions::default(),
+            flight: FlightOptions::default(),
+        }
+    }
+}
+
+/// Values given on the command line or in the environment; `None` means
+/// "not given".
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--bind`
+    pub bind: Option<SocketAddr>,
+    /// `--lake`
+    pub lake: Option<PathBuf>,
+    /// `--demo-scale`
+    pub demo_scale: Option<f64>,
+    /// `--target-partitions`
+    pub target_partitions: Option<usize>,
+    /// `--cpu-threads`
+    pub cpu_threads: Option<usize>,
+    /// `--batch-size`
+    pub batch_size: Option<usize>,
+    /// `--result-ttl`
+    pub result_ttl: Option<Duration>,
+    /// `--view-types`
+    pub view_types: Option<bool>,
+}
+
+/// Merges defaults, the file and the overrides (which win).
+pub fn resolve(file: ConfigFile, overrides: Overrides) -> ServeConfig {
+    let engine_defaults = EngineOptions::default();
+    let flight_defaults = FlightOptions::default();
+    let lake_given = overrides.lake.is_some() || file.lake.root.is_some();
+    let view_types = overrides.view_types.or(file.engine.view_types).unwrap_or(false);
+    ServeConfig {
+        bind: overrides
+            .bind
+            .or(file.server.bind)
+            .unwrap_or_else(|| DEFAULT_BIND.parse().expect("the default address parses")),
+        lake: overrides
+            .lake
+            .or(file.lake.root)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_LAKE)),
+        generate_demo: !lake_given,
+        demo_scale: overrides
+            .demo_scale
+            .or(file.lake.demo_scale)
+            .unwrap_or(DEFAULT_DEMO_SCALE),
+        engine: EngineOptions {
+            target_partitions: overrides
+                .target_partitions
+                .or(file.engine.target_partitions)
+                .unwrap_or(engine_defaults.target_partitions),
+            batch_size: overrides
+                .batch_size
+                .or(file.engine.batch_size)
+                .unwrap_or(engine_defaults.batch_size),
+            cpu_threads: overrides
+                .cpu_threads
+                .or(file.engine.cpu_threads)
+                .unwrap_or(engine_defaults.cpu_threads),
+            result_ttl: overrides
+                .result_ttl
+                .or(file.server.result_ttl)
+                .unwrap_or(engine_defaults.result_ttl),
+            prepared_statement_ttl: file
+                .engine
+                .prepared_statement_ttl
+                .unwrap_or(engine_defaults.prepared_statement_ttl),
+            wire_types: if view_types {
+                WireTypes::Native
+            } else {
+                WireTypes::Plain
+            },
+        },
+        flight: FlightOptions {
+            max_message_size: file
+                .server
+                .max_message_size
+                .unwrap_or(flight_defaults.max_message_size),
+            max_flight_data_size: file
+                .server
+                .max_flight_data_size
+                .unwrap_or(flight_defaults.max_flight_data_size),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let file: ConfigFile = toml::from_str(
+            "[server]\nbind = \"0.0.0.0:1\"\nresult_ttl = \"30s\"\n[lake]\nroot = \"/lake\"\n[engine]\nbatch_size = 10\n",
+        )
+        .unwrap();
+        let overrides = Overrides {
+            bind: Some("127.0.0.1:2".parse().unwrap()),
+            ..Default::default()
+        };
+        let config = resolve(file, overrides);
+        assert_eq!(config.bind.port(), 2);
+        assert_eq!(config.lake, PathBuf::from("/lake"));
+        assert!(!config.generate_demo);
+        assert_eq!(config.engine.batch_size, 10);
+        assert_eq!(config.engine.result_ttl, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = toml::from_str::<ConfigFile>("[server]\nbnd = 1\n").unwrap_err();
+        assert!(err.to_string().contains("bnd"), "{err}");
+    }
+}

@@ -1,0 +1,423 @@
+//! The engine: plans and executes SQL with DataFusion. It knows nothing of
+//! gRPC or Flight; the transport hands it SQL text, handles and parameter
+//! batches, and gets back schemas, record batch streams and typed errors.
+//!
+//! Invariants:
+//! - A statement is planned once. The physical plan that a `FlightInfo`
+//!   describes is the one a later `DoGet` executes.
+//! - Statements with side effects (DDL, INSERT, COPY, SET) run when they are
+//!   submitted, never lazily when (or if) their result is fetched.
+//! - Results leave in wire types ([`WireTypes`]); the promised schema is the
+//!   streamed schema.
+
+pub mod error;
+mod metadata;
+mod prepared;
+mod results;
+pub mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{Array, RecordBatch, UInt64Array};
+use arrow::datatypes::{Schema, SchemaRef};
+use datafusion::catalog::memory::MemorySourceConfig;
+use datafusion::common::ParamValues;
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, execute_stream};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+pub use error::{EngineError, EngineResult};
+pub use metadata::{TableInfo, TableKind};
+pub use prepared::{PreparedStatementId, PreparedStatementInfo};
+pub use results::ResultId;
+pub use wire::WireTypes;
+
+use crate::runtime::CpuRuntime;
+use prepared::PreparedStatements;
+use results::ResultStore;
+
+/// The catalog name Tarn registers its lake under.
+pub const DEFAULT_CATALOG: &str = "tarn";
+/// The schema lake tables are registered in.
+pub const DEFAULT_SCHEMA: &str = "public";
+
+/// How the engine plans and executes.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Parallelism of one query (DataFusion `target_partitions`); 0 means one per core.
+    pub target_partitions: usize,
+    /// Rows per record batch.
+    pub batch_size: usize,
+    /// Worker threads of the CPU runtime; 0 means one per core.
+    pub cpu_threads: usize,
+    /// How long a planned result waits for its `DoGet` before it is dropped.
+    pub result_ttl: Duration,
+    /// How long an unused prepared statement is kept.
+    pub prepared_statement_ttl: Duration,
+    /// Which Arrow types results are sent as.
+    pub wire_types: WireTypes,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            target_partitions: 0,
+            batch_size: 8192,
+            cpu_threads: 0,
+            result_ttl: Duration::from_secs(300),
+            prepared_statement_ttl: Duration::from_secs(3600),
+            wire_types: WireTypes::Plain,
+        }
+    }
+}
+
+/// A planned query, ready to stream.
+///
+/// Usually one physical plan; a prepared statement bound to several
+/// parameter rows runs one plan per row and streams them in order.
+#[derive(Debug, Clone)]
+pub struct PlannedQuery {
+    schema: SchemaRef,
+    plans: Vec<Arc<dyn ExecutionPlan>>,
+    task_ctx: Arc<TaskContext>,
+}
+
+impl PlannedQuery {
+    /// The schema every batch of the result has.
+    pub fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+}
+
+/// The SQL engine shared by every connection.
+pub struct Engine {
+    ctx: SessionContext,
+    cpu: CpuRuntime,
+    results: ResultStore,
+    prepared: PreparedStatements,
+    options: EngineOptions,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("options", &self.options).finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Creates an engine with an empty catalog.
+    pub fn new(options: EngineOptions) -> EngineResult<Self> {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let target_partitions = match options.target_partitions {
+            0 => cores,
+            n => n,
+        };
+        let config = SessionConfig::new()
+            .with_default_catalog_and_schema(DEFAULT_CATALOG, DEFAULT_SCHEMA)
+            .with_create_default_catalog_and_schema(true)
+            .with_information_schema(true)
+            .with_target_partitions(target_partitions)
+            .with_batch_size(options.batch_size.max(1))
+            .set_bool("datafusion.execution.parquet.pushdown_filters", true)
+            .set_bool("datafusion.execution.parquet.reorder_filters", true);
+        let ctx = SessionContext::new_with_config(config);
+        let cpu_threads = match options.cpu_threads {
+            0 => cores,
+            n => n,
+        };
+        let cpu = CpuRuntime::new(cpu_threads)
+            .map_err(|e| EngineError::Internal(format!("cannot start the query runtime: {e}")))?;
+        Ok(Self {
+            ctx,
+            cpu,
+            results: ResultStore::new(options.result_ttl),
+            prepared: PreparedStatements::new(options.prepared_statement_ttl),
+            options,
+        })
+    }
+
+    /// The DataFusion session, for registering tables.
+    pub fn session(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// How long a planned result waits for its `DoGet`.
+    pub fn result_ttl(&self) -> Duration {
+        self.options.result_ttl
+    }
+
+    /// When a result parked now stops being fetchable.
+    pub fn result_expiry(&self) -> std::time::SystemTime {
+        self.results.expiry_from_now()
+    }
+
+    /// Plans `sql` into a logical plan, without executing anything.
+    async fn logical_plan(&self, sql: &str) -> EngineResult<LogicalPlan> {
+        let state = self.ctx.state();
+        match state.create_logical_plan(sql).await {
+            Ok(plan) => Ok(plan),
+            Err(err) => Err(self.explain_planning_error(sql, err).await),
+        }
+    }
+
+    /// Turns a planning failure into the most useful error: a missing table
+    /// is named as such, whatever DataFusion's wording.
+    async fn explain_planning_error(
+        &self,
+        sql: &str,
+        err: datafusion::error::DataFusionError,
+    ) -> EngineError {
+        let state = self.ctx.state();
+        let dialect = state.config().options().sql_parser.dialect;
+        if let Ok(statement) = state.sql_to_statement(sql, &dialect) {
+            if let Ok(references) = state.resolve_table_references(&statement) {
+                for reference in references {
+                    if !matches!(self.ctx.table_exist(reference.clone()), Ok(true)) {
+                        return EngineError::TableNotFound {
+                            name: reference.to_string(),
+                        };
+                    }
+                }
+            }
+        }
+        EngineError::from_planning(err)
+    }
+
+    /// The schema `sql` would return, without running it.
+    pub async fn schema_of(&self, sql: &str) -> EngineResult<SchemaRef> {
+        let plan = self.logical_plan(sql).await?;
+        Ok(self.options.wire_types.wire_schema(plan.schema().as_arrow()))
+    }
+
+    /// Plans a statement for streaming. Statements with side effects run now;
+    /// their (small) outcome is what the result streams.
+    pub async fn plan_query(&self, sql: &str) -> EngineResult<PlannedQuery> {
+        let plan = self.logical_plan(sql).await?;
+        let physical = self.to_physical(plan).await?;
+        Ok(PlannedQuery {
+            schema: physical.schema(),
+            plans: vec![physical],
+            task_ctx: self.ctx.task_ctx(),
+        })
+    }
+
+    /// Runs a statement that changes something and returns the number of rows
+    /// it affected (0 for DDL).
+    pub async fn execute_update(&self, sql: &str) -> EngineResult<u64> {
+        let plan = self.logical_plan(sql).await?;
+        self.run_update(plan).await
+    }
+
+    async fn run_update(&self, plan: LogicalPlan) -> EngineResult<u64> {
+        if !has_side_effects(&plan) {
+            return Err(EngineError::WrongStatementKind(
+                "this statement returns rows: execute it as a query, not as an update".into(),
+            ));
+        }
+        let physical = self.to_physical(plan).await?;
+        let batches = self.collect(physical).await?;
+        Ok(affected_rows(&batches))
+    }
+
+    /// Logical plan to physical plan, running side effects on the way.
+    async fn to_physical(&self, plan: LogicalPlan) -> EngineResult<Arc<dyn ExecutionPlan>> {
+        let side_effects = has_side_effects(&plan);
+        let plan = if side_effects {
+            plan
+        } else {
+            self.options.wire_types.cast_plan(plan)?
+        };
+        // For DDL this call is what runs the statement.
+        let frame = self
+            .ctx
+            .execute_logical_plan(plan)
+            .await
+            .map_err(EngineError::from_planning)?;
+        let physical = frame
+            .create_physical_plan()
+            .await
+            .map_err(EngineError::from_planning)?;
+        if !side_effects {
+            return Ok(physical);
+        }
+        // DML/COPY run now, not when (or if) the client fetches the count.
+        let schema = physical.schema();
+        let batches = self.collect(physical).await?;
+        let exec: Arc<dyn ExecutionPlan> = if batches.is_empty() {
+            Arc::new(datafusion::physical_plan::empty::EmptyExec::new(schema))
+        } else {
+            MemorySourceConfig::try_new_from_batches(schema, batches)
+                .map_err(|e| EngineError::Internal(e.to_string()))?
+        };
+        Ok(exec)
+    }
+
+    /// Executes `plan` on the CPU runtime and gathers its batches.
+    async fn collect(&self, plan: Arc<dyn ExecutionPlan>) -> EngineResult<Vec<RecordBatch>> {
+        let task_ctx = self.ctx.task_ctx();
+        self.cpu
+            .spawn(async move { datafusion::physical_plan::collect(plan, task_ctx).await })
+            .await
+            .map_err(|e| EngineError::Internal(format!("query task failed: {e}")))?
+            .map_err(EngineError::from_execution)
+    }
+
+    /// Streams the result of a planned query. The plan runs on the CPU
+    /// runtime; dropping the stream cancels it.
+    pub fn execute(&self, query: PlannedQuery) -> SendableRecordBatchStream {
+        let PlannedQuery {
+            schema,
+            plans,
+            task_ctx,
+        } = query;
+        // Two batches in flight keep the network busy without buffering the result.
+        let (tx, rx) = mpsc::channel(2);
+        self.cpu.spawn(async move {
+            for plan in plans {
+                let mut stream = match execute_stream(plan, Arc::clone(&task_ctx)) {
+                    Ok(stream) => stream,
+                    Err(err) => {
+                        let _ = tx.send(Err(err)).await;
+                        return;
+                    }
+                };
+                while let Some(item) = stream.next().await {
+                    let failed = item.is_err();
+                    if matches!(&item, Ok(batch) if batch.num_rows() == 0) {
+                        continue;
+                    }
+                    if tx.send(item).await.is_err() || failed {
+                        // The receiver is gone (client disconnected) or the
+                        // query failed: dropping `stream` stops the work.
+                        return;
+                    }
+                }
+            }
+        });
+        Box::pin(RecordBatchStreamAdapter::new(schema, ReceiverStream::new(rx)))
+    }
+
+    /// Parks a planned query until a `DoGet` takes it (or it expires).
+    pub fn park(&self, query: PlannedQuery) -> ResultId {
+        self.results.park(query)
+    }
+
+    /// Takes a parked query; each result can be taken once.
+    pub fn take(&self, id: &ResultId) -> EngineResult<PlannedQuery> {
+        self.results.take(id).ok_or(EngineError::ResultNotFound {
+            ttl_secs: self.options.result_ttl.as_secs(),
+        })
+    }
+
+    /// Drops a parked query. Returns whether it was still pending.
+    pub fn cancel(&self, id: &ResultId) -> bool {
+        self.results.take(id).is_some()
+    }
+
+    /// Prepares `sql`: plans it with its placeholders, runs nothing.
+    pub async fn prepare(&self, sql: &str) -> EngineResult<PreparedStatementInfo> {
+        let plan = self.logical_plan(sql).await?;
+        let dataset_schema = if has_side_effects(&plan) {
+            Arc::new(Schema::empty())
+        } else {
+            self.options.wire_types.wire_schema(plan.schema().as_arrow())
+        };
+        self.prepared.insert(plan, dataset_schema)
+    }
+
+    /// The result schema a prepared statement promises.
+    pub fn prepared_dataset_schema(&self, id: &PreparedStatementId) -> EngineResult<SchemaRef> {
+        self.prepared.dataset_schema(id)
+    }
+
+    /// Binds parameter rows to a prepared statement, replacing earlier ones.
+    pub fn bind(&self, id: &PreparedStatementId, batches: &[RecordBatch]) -> EngineResult<()> {
+        self.prepared.bind(id, batches)
+    }
+
+    /// Plans a prepared query with its bound parameters.
+    pub async fn plan_prepared_query(&self, id: &PreparedStatementId) -> EngineResult<PlannedQuery> {
+        let (plan, rows, schema) = self.prepared.instantiate(id)?;
+        let mut plans = Vec::with_capacity(rows.len().max(1));
+        for plan in bind_rows(plan, rows)? {
+            plans.push(self.to_physical(plan).await?);
+        }
+        let schema = plans.first().map_or(schema, |p| p.schema());
+        Ok(PlannedQuery {
+            schema,
+            plans,
+            task_ctx: self.ctx.task_ctx(),
+        })
+    }
+
+    /// Runs a prepared update once per bound parameter row; returns the total
+    /// number of affected rows.
+    pub async fn execute_prepared_update(&self, id: &PreparedStatementId) -> EngineResult<u64> {
+        let (plan, rows, _) = self.prepared.instantiate(id)?;
+        let mut total = 0;
+        for plan in bind_rows(plan, rows)? {
+            total += self.run_update(plan).await?;
+        }
+        Ok(total)
+    }
+
+    /// Closes a prepared statement.
+    pub fn close_prepared(&self, id: &PreparedStatementId) -> EngineResult<()> {
+        self.prepared.remove(id)
+    }
+
+    /// Every table and view of every catalog, with its wire schema.
+    pub async fn tables(&self) -> Vec<TableInfo> {
+        metadata::list_tables(&self.ctx, self.options.wire_types).await
+    }
+
+    /// Every catalog name.
+    pub fn catalogs(&self) -> Vec<String> {
+        let mut names = self.ctx.catalog_names();
+        names.sort();
+        names
+    }
+
+    /// Every (catalog, schema) pair.
+    pub fn schemas(&self) -> Vec<(String, String)> {
+        metadata::list_schemas(&self.ctx)
+    }
+}
+
+/// Substitutes each bound parameter row into `plan`.
+fn bind_rows(plan: LogicalPlan, rows: Vec<ParamValues>) -> EngineResult<Vec<LogicalPlan>> {
+    if rows.is_empty() {
+        return Ok(vec![plan]);
+    }
+    rows.into_iter()
+        .map(|row| {
+            plan.clone()
+                .with_param_values(row)
+                .map_err(|e| EngineError::InvalidParameters(e.strip_backtrace()))
+        })
+        .collect()
+}
+
+/// Whether running `plan` changes state (and so must run exactly once, now).
+fn has_side_effects(plan: &LogicalPlan) -> bool {
+    matches!(
+        plan,
+        LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Copy(_) | LogicalPlan::Statement(_)
+    )
+}
+
+/// The row count a DML/COPY result reports (a single `count` column), or 0.
+fn affected_rows(batches: &[RecordBatch]) -> u64 {
+    batches
+        .iter()
+        .filter(|b| b.num_columns() == 1)
+        .filter_map(|b| b.column(0).as_any().downcast_ref::<UInt64Array>().cloned())
+        .map(|counts| counts.iter().flatten().sum::<u64>())
+        .sum()
+}

@@ -1,0 +1,214 @@
+//! Prepared statements: a plan with placeholders, and the parameter rows
+//! bound to it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::logical_expr::LogicalPlan;
+
+use super::error::{EngineError, EngineResult};
+
+/// An unguessable name for a prepared statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PreparedStatementId([u8; 16]);
+
+impl PreparedStatementId {
+    fn random() -> Self {
+        Self(*uuid::Uuid::new_v4().as_bytes())
+    }
+
+    /// The id's bytes, as carried in a handle.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Parses an id from handle bytes; `None` when they cannot be an id.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        bytes.try_into().ok().map(Self)
+    }
+}
+
+/// What a client learns when it prepares a statement.
+#[derive(Debug, Clone)]
+pub struct PreparedStatementInfo {
+    /// The handle to execute, bind and close it with.
+    pub id: PreparedStatementId,
+    /// The schema of its result (empty for statements that return no rows).
+    pub dataset_schema: SchemaRef,
+    /// One field per placeholder, in order (`$1`, `$2`, ...).
+    pub parameter_schema: SchemaRef,
+}
+
+struct Prepared {
+    plan: LogicalPlan,
+    dataset_schema: SchemaRef,
+    parameters: Vec<String>,
+    bound: Vec<ParamValues>,
+    last_used: Instant,
+}
+
+pub(super) struct PreparedStatements {
+    ttl: Duration,
+    statements: Mutex<HashMap<PreparedStatementId, Prepared>>,
+}
+
+impl std::fmt::Debug for PreparedStatements {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedStatements").field("ttl", &self.ttl).finish()
+    }
+}
+
+impl PreparedStatements {
+    pub(super) fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            statements: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(super) fn insert(
+        &self,
+        plan: LogicalPlan,
+        dataset_schema: SchemaRef,
+    ) -> EngineResult<PreparedStatementInfo> {
+        let fields = plan
+            .get_parameter_fields()
+            .map_err(|e| EngineError::Plan(e.strip_backtrace()))?;
+        let mut parameters: Vec<(String, DataType)> = fields
+            .into_iter()
+            .map(|(name, field)| {
+                let data_type = field.map_or(DataType::Null, |f| f.data_type().clone());
+                (name, data_type)
+            })
+            .collect();
+        parameters.sort_by(|(a, _), (b, _)| placeholder_order(a).cmp(&placeholder_order(b)));
+        let parameter_schema = Arc::new(Schema::new(
+            parameters
+                .iter()
+                .map(|(name, data_type)| Field::new(name, data_type.clone(), true))
+                .collect::<Vec<_>>(),
+        ));
+        let id = PreparedStatementId::random();
+        let now = Instant::now();
+        let mut statements = self.lock();
+        statements.retain(|_, s| now.duration_since(s.last_used) < self.ttl);
+        statements.insert(
+            id,
+            Prepared {
+                plan,
+                dataset_schema: Arc::clone(&dataset_schema),
+                parameters: parameters.into_iter().map(|(name, _)| name).collect(),
+                bound: Vec::new(),
+                last_used: now,
+            },
+        );
+        Ok(PreparedStatementInfo {
+            id,
+            dataset_schema,
+            parameter_schema,
+        })
+    }
+
+    pub(super) fn bind(&self, id: &PreparedStatementId, batches: &[RecordBatch]) -> EngineResult<()> {
+        let mut statements = self.lock();
+        let statement = statements
+            .get_mut(id)
+            .ok_or(EngineError::PreparedStatementNotFound)?;
+        statement.last_used = Instant::now();
+        let mut rows = Vec::new();
+        for batch in batches {
+            if batch.num_columns() != statement.parameters.len() {
+                return Err(EngineError::InvalidParameters(format!(
+                    "the statement has {} parameter(s) ({}) but {} column(s) were bound",
+                    statement.parameters.len(),
+                    statement.parameters.join(", "),
+                    batch.num_columns()
+                )));
+            }
+            for row in 0..batch.num_rows() {
+                let values = batch
+                    .columns()
+                    .iter()
+                    .map(|column| ScalarValue::try_from_array(column, row))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| EngineError::InvalidParameters(e.strip_backtrace()))?;
+                rows.push(param_values(&statement.parameters, values));
+            }
+        }
+        statement.bound = rows;
+        Ok(())
+    }
+
+    /// The plan, its bound rows and its dataset schema, ready to execute.
+    pub(super) fn instantiate(
+        &self,
+        id: &PreparedStatementId,
+    ) -> EngineResult<(LogicalPlan, Vec<ParamValues>, SchemaRef)> {
+        let mut statements = self.lock();
+        let statement = statements
+            .get_mut(id)
+            .ok_or(EngineError::PreparedStatementNotFound)?;
+        statement.last_used = Instant::now();
+        if !statement.parameters.is_empty() && statement.bound.is_empty() {
+            return Err(EngineError::InvalidParameters(format!(
+                "the statement has {} parameter(s) ({}); bind values with DoPut before executing it",
+                statement.parameters.len(),
+                statement.parameters.join(", ")
+            )));
+        }
+        let rows = if statement.parameters.is_empty() {
+            Vec::new()
+        } else {
+            statement.bound.clone()
+        };
+        Ok((
+            statement.plan.clone(),
+            rows,
+            Arc::clone(&statement.dataset_schema),
+        ))
+    }
+
+    pub(super) fn dataset_schema(&self, id: &PreparedStatementId) -> EngineResult<SchemaRef> {
+        self.lock()
+            .get(id)
+            .map(|s| Arc::clone(&s.dataset_schema))
+            .ok_or(EngineError::PreparedStatementNotFound)
+    }
+
+    pub(super) fn remove(&self, id: &PreparedStatementId) -> EngineResult<()> {
+        self.lock()
+            .remove(id)
+            .map(|_| ())
+            .ok_or(EngineError::PreparedStatementNotFound)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PreparedStatementId, Prepared>> {
+        self.statements.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// `$1 < $2 < $10 < $name`: positional placeholders by number, then named ones.
+fn placeholder_order(name: &str) -> (u64, String) {
+    let number = name.strip_prefix('$').and_then(|n| n.parse::<u64>().ok());
+    (number.unwrap_or(u64::MAX), name.to_string())
+}
+
+fn param_values(names: &[String], values: Vec<ScalarValue>) -> ParamValues {
+    let positional = names
+        .iter()
+        .all(|n| n.strip_prefix('$').is_some_and(|d| d.parse::<u64>().is_ok()));
+    if positional {
+        ParamValues::from(values)
+    } else {
+        let map = names
+            .iter()
+            .map(|n| n.trim_start_matches('$').to_string())
+            .zip(values.into_iter().map(Into::into))
+            .collect::<HashMap<_, _>>();
+        ParamValues::Map(map)
+    }
+}

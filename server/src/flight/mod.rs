@@ -1,0 +1,43 @@
+//! The Flight SQL transport: decodes requests, calls the [`Engine`], encodes
+//! answers. It owns no query logic.
+//!
+//! [`Engine`]: crate::engine::Engine
+
+mod metadata;
+mod service;
+mod sql_info;
+mod status;
+mod ticket;
+
+use std::sync::Arc;
+
+use arrow_flight::flight_service_server::FlightServiceServer;
+
+pub use service::FlightSqlEndpoint;
+
+use crate::engine::Engine;
+
+/// Transport limits.
+#[derive(Debug, Clone)]
+pub struct FlightOptions {
+    /// The largest gRPC message accepted or sent, in bytes.
+    pub max_message_size: usize,
+    /// The size result messages aim at, in bytes.
+    pub max_flight_data_size: usize,
+}
+
+impl Default for FlightOptions {
+    fn default() -> Self {
+        Self {
+            max_message_size: 64 * 1024 * 1024,
+            max_flight_data_size: 2 * 1024 * 1024,
+        }
+    }
+}
+
+/// The gRPC service that serves `engine` over Flight SQL.
+pub fn service(engine: Arc<Engine>, options: &FlightOptions) -> FlightServiceServer<FlightSqlEndpoint> {
+    FlightServiceServer::new(FlightSqlEndpoint::new(engine, options.max_flight_data_size))
+        .max_decoding_message_size(options.max_message_size)
+        .max_encoding_message_size(options.max_message_size)
+}

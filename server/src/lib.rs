@@ -1,0 +1,17 @@
+//! Tarn: an embedded OLAP analytics server.
+//!
+//! DataFusion runs SQL over a lake of Parquet, CSV and JSON files; results
+//! stream to clients over Arrow Flight SQL. See `ARCHITECTURE.md` for the
+//! codemap.
+
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod engine;
+pub mod flight;
+pub mod lake;
+pub mod runtime;
+pub mod server;
+
+pub use config::ServeConfig;
+pub use server::Server;

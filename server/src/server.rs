@@ -1,0 +1,130 @@
+//! Starting and stopping a Tarn server: config in, listening socket out.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::config::ServeConfig;
+use crate::engine::{Engine, EngineError};
+use crate::{demo, flight, lake};
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The address is in use or not ours.
+    #[error("cannot listen on {addr}: {source}; pick another address with --bind")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The lake cannot be read.
+    #[error(transparent)]
+    Lake(#[from] lake::LakeError),
+    /// The demo lake cannot be generated.
+    #[error(transparent)]
+    Demo(#[from] demo::DemoError),
+    /// The engine cannot start.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    addr: SocketAddr,
+    engine: Arc<Engine>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl Server {
+    /// Loads the lake and starts serving it.
+    pub async fn start(config: ServeConfig) -> Result<Self, ServeError> {
+        if config.generate_demo && !demo::exists(&config.lake) {
+            tracing::info!(lake = %config.lake.display(), scale = config.demo_scale, "generating the demo lake (first start)");
+            let (lake, scale) = (config.lake.clone(), config.demo_scale);
+            tokio::task::spawn_blocking(move || demo::generate(&lake, scale))
+                .await
+                .map_err(|e| EngineError::Internal(e.to_string()))??;
+        }
+        let engine = Arc::new(Engine::new(config.engine.clone())?);
+        load_lake(&engine, &config).await?;
+
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: config.bind,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        let service = flight::service(Arc::clone(&engine), &config.flight);
+        let task = tokio::spawn(
+            tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(service)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                    let _ = stopped.await;
+                }),
+        );
+        tracing::info!(%addr, "serving Flight SQL");
+        Ok(Self {
+            addr,
+            engine,
+            shutdown: Some(shutdown),
+            task,
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The engine behind the server.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Stops accepting calls and waits for the server to finish.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+
+    /// Serves until the task ends (Ctrl-C handling is the caller's).
+    pub async fn wait(&mut self) -> Result<(), String> {
+        match (&mut self.task).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+async fn load_lake(engine: &Engine, config: &ServeConfig) -> Result<(), ServeError> {
+    let (tables, problems) = lake::discover(&config.lake)?;
+    for problem in problems {
+        tracing::warn!("{problem}");
+    }
+    let mut loaded = 0;
+    for table in &tables {
+        match lake::register(engine.session(), table).await {
+            Ok(()) => loaded += 1,
+            Err(problem) => tracing::warn!("{problem}"),
+        }
+    }
+    tracing::info!(lake = %config.lake.display(), tables = loaded, "lake loaded");
+    Ok(())
+}
