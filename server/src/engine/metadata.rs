@@ -1,6 +1,10 @@
 //! Catalog listings for metadata calls (GetTables and friends).
 
+use std::sync::Arc;
+
 use arrow::datatypes::SchemaRef;
+use datafusion::catalog::SchemaProvider;
+use datafusion::catalog::information_schema::{INFORMATION_SCHEMA, InformationSchemaProvider};
 use datafusion::datasource::TableType;
 use datafusion::prelude::SessionContext;
 
@@ -63,19 +67,34 @@ pub(super) fn list_schemas(ctx: &SessionContext) -> Vec<(String, String)> {
             for schema_name in catalog.schema_names() {
                 out.push((catalog_name.clone(), schema_name));
             }
+            // DataFusion answers `information_schema` without registering it;
+            // list it like any other schema, since SQL can query it.
+            if information_schema_enabled(ctx) {
+                out.push((catalog_name.clone(), INFORMATION_SCHEMA.to_string()));
+            }
         }
     }
     out.sort();
+    out.dedup();
     out
+}
+
+fn information_schema_enabled(ctx: &SessionContext) -> bool {
+    ctx.state().config().options().catalog.information_schema
+}
+
+fn schema_provider(ctx: &SessionContext, catalog: &str, schema: &str) -> Option<Arc<dyn SchemaProvider>> {
+    if schema == INFORMATION_SCHEMA && information_schema_enabled(ctx) {
+        let catalogs = Arc::clone(ctx.state().catalog_list());
+        return Some(Arc::new(InformationSchemaProvider::new(catalogs)));
+    }
+    ctx.catalog(catalog).and_then(|c| c.schema(schema))
 }
 
 pub(super) async fn list_tables(ctx: &SessionContext, wire: WireTypes) -> Vec<TableInfo> {
     let mut out = Vec::new();
     for (catalog_name, schema_name) in list_schemas(ctx) {
-        let Some(schema) = ctx
-            .catalog(&catalog_name)
-            .and_then(|c| c.schema(&schema_name))
-        else {
+        let Some(schema) = schema_provider(ctx, &catalog_name, &schema_name) else {
             continue;
         };
         let mut names = schema.table_names();

@@ -167,22 +167,27 @@ impl Engine {
     }
 
     /// Turns a planning failure into the most useful error: a missing table
-    /// is named as such, whatever DataFusion's wording.
+    /// is named as the statement wrote it.
     async fn explain_planning_error(
         &self,
         sql: &str,
         err: datafusion::error::DataFusionError,
     ) -> EngineError {
+        let missing_table = matches!(err.find_root(),
+            datafusion::error::DataFusionError::Plan(msg) if msg.starts_with("table '") && msg.ends_with("not found"));
+        if !missing_table {
+            return EngineError::from_planning(err);
+        }
         let state = self.ctx.state();
         let dialect = state.config().options().sql_parser.dialect;
-        if let Ok(statement) = state.sql_to_statement(sql, &dialect) {
-            if let Ok(references) = state.resolve_table_references(&statement) {
-                for reference in references {
-                    if !matches!(self.ctx.table_exist(reference.clone()), Ok(true)) {
-                        return EngineError::TableNotFound {
-                            name: reference.to_string(),
-                        };
-                    }
+        if let Ok(statement) = state.sql_to_statement(sql, &dialect)
+            && let Ok(references) = state.resolve_table_references(&statement)
+        {
+            for reference in references {
+                if !matches!(self.ctx.table_exist(reference.clone()), Ok(true)) {
+                    return EngineError::TableNotFound {
+                        name: reference.to_string(),
+                    };
                 }
             }
         }
@@ -328,7 +333,7 @@ impl Engine {
         } else {
             self.options.wire_types.wire_schema(plan.schema().as_arrow())
         };
-        self.prepared.insert(plan, dataset_schema)
+        self.prepared.insert(plan, dataset_schema, self.options.wire_types)
     }
 
     /// The result schema a prepared statement promises.

@@ -11,6 +11,7 @@ use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::logical_expr::LogicalPlan;
 
 use super::error::{EngineError, EngineResult};
+use super::wire::WireTypes;
 
 /// An unguessable name for a prepared statement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -47,6 +48,8 @@ struct Prepared {
     plan: LogicalPlan,
     dataset_schema: SchemaRef,
     parameters: Vec<String>,
+    /// The type each placeholder was inferred to have (`Null` when unknown).
+    parameter_types: Vec<DataType>,
     bound: Vec<ParamValues>,
     last_used: Instant,
 }
@@ -74,6 +77,7 @@ impl PreparedStatements {
         &self,
         plan: LogicalPlan,
         dataset_schema: SchemaRef,
+        wire: WireTypes,
     ) -> EngineResult<PreparedStatementInfo> {
         let fields = plan
             .get_parameter_fields()
@@ -85,11 +89,11 @@ impl PreparedStatements {
                 (name, data_type)
             })
             .collect();
-        parameters.sort_by(|(a, _), (b, _)| placeholder_order(a).cmp(&placeholder_order(b)));
+        parameters.sort_by_key(|(name, _)| placeholder_order(name));
         let parameter_schema = Arc::new(Schema::new(
             parameters
                 .iter()
-                .map(|(name, data_type)| Field::new(name, data_type.clone(), true))
+                .map(|(name, data_type)| Field::new(name, wire.wire_type(data_type), true))
                 .collect::<Vec<_>>(),
         ));
         let id = PreparedStatementId::random();
@@ -101,6 +105,7 @@ impl PreparedStatements {
             Prepared {
                 plan,
                 dataset_schema: Arc::clone(&dataset_schema),
+                parameter_types: parameters.iter().map(|(_, t)| t.clone()).collect(),
                 parameters: parameters.into_iter().map(|(name, _)| name).collect(),
                 bound: Vec::new(),
                 last_used: now,
@@ -133,9 +138,9 @@ impl PreparedStatements {
                 let values = batch
                     .columns()
                     .iter()
-                    .map(|column| ScalarValue::try_from_array(column, row))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| EngineError::InvalidParameters(e.strip_backtrace()))?;
+                    .zip(&statement.parameter_types)
+                    .map(|(column, declared)| parameter_value(column, row, declared))
+                    .collect::<EngineResult<Vec<_>>>()?;
                 rows.push(param_values(&statement.parameters, values));
             }
         }
@@ -189,6 +194,24 @@ impl PreparedStatements {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PreparedStatementId, Prepared>> {
         self.statements.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// The value of one bound parameter, cast to the type the plan inferred for
+/// it (clients bind `Utf8` where the plan wants `Utf8View`, `Int64` where it
+/// wants `Int32`, ...).
+fn parameter_value(column: &arrow::array::ArrayRef, row: usize, declared: &DataType) -> EngineResult<ScalarValue> {
+    let value = ScalarValue::try_from_array(column, row)
+        .map_err(|e| EngineError::InvalidParameters(e.strip_backtrace()))?;
+    if declared == &DataType::Null || &value.data_type() == declared {
+        return Ok(value);
+    }
+    value.cast_to(declared).map_err(|e| {
+        EngineError::InvalidParameters(format!(
+            "cannot use a {} value where the statement expects {declared}: {}",
+            column.data_type(),
+            e.strip_backtrace()
+        ))
+    })
 }
 
 /// `$1 < $2 < $10 < $name`: positional placeholders by number, then named ones.

@@ -80,6 +80,8 @@ pub static SQL_INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {
     b.append(SqlInfo::SqlSupportsNonNullableColumns, true);
     // SQL_MINIMUM_GRAMMAR | SQL_CORE_GRAMMAR
     b.append(SqlInfo::SqlSupportedGrammar, 0b11_i32);
+    // ANSI92_ENTRY_SQL
+    b.append(SqlInfo::SqlAnsi92SupportedLevel, 0b1_i32);
     b.append(SqlInfo::SqlSupportsIntegrityEnhancementFacility, false);
     b.append(SqlInfo::SqlOuterJoinsSupportLevel, SqlOuterJoinsSupportLevel::SqlFullOuterJoins as i32);
     b.append(SqlInfo::SqlSchemaTerm, "schema");

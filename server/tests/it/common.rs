@@ -1,0 +1,84 @@
+//! Helpers shared by the integration tests.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use arrow::array::RecordBatch;
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use tarn::config::ServeConfig;
+use tarn::{Server, demo};
+use tarn_client::Client;
+
+/// The demo lake at scale factor 0.01, generated once per test run.
+pub fn demo_lake() -> &'static Path {
+    static LAKE: OnceLock<tempfile::TempDir> = OnceLock::new();
+    LAKE.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        demo::generate(dir.path(), 0.01).expect("the demo lake is generated");
+        dir
+    })
+    .path()
+}
+
+/// A running server and a client connected to it.
+pub struct TestServer {
+    pub server: Server,
+    pub client: Client,
+}
+
+impl TestServer {
+    pub fn uri(&self) -> String {
+        format!("grpc://{}", self.server.local_addr())
+    }
+}
+
+/// Starts a server on the demo lake.
+pub async fn start() -> TestServer {
+    start_with(ServeConfig::for_lake(demo_lake())).await
+}
+
+/// Starts a server with `config`.
+pub async fn start_with(config: ServeConfig) -> TestServer {
+    let server = Server::start(config).await.expect("the server starts");
+    let client = Client::connect(&format!("grpc://{}", server.local_addr()))
+        .await
+        .expect("the client connects");
+    TestServer { server, client }
+}
+
+/// Rows of a Parquet file, read from its footer with the parquet crate (not DataFusion).
+pub fn parquet_rows(path: &Path) -> i64 {
+    let file = std::fs::File::open(path).expect("the file opens");
+    let reader = SerializedFileReader::new(file).expect("the file is Parquet");
+    reader.metadata().file_metadata().num_rows()
+}
+
+/// All record batches of a Parquet file, read with the parquet crate.
+pub fn read_parquet(path: &Path) -> Vec<RecordBatch> {
+    let file = std::fs::File::open(path).expect("the file opens");
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .expect("the file is Parquet")
+        .build()
+        .expect("a reader")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("the file decodes")
+}
+
+pub fn table_file(name: &str) -> PathBuf {
+    demo_lake().join(format!("{name}.parquet"))
+}
+
+pub fn total_rows(batches: &[RecordBatch]) -> usize {
+    batches.iter().map(|b| b.num_rows()).sum()
+}
+
+/// Runs a query and collects its batches.
+pub async fn query(client: &mut Client, sql: &str) -> Vec<RecordBatch> {
+    client
+        .query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}

@@ -1,0 +1,10 @@
+//! Tarn's integration tests: one binary (linking is slow), one module per area.
+//! Every test starts its own server on 127.0.0.1:0 and talks to it over a
+//! real socket with the client crate.
+
+mod cli;
+mod common;
+mod errors;
+mod metadata;
+mod prepared;
+mod queries;
