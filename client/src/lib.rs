@@ -130,7 +130,9 @@ impl QueryResult {
 
 impl std::fmt::Debug for QueryResult {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QueryResult").field("schema", &self.schema).finish()
+        f.debug_struct("QueryResult")
+            .field("schema", &self.schema)
+            .finish()
     }
 }
 
@@ -203,7 +205,11 @@ impl Client {
     }
 
     /// Schemas, optionally of one catalog and matching a LIKE pattern.
-    pub async fn db_schemas(&mut self, catalog: Option<&str>, pattern: Option<&str>) -> Result<QueryResult> {
+    pub async fn db_schemas(
+        &mut self,
+        catalog: Option<&str>,
+        pattern: Option<&str>,
+    ) -> Result<QueryResult> {
         let request = CommandGetDbSchemas {
             catalog: catalog.map(str::to_string),
             db_schema_filter_pattern: pattern.map(str::to_string),
@@ -309,7 +315,10 @@ fn endpoint(uri: &str) -> Result<Endpoint> {
         uri: uri.to_string(),
         reason: reason.to_string(),
     };
-    let http = if let Some(rest) = uri.strip_prefix("grpc://").or_else(|| uri.strip_prefix("grpc+tcp://")) {
+    let http = if let Some(rest) = uri
+        .strip_prefix("grpc://")
+        .or_else(|| uri.strip_prefix("grpc+tcp://"))
+    {
         format!("http://{rest}")
     } else if uri.starts_with("http://") {
         uri.to_string()

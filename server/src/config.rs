@@ -186,7 +186,10 @@ pub fn resolve(file: ConfigFile, overrides: Overrides) -> ServeConfig {
     let engine_defaults = EngineOptions::default();
     let flight_defaults = FlightOptions::default();
     let lake_given = overrides.lake.is_some() || file.lake.root.is_some();
-    let view_types = overrides.view_types.or(file.engine.view_types).unwrap_or(false);
+    let view_types = overrides
+        .view_types
+        .or(file.engine.view_types)
+        .unwrap_or(false);
     ServeConfig {
         bind: overrides
             .bind

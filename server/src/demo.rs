@@ -72,12 +72,22 @@ pub fn generate(root: &Path, scale: f64) -> Result<(), DemoError> {
     };
     std::fs::create_dir_all(root).map_err(io(root))?;
     for table in TPCH_TABLES {
-        write_table(root, table, &format!("{table}.parquet"), tpch_batches(table, scale))?;
+        write_table(
+            root,
+            table,
+            &format!("{table}.parquet"),
+            tpch_batches(table, scale),
+        )?;
     }
     for (relative, batch) in sales_partitions() {
         write_table(root, "sales", &relative, std::iter::once(Ok(batch)))?;
     }
-    write_table(root, "awkward_types", "awkward_types.parquet", std::iter::once(awkward_types()))?;
+    write_table(
+        root,
+        "awkward_types",
+        "awkward_types.parquet",
+        std::iter::once(awkward_types()),
+    )?;
     let marker = root.join(MARKER);
     std::fs::write(&marker, format!("scale_factor = {scale}\n")).map_err(io(&marker))
 }
@@ -175,7 +185,10 @@ fn sales_partitions() -> Vec<(String, RecordBatch)> {
             ];
             let batch = RecordBatch::try_new(Arc::clone(&schema), columns)
                 .expect("columns match the schema");
-            out.push((format!("sales/region={region}/year={year}/part-0.parquet"), batch));
+            out.push((
+                format!("sales/region={region}/year={year}/part-0.parquet"),
+                batch,
+            ));
         }
     }
     out

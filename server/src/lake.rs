@@ -86,7 +86,9 @@ pub enum LakeError {
         reason: String,
     },
     /// Two entries would get the same table name.
-    #[error("skipping {path}: a table named '{name}' already exists (from {existing}); rename one of them")]
+    #[error(
+        "skipping {path}: a table named '{name}' already exists (from {existing}); rename one of them"
+    )]
     DuplicateName {
         /// The table name.
         name: String,
@@ -267,7 +269,11 @@ fn folder_table(dir: &Path) -> Result<Option<LakeTable>, LakeError> {
     }))
 }
 
-fn collect_data_files(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, (FileFormat, &'static str))>) {
+fn collect_data_files(
+    root: &Path,
+    dir: &Path,
+    out: &mut Vec<(PathBuf, (FileFormat, &'static str))>,
+) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -353,7 +359,10 @@ mod tests {
         assert_eq!(names, ["a", "b"]);
         assert_eq!(
             tables[1].partitions,
-            vec![("year".into(), DataType::Int64), ("region".into(), DataType::Utf8)]
+            vec![
+                ("year".into(), DataType::Int64),
+                ("region".into(), DataType::Utf8)
+            ]
         );
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].to_string().contains("mixes file types"));

@@ -38,10 +38,12 @@ pub enum Command {
 
 /// `tarn serve`
 #[derive(Debug, Args)]
-#[command(after_help = "Precedence: flags and TARN_* environment variables, then the --config file, then defaults.\n\
+#[command(
+    after_help = "Precedence: flags and TARN_* environment variables, then the --config file, then defaults.\n\
 Config file keys: see ARCHITECTURE.md or the README (sections [server], [lake], [engine]).\n\
 Every file or folder of Parquet, CSV or JSON under the lake becomes a table named after it;\n\
-key=value/ folders become typed partition columns.")]
+key=value/ folders become typed partition columns."
+)]
 pub struct ServeArgs {
     /// Folder whose files and folders become tables [default: ./data, generating the demo lake there on first start]
     #[arg(long, env = "TARN_LAKE", value_name = "DIR")]
@@ -93,7 +95,11 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Sql(args) => sql::run(args),
         Command::Demo(args) => match demo::generate(&args.lake, args.scale) {
             Ok(()) => {
-                println!("demo lake written to {} (TPC-H scale factor {})", args.lake.display(), args.scale);
+                println!(
+                    "demo lake written to {} (TPC-H scale factor {})",
+                    args.lake.display(),
+                    args.scale
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => fail(&e.to_string()),

@@ -47,7 +47,9 @@ pub async fn emit(
         None => match format {
             OutputFormat::Table => Box::new(TableSink::new(schema.clone(), max_rows)),
             OutputFormat::Csv => Box::new(CsvSink(arrow::csv::Writer::new(std::io::stdout()))),
-            OutputFormat::Json => Box::new(JsonSink(arrow::json::LineDelimitedWriter::new(std::io::stdout()))),
+            OutputFormat::Json => Box::new(JsonSink(arrow::json::LineDelimitedWriter::new(
+                std::io::stdout(),
+            ))),
         },
     };
     let mut rows = 0_u64;
@@ -67,7 +69,8 @@ fn file_sink(path: &Path, schema: SchemaRef) -> Result<Box<dyn Sink>, String> {
         .and_then(|e| e.to_str())
         .unwrap_or_default()
         .to_ascii_lowercase();
-    let create = || File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()));
+    let create =
+        || File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()));
     let arrow_err = |e: ArrowError| e.to_string();
     Ok(match ext.as_str() {
         "parquet" => Box::new(ParquetSink(
@@ -77,7 +80,9 @@ fn file_sink(path: &Path, schema: SchemaRef) -> Result<Box<dyn Sink>, String> {
             arrow::ipc::writer::FileWriter::try_new(create()?, &schema).map_err(arrow_err)?,
         )),
         "csv" => Box::new(CsvSink(arrow::csv::Writer::new(create()?))),
-        "json" | "jsonl" | "ndjson" => Box::new(JsonSink(arrow::json::LineDelimitedWriter::new(create()?))),
+        "json" | "jsonl" | "ndjson" => {
+            Box::new(JsonSink(arrow::json::LineDelimitedWriter::new(create()?)))
+        }
         _ => {
             return Err(format!(
                 "cannot tell the format of {}: name it .parquet, .arrow, .csv or .json",
@@ -148,7 +153,10 @@ impl TableSink {
 
 impl Sink for TableSink {
     fn write(&mut self, batch: &RecordBatch) -> Result<(), String> {
-        let room = self.max_rows.saturating_sub(self.rows.len()).min(batch.num_rows());
+        let room = self
+            .max_rows
+            .saturating_sub(self.rows.len())
+            .min(batch.num_rows());
         if room == 0 {
             return Ok(());
         }
@@ -185,7 +193,10 @@ impl Sink for TableSink {
         println!("{table}");
         let shown = self.rows.len() as u64;
         if total_rows > shown {
-            println!("({} more rows not shown; raise --max-rows or use --format csv)", total_rows - shown);
+            println!(
+                "({} more rows not shown; raise --max-rows or use --format csv)",
+                total_rows - shown
+            );
         }
         Ok(())
     }

@@ -18,11 +18,18 @@ use super::{fail, split};
 
 /// `tarn sql`
 #[derive(Debug, Args)]
-#[command(after_help = "Meta-commands: \\d lists tables, \\d NAME describes one, \\q quits, \\? helps.\n\
-Examples:\n  tarn sql -c \"SELECT count(*) FROM lineitem\"\n  tarn sql queries.sql --format csv > out.csv\n  tarn sql -c \"SELECT * FROM orders\" -o orders.parquet")]
+#[command(
+    after_help = "Meta-commands: \\d lists tables, \\d NAME describes one, \\q quits, \\? helps.\n\
+Examples:\n  tarn sql -c \"SELECT count(*) FROM lineitem\"\n  tarn sql queries.sql --format csv > out.csv\n  tarn sql -c \"SELECT * FROM orders\" -o orders.parquet"
+)]
 pub struct SqlArgs {
     /// Server address
-    #[arg(long, short = 'H', env = "TARN_HOST", default_value = "grpc://127.0.0.1:50051")]
+    #[arg(
+        long,
+        short = 'H',
+        env = "TARN_HOST",
+        default_value = "grpc://127.0.0.1:50051"
+    )]
     pub host: String,
     /// SQL (or a meta-command) to run; repeat for several
     #[arg(short = 'c', long = "command", value_name = "SQL")]
@@ -46,7 +53,10 @@ pub struct SqlArgs {
 
 /// Runs `tarn sql`.
 pub fn run(args: SqlArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),
     };
@@ -55,13 +65,17 @@ pub fn run(args: SqlArgs) -> ExitCode {
             Ok(c) => c,
             Err(e) => return fail(&e.to_string()),
         };
-        let mut shell = Shell { client: &mut client, args: &args };
+        let mut shell = Shell {
+            client: &mut client,
+            args: &args,
+        };
         if !args.commands.is_empty() {
             return shell.run_all(args.commands.clone()).await;
         }
         let script = match &args.file {
             Some(path) if path.as_os_str() == "-" => read_stdin(),
-            Some(path) => std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display())),
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display())),
             None if !std::io::stdin().is_terminal() => read_stdin(),
             None => return shell.interactive().await,
         };
@@ -104,7 +118,13 @@ impl Shell<'_> {
         let started = Instant::now();
         let result = self.client.query(input).await.map_err(|e| e.to_string())?;
         let returns_rows = !result.schema().fields().is_empty();
-        let rows = emit(result, self.args.format, self.args.output.as_deref(), self.args.max_rows).await?;
+        let rows = emit(
+            result,
+            self.args.format,
+            self.args.output.as_deref(),
+            self.args.max_rows,
+        )
+        .await?;
         if !self.args.quiet {
             let elapsed = started.elapsed().as_secs_f64();
             let what = if returns_rows {
@@ -124,19 +144,33 @@ impl Shell<'_> {
             (Some("d"), None) => self.list_tables().await,
             (Some("d"), Some(name)) => self.describe(name).await,
             (Some("?"), _) | (Some("h"), _) => {
-                println!("\\d          list tables\n\\d NAME     describe a table\n\\q          quit\nAnything else is SQL; end it with ';'.");
+                println!(
+                    "\\d          list tables\n\\d NAME     describe a table\n\\q          quit\nAnything else is SQL; end it with ';'."
+                );
                 Ok(())
             }
-            _ => Err(format!("unknown meta-command '\\{command}'; \\? lists them")),
+            _ => Err(format!(
+                "unknown meta-command '\\{command}'; \\? lists them"
+            )),
         }
     }
 
     async fn list_tables(&mut self) -> Result<(), String> {
-        let result = self.client.tables(TableFilter::default()).await.map_err(|e| e.to_string())?;
+        let result = self
+            .client
+            .tables(TableFilter::default())
+            .await
+            .map_err(|e| e.to_string())?;
         let batches = result.collect().await.map_err(|e| e.to_string())?;
         let mut table = new_table(["schema", "name", "type"]);
         for batch in &batches {
-            let col = |i: usize| batch.column(i).as_any().downcast_ref::<StringArray>().cloned();
+            let col = |i: usize| {
+                batch
+                    .column(i)
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .cloned()
+            };
             let (Some(schema), Some(name), Some(kind)) = (col(1), col(2), col(3)) else {
                 return Err("the server's GetTables answer has unexpected column types".into());
             };
@@ -162,9 +196,16 @@ impl Shell<'_> {
             include_schema: true,
             ..Default::default()
         };
-        let result = self.client.tables(filter).await.map_err(|e| e.to_string())?;
+        let result = self
+            .client
+            .tables(filter)
+            .await
+            .map_err(|e| e.to_string())?;
         let batches = result.collect().await.map_err(|e| e.to_string())?;
-        let Some((batch, row)) = batches.iter().find_map(|b| (b.num_rows() > 0).then_some((b, 0))) else {
+        let Some((batch, row)) = batches
+            .iter()
+            .find_map(|b| (b.num_rows() > 0).then_some((b, 0)))
+        else {
             return Err(format!("table '{name}' not found; \\d lists the tables"));
         };
         let schemas = batch
@@ -194,14 +235,24 @@ impl Shell<'_> {
         if let Some(path) = &history {
             let _ = editor.load_history(path);
         }
-        println!("tarn sql {} connected to {}. End statements with ';', \\? for help, \\q to quit.", env!("CARGO_PKG_VERSION"), self.args.host);
+        println!(
+            "tarn sql {} connected to {}. End statements with ';', \\? for help, \\q to quit.",
+            env!("CARGO_PKG_VERSION"),
+            self.args.host
+        );
         let mut buffer = String::new();
         loop {
-            let prompt = if buffer.is_empty() { "tarn> " } else { "  ... " };
+            let prompt = if buffer.is_empty() {
+                "tarn> "
+            } else {
+                "  ... "
+            };
             match editor.readline(prompt) {
                 Ok(line) => {
                     let trimmed = line.trim();
-                    if buffer.is_empty() && (trimmed == "\\q" || trimmed == "quit" || trimmed == "exit") {
+                    if buffer.is_empty()
+                        && (trimmed == "\\q" || trimmed == "quit" || trimmed == "exit")
+                    {
                         break;
                     }
                     if !buffer.is_empty() {
@@ -211,7 +262,11 @@ impl Shell<'_> {
                     let meta = buffer.trim_start().starts_with('\\');
                     if meta || split::is_complete(&buffer) {
                         let _ = editor.add_history_entry(buffer.trim());
-                        let statements = if meta { vec![buffer.clone()] } else { split::statements(&buffer) };
+                        let statements = if meta {
+                            vec![buffer.clone()]
+                        } else {
+                            split::statements(&buffer)
+                        };
                         for statement in statements {
                             if let Err(e) = self.run_one(&statement).await {
                                 eprintln!("error: {e}");

@@ -27,14 +27,18 @@ pub enum EngineError {
     },
 
     /// A ticket names a result that was already fetched, cancelled or expired.
-    #[error("no pending result with this ticket: it was already fetched, cancelled, or expired after {ttl_secs}s; run the query again")]
+    #[error(
+        "no pending result with this ticket: it was already fetched, cancelled, or expired after {ttl_secs}s; run the query again"
+    )]
     ResultNotFound {
         /// How long an unfetched result is kept.
         ttl_secs: u64,
     },
 
     /// A prepared statement handle is unknown (closed, expired, or from another server).
-    #[error("no prepared statement with this handle: it was closed, expired, or created on another server; prepare it again")]
+    #[error(
+        "no prepared statement with this handle: it was closed, expired, or created on another server; prepare it again"
+    )]
     PreparedStatementNotFound,
 
     /// Bound parameters do not fit the statement.

@@ -83,7 +83,11 @@ fn information_schema_enabled(ctx: &SessionContext) -> bool {
     ctx.state().config().options().catalog.information_schema
 }
 
-fn schema_provider(ctx: &SessionContext, catalog: &str, schema: &str) -> Option<Arc<dyn SchemaProvider>> {
+fn schema_provider(
+    ctx: &SessionContext,
+    catalog: &str,
+    schema: &str,
+) -> Option<Arc<dyn SchemaProvider>> {
     if schema == INFORMATION_SCHEMA && information_schema_enabled(ctx) {
         let catalogs = Arc::clone(ctx.state().catalog_list());
         return Some(Arc::new(InformationSchemaProvider::new(catalogs)));

@@ -12,6 +12,7 @@
 
 pub mod error;
 mod metadata;
+mod placeholders;
 mod prepared;
 mod results;
 pub mod wire;
@@ -25,8 +26,8 @@ use datafusion::catalog::memory::MemorySourceConfig;
 use datafusion::common::ParamValues;
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, execute_stream};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, execute_stream};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -106,7 +107,9 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("options", &self.options).finish_non_exhaustive()
+        f.debug_struct("Engine")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
     }
 }
 
@@ -160,10 +163,34 @@ impl Engine {
     /// Plans `sql` into a logical plan, without executing anything.
     async fn logical_plan(&self, sql: &str) -> EngineResult<LogicalPlan> {
         let state = self.ctx.state();
-        match state.create_logical_plan(sql).await {
+        let dialect = state.config().options().sql_parser.dialect;
+        let mut statement = state
+            .sql_to_statement(sql, &dialect)
+            .map_err(EngineError::from_planning)?;
+        placeholders::number_question_marks(&mut statement);
+        match state.statement_to_plan(statement).await {
             Ok(plan) => Ok(plan),
             Err(err) => Err(self.explain_planning_error(sql, err).await),
         }
+    }
+
+    /// Plans a statement that is executed directly (not prepared): it must
+    /// not have placeholders, since nothing can bind them.
+    async fn direct_plan(&self, sql: &str) -> EngineResult<LogicalPlan> {
+        let plan = self.logical_plan(sql).await?;
+        let mut names: Vec<String> = plan
+            .get_parameter_names()
+            .map_err(EngineError::from_planning)?
+            .into_iter()
+            .collect();
+        if !names.is_empty() {
+            names.sort();
+            return Err(EngineError::InvalidParameters(format!(
+                "the statement has placeholders ({}); prepare it and bind values, or write the values inline",
+                names.join(", ")
+            )));
+        }
+        Ok(plan)
     }
 
     /// Turns a planning failure into the most useful error: a missing table
@@ -197,13 +224,16 @@ impl Engine {
     /// The schema `sql` would return, without running it.
     pub async fn schema_of(&self, sql: &str) -> EngineResult<SchemaRef> {
         let plan = self.logical_plan(sql).await?;
-        Ok(self.options.wire_types.wire_schema(plan.schema().as_arrow()))
+        Ok(self
+            .options
+            .wire_types
+            .wire_schema(plan.schema().as_arrow()))
     }
 
     /// Plans a statement for streaming. Statements with side effects run now;
     /// their (small) outcome is what the result streams.
     pub async fn plan_query(&self, sql: &str) -> EngineResult<PlannedQuery> {
-        let plan = self.logical_plan(sql).await?;
+        let plan = self.direct_plan(sql).await?;
         let physical = self.to_physical(plan).await?;
         Ok(PlannedQuery {
             schema: physical.schema(),
@@ -215,7 +245,7 @@ impl Engine {
     /// Runs a statement that changes something and returns the number of rows
     /// it affected (0 for DDL).
     pub async fn execute_update(&self, sql: &str) -> EngineResult<u64> {
-        let plan = self.logical_plan(sql).await?;
+        let plan = self.direct_plan(sql).await?;
         self.run_update(plan).await
     }
 
@@ -305,7 +335,10 @@ impl Engine {
                 }
             }
         });
-        Box::pin(RecordBatchStreamAdapter::new(schema, ReceiverStream::new(rx)))
+        Box::pin(RecordBatchStreamAdapter::new(
+            schema,
+            ReceiverStream::new(rx),
+        ))
     }
 
     /// Parks a planned query until a `DoGet` takes it (or it expires).
@@ -331,9 +364,12 @@ impl Engine {
         let dataset_schema = if has_side_effects(&plan) {
             Arc::new(Schema::empty())
         } else {
-            self.options.wire_types.wire_schema(plan.schema().as_arrow())
+            self.options
+                .wire_types
+                .wire_schema(plan.schema().as_arrow())
         };
-        self.prepared.insert(plan, dataset_schema, self.options.wire_types)
+        self.prepared
+            .insert(plan, dataset_schema, self.options.wire_types)
     }
 
     /// The result schema a prepared statement promises.
@@ -347,7 +383,10 @@ impl Engine {
     }
 
     /// Plans a prepared query with its bound parameters.
-    pub async fn plan_prepared_query(&self, id: &PreparedStatementId) -> EngineResult<PlannedQuery> {
+    pub async fn plan_prepared_query(
+        &self,
+        id: &PreparedStatementId,
+    ) -> EngineResult<PlannedQuery> {
         let (plan, rows, schema) = self.prepared.instantiate(id)?;
         let mut plans = Vec::with_capacity(rows.len().max(1));
         for plan in bind_rows(plan, rows)? {
@@ -413,7 +452,10 @@ fn bind_rows(plan: LogicalPlan, rows: Vec<ParamValues>) -> EngineResult<Vec<Logi
 fn has_side_effects(plan: &LogicalPlan) -> bool {
     matches!(
         plan,
-        LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Copy(_) | LogicalPlan::Statement(_)
+        LogicalPlan::Ddl(_)
+            | LogicalPlan::Dml(_)
+            | LogicalPlan::Copy(_)
+            | LogicalPlan::Statement(_)
     )
 }
 

@@ -61,7 +61,9 @@ pub(super) struct PreparedStatements {
 
 impl std::fmt::Debug for PreparedStatements {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PreparedStatements").field("ttl", &self.ttl).finish()
+        f.debug_struct("PreparedStatements")
+            .field("ttl", &self.ttl)
+            .finish()
     }
 }
 
@@ -118,7 +120,11 @@ impl PreparedStatements {
         })
     }
 
-    pub(super) fn bind(&self, id: &PreparedStatementId, batches: &[RecordBatch]) -> EngineResult<()> {
+    pub(super) fn bind(
+        &self,
+        id: &PreparedStatementId,
+        batches: &[RecordBatch],
+    ) -> EngineResult<()> {
         let mut statements = self.lock();
         let statement = statements
             .get_mut(id)
@@ -199,7 +205,11 @@ impl PreparedStatements {
 /// The value of one bound parameter, cast to the type the plan inferred for
 /// it (clients bind `Utf8` where the plan wants `Utf8View`, `Int64` where it
 /// wants `Int32`, ...).
-fn parameter_value(column: &arrow::array::ArrayRef, row: usize, declared: &DataType) -> EngineResult<ScalarValue> {
+fn parameter_value(
+    column: &arrow::array::ArrayRef,
+    row: usize,
+    declared: &DataType,
+) -> EngineResult<ScalarValue> {
     let value = ScalarValue::try_from_array(column, row)
         .map_err(|e| EngineError::InvalidParameters(e.strip_backtrace()))?;
     if declared == &DataType::Null || &value.data_type() == declared {
@@ -221,9 +231,10 @@ fn placeholder_order(name: &str) -> (u64, String) {
 }
 
 fn param_values(names: &[String], values: Vec<ScalarValue>) -> ParamValues {
-    let positional = names
-        .iter()
-        .all(|n| n.strip_prefix('$').is_some_and(|d| d.parse::<u64>().is_ok()));
+    let positional = names.iter().all(|n| {
+        n.strip_prefix('$')
+            .is_some_and(|d| d.parse::<u64>().is_ok())
+    });
     if positional {
         ParamValues::from(values)
     } else {

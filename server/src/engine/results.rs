@@ -42,7 +42,9 @@ pub(super) struct ResultStore {
 
 impl std::fmt::Debug for ResultStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResultStore").field("ttl", &self.ttl).finish()
+        f.debug_struct("ResultStore")
+            .field("ttl", &self.ttl)
+            .finish()
     }
 }
 

@@ -110,6 +110,9 @@ mod tests {
         let dict = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8View));
         assert_eq!(WireTypes::Plain.wire_type(&dict), DataType::Utf8);
         assert_eq!(WireTypes::Native.wire_type(&dict), dict);
-        assert_eq!(WireTypes::Plain.wire_type(&DataType::Int64), DataType::Int64);
+        assert_eq!(
+            WireTypes::Plain.wire_type(&DataType::Int64),
+            DataType::Int64
+        );
     }
 }

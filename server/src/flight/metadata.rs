@@ -50,8 +50,14 @@ pub async fn answer(engine: &Engine, command: Command) -> Result<RecordBatch, St
         Command::CommandGetTables(c) => {
             let mut b = c.into_builder();
             for t in engine.tables().await {
-                b.append(&t.catalog, &t.schema, &t.name, t.kind.as_str(), &t.arrow_schema)
-                    .map_err(internal)?;
+                b.append(
+                    &t.catalog,
+                    &t.schema,
+                    &t.name,
+                    t.kind.as_str(),
+                    &t.arrow_schema,
+                )
+                .map_err(internal)?;
             }
             b.build().map_err(internal)
         }
@@ -67,7 +73,9 @@ pub async fn answer(engine: &Engine, command: Command) -> Result<RecordBatch, St
             XDBC_TYPE_INFO.record_batch(c.data_type).map_err(internal)
         }
         // Tarn tables have no declared keys: correct, empty answers.
-        Command::CommandGetPrimaryKeys(_) => Ok(RecordBatch::new_empty(Arc::clone(&PRIMARY_KEYS_SCHEMA))),
+        Command::CommandGetPrimaryKeys(_) => {
+            Ok(RecordBatch::new_empty(Arc::clone(&PRIMARY_KEYS_SCHEMA)))
+        }
         Command::CommandGetExportedKeys(_)
         | Command::CommandGetImportedKeys(_)
         | Command::CommandGetCrossReference(_) => {

@@ -36,7 +36,10 @@ impl Default for FlightOptions {
 }
 
 /// The gRPC service that serves `engine` over Flight SQL.
-pub fn service(engine: Arc<Engine>, options: &FlightOptions) -> FlightServiceServer<FlightSqlEndpoint> {
+pub fn service(
+    engine: Arc<Engine>,
+    options: &FlightOptions,
+) -> FlightServiceServer<FlightSqlEndpoint> {
     FlightServiceServer::new(FlightSqlEndpoint::new(engine, options.max_flight_data_size))
         .max_decoding_message_size(options.max_message_size)
         .max_encoding_message_size(options.max_message_size)

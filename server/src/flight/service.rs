@@ -10,6 +10,7 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use arrow::ipc::writer::IpcWriteOptions;
+use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::{DictionaryHandling, FlightDataEncoderBuilder};
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
@@ -18,7 +19,6 @@ use arrow_flight::sql::{
     ActionCreatePreparedStatementResult, Any, Command, DoPutPreparedStatementResult,
     DoPutUpdateResult, ProstMessageExt,
 };
-use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::{
     Action, ActionType, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, Criteria,
     Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
@@ -63,7 +63,11 @@ impl FlightSqlEndpoint {
         let command = decode_command(&descriptor.cmd, "FlightDescriptor command")?;
         match command {
             Command::CommandStatementQuery(query) => {
-                let planned = self.engine.plan_query(&query.query).await.map_err(to_status)?;
+                let planned = self
+                    .engine
+                    .plan_query(&query.query)
+                    .await
+                    .map_err(to_status)?;
                 self.result_info(planned, descriptor)
             }
             Command::CommandPreparedStatementQuery(cmd) => {
@@ -76,14 +80,19 @@ impl FlightSqlEndpoint {
                 self.result_info(planned, descriptor)
             }
             command => {
-                let schema = metadata::schema(&command).ok_or_else(|| not_for(&command, "GetFlightInfo"))?;
+                let schema =
+                    metadata::schema(&command).ok_or_else(|| not_for(&command, "GetFlightInfo"))?;
                 let endpoint = FlightEndpoint::new().with_ticket(metadata_ticket(command));
                 info(&schema, descriptor, endpoint)
             }
         }
     }
 
-    fn result_info(&self, planned: PlannedQuery, descriptor: FlightDescriptor) -> Result<FlightInfo, Status> {
+    fn result_info(
+        &self,
+        planned: PlannedQuery,
+        descriptor: FlightDescriptor,
+    ) -> Result<FlightInfo, Status> {
         let schema = planned.schema();
         let id = self.engine.park(planned);
         let endpoint = FlightEndpoint::new()
@@ -125,10 +134,18 @@ impl FlightSqlEndpoint {
         Box::pin(encoded)
     }
 
-    async fn put(&self, command: Command, data: BoxedStream<FlightData>) -> Result<PutResult, Status> {
+    async fn put(
+        &self,
+        command: Command,
+        data: BoxedStream<FlightData>,
+    ) -> Result<PutResult, Status> {
         match command {
             Command::CommandStatementUpdate(update) => {
-                let count = self.engine.execute_update(&update.query).await.map_err(to_status)?;
+                let count = self
+                    .engine
+                    .execute_update(&update.query)
+                    .await
+                    .map_err(to_status)?;
                 Ok(update_result(count))
             }
             Command::CommandPreparedStatementQuery(cmd) => {
@@ -163,11 +180,18 @@ impl FlightSqlEndpoint {
     }
 
     async fn create_prepared_statement(&self, body: &[u8]) -> Result<arrow_flight::Result, Status> {
-        let request: ActionCreatePreparedStatementRequest = unpack_action(body, CREATE_PREPARED_STATEMENT)?;
+        let request: ActionCreatePreparedStatementRequest =
+            unpack_action(body, CREATE_PREPARED_STATEMENT)?;
         if request.transaction_id.is_some() {
-            return Err(Status::unimplemented("transactions are not supported; prepare without a transaction id"));
+            return Err(Status::unimplemented(
+                "transactions are not supported; prepare without a transaction id",
+            ));
         }
-        let prepared = self.engine.prepare(&request.query).await.map_err(to_status)?;
+        let prepared = self
+            .engine
+            .prepare(&request.query)
+            .await
+            .map_err(to_status)?;
         let result = ActionCreatePreparedStatementResult {
             prepared_statement_handle: prepared_handle(&prepared.id),
             dataset_schema: ipc_schema(&prepared.dataset_schema)?,
@@ -179,16 +203,18 @@ impl FlightSqlEndpoint {
     }
 
     fn close_prepared_statement(&self, body: &[u8]) -> Result<(), Status> {
-        let request: ActionClosePreparedStatementRequest = unpack_action(body, CLOSE_PREPARED_STATEMENT)?;
+        let request: ActionClosePreparedStatementRequest =
+            unpack_action(body, CLOSE_PREPARED_STATEMENT)?;
         let id = decode_prepared_handle(&request.prepared_statement_handle)?;
         self.engine.close_prepared(&id).map_err(to_status)
     }
 
     fn cancel_flight_info(&self, body: &[u8]) -> Result<arrow_flight::Result, Status> {
-        let request = CancelFlightInfoRequest::decode(body).map_err(|e| malformed("CancelFlightInfoRequest", e))?;
-        let info = request
-            .info
-            .ok_or_else(|| Status::invalid_argument("CancelFlightInfoRequest has no FlightInfo to cancel"))?;
+        let request = CancelFlightInfoRequest::decode(body)
+            .map_err(|e| malformed("CancelFlightInfoRequest", e))?;
+        let info = request.info.ok_or_else(|| {
+            Status::invalid_argument("CancelFlightInfoRequest has no FlightInfo to cancel")
+        })?;
         let mut cancelled = false;
         for endpoint in info.endpoint {
             if let Some(ticket) = endpoint.ticket
@@ -208,7 +234,11 @@ impl FlightSqlEndpoint {
     }
 }
 
-fn info(schema: &SchemaRef, descriptor: FlightDescriptor, endpoint: FlightEndpoint) -> Result<FlightInfo, Status> {
+fn info(
+    schema: &SchemaRef,
+    descriptor: FlightDescriptor,
+    endpoint: FlightEndpoint,
+) -> Result<FlightInfo, Status> {
     Ok(FlightInfo::new()
         .try_with_schema(schema)
         .map_err(|e| Status::internal(format!("encoding the result schema: {e}")))?
@@ -228,7 +258,9 @@ fn not_for(command: &Command, call: &str) -> Status {
         Command::CommandStatementSubstraitPlan(_) => {
             Status::unimplemented("Substrait plans are not supported; send SQL text")
         }
-        other => Status::invalid_argument(format!("{} cannot be sent with {call}", other.type_url())),
+        other => {
+            Status::invalid_argument(format!("{} cannot be sent with {call}", other.type_url()))
+        }
     }
 }
 
@@ -244,7 +276,9 @@ fn update_result(count: u64) -> PutResult {
 fn ipc_schema(schema: &SchemaRef) -> Result<bytes::Bytes, Status> {
     let message: IpcMessage = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
         .try_into()
-        .map_err(|e: arrow::error::ArrowError| Status::internal(format!("encoding a schema: {e}")))?;
+        .map_err(|e: arrow::error::ArrowError| {
+            Status::internal(format!("encoding a schema: {e}"))
+        })?;
     Ok(message.0)
 }
 
@@ -252,7 +286,12 @@ fn unpack_action<M: ProstMessageExt + Default>(body: &[u8], action: &str) -> Res
     let any = Any::decode(body).map_err(|e| malformed(action, e))?;
     any.unpack::<M>()
         .map_err(|e| malformed(action, e))?
-        .ok_or_else(|| malformed(action, format!("the body is a '{}', not a {action} request", any.type_url)))
+        .ok_or_else(|| {
+            malformed(
+                action,
+                format!("the body is a '{}', not a {action} request", any.type_url),
+            )
+        })
 }
 
 /// Decodes the record batches of a DoPut stream (parameter rows).
@@ -286,7 +325,9 @@ impl FlightService for FlightSqlEndpoint {
             protocol_version: 0,
             payload: Default::default(),
         };
-        Ok(Response::new(Box::pin(futures::stream::once(async { Ok(response) }))))
+        Ok(Response::new(Box::pin(futures::stream::once(async {
+            Ok(response)
+        }))))
     }
 
     async fn list_flights(
@@ -298,11 +339,19 @@ impl FlightService for FlightSqlEndpoint {
         ))
     }
 
-    async fn get_flight_info(&self, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
-        self.flight_info(request.into_inner()).await.map(Response::new)
+    async fn get_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.flight_info(request.into_inner())
+            .await
+            .map(Response::new)
     }
 
-    async fn poll_flight_info(&self, request: Request<FlightDescriptor>) -> Result<Response<PollInfo>, Status> {
+    async fn poll_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
         // Queries are planned synchronously, so the first poll is also the last.
         let info = self.flight_info(request.into_inner()).await?;
         Ok(Response::new(PollInfo {
@@ -313,14 +362,20 @@ impl FlightService for FlightSqlEndpoint {
         }))
     }
 
-    async fn get_schema(&self, request: Request<FlightDescriptor>) -> Result<Response<SchemaResult>, Status> {
+    async fn get_schema(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
         let schema = self.schema(request.get_ref()).await?;
         let result = SchemaResult::try_from(SchemaAsIpc::new(&schema, &IpcWriteOptions::default()))
             .map_err(|e| Status::internal(format!("encoding a schema: {e}")))?;
         Ok(Response::new(result))
     }
 
-    async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
         match decode_ticket(request.get_ref())? {
             TicketKind::Result(id) => {
                 let planned = self.engine.take(&id).map_err(to_status)?;
@@ -333,25 +388,36 @@ impl FlightService for FlightSqlEndpoint {
             TicketKind::Metadata(command) => {
                 let batch = metadata::answer(&self.engine, command).await?;
                 let schema = batch.schema();
-                Ok(Response::new(self.encode(schema, futures::stream::once(async { Ok(batch) }))))
+                Ok(Response::new(self.encode(
+                    schema,
+                    futures::stream::once(async { Ok(batch) }),
+                )))
             }
         }
     }
 
-    async fn do_put(&self, request: Request<Streaming<FlightData>>) -> Result<Response<Self::DoPutStream>, Status> {
+    async fn do_put(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
         let mut stream = request.into_inner();
-        let first = stream
-            .message()
-            .await?
-            .ok_or_else(|| Status::invalid_argument("DoPut stream is empty; its first message must carry a FlightDescriptor"))?;
-        let descriptor = first
-            .flight_descriptor
-            .as_ref()
-            .ok_or_else(|| Status::invalid_argument("the first DoPut message must carry a FlightDescriptor with a Flight SQL command"))?;
+        let first = stream.message().await?.ok_or_else(|| {
+            Status::invalid_argument(
+                "DoPut stream is empty; its first message must carry a FlightDescriptor",
+            )
+        })?;
+        let descriptor = first.flight_descriptor.as_ref().ok_or_else(|| {
+            Status::invalid_argument(
+                "the first DoPut message must carry a FlightDescriptor with a Flight SQL command",
+            )
+        })?;
         let command = decode_command(&descriptor.cmd, "DoPut command")?;
-        let data: BoxedStream<FlightData> = Box::pin(futures::stream::once(async { Ok(first) }).chain(stream));
+        let data: BoxedStream<FlightData> =
+            Box::pin(futures::stream::once(async { Ok(first) }).chain(stream));
         let result = self.put(command, data).await?;
-        Ok(Response::new(Box::pin(futures::stream::once(async { Ok(result) }))))
+        Ok(Response::new(Box::pin(futures::stream::once(async {
+            Ok(result)
+        }))))
     }
 
     async fn do_exchange(
@@ -361,7 +427,10 @@ impl FlightService for FlightSqlEndpoint {
         Err(Status::unimplemented("DoExchange is not supported by Tarn"))
     }
 
-    async fn do_action(&self, request: Request<Action>) -> Result<Response<Self::DoActionStream>, Status> {
+    async fn do_action(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
         let action = request.into_inner();
         let results = match action.r#type.as_str() {
             CREATE_PREPARED_STATEMENT => vec![self.create_prepared_statement(&action.body).await?],
@@ -371,10 +440,14 @@ impl FlightService for FlightSqlEndpoint {
             }
             CANCEL_FLIGHT_INFO => vec![self.cancel_flight_info(&action.body)?],
             "BeginTransaction" | "EndTransaction" | "BeginSavepoint" | "EndSavepoint" => {
-                return Err(Status::unimplemented("transactions are not supported by Tarn"));
+                return Err(Status::unimplemented(
+                    "transactions are not supported by Tarn",
+                ));
             }
             "CreatePreparedSubstraitPlan" => {
-                return Err(Status::unimplemented("Substrait plans are not supported; send SQL text"));
+                return Err(Status::unimplemented(
+                    "Substrait plans are not supported; send SQL text",
+                ));
             }
             other => {
                 return Err(Status::invalid_argument(format!(
@@ -382,14 +455,25 @@ impl FlightService for FlightSqlEndpoint {
                 )));
             }
         };
-        Ok(Response::new(Box::pin(futures::stream::iter(results.into_iter().map(Ok)))))
+        Ok(Response::new(Box::pin(futures::stream::iter(
+            results.into_iter().map(Ok),
+        ))))
     }
 
-    async fn list_actions(&self, _request: Request<Empty>) -> Result<Response<Self::ListActionsStream>, Status> {
+    async fn list_actions(
+        &self,
+        _request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
         let actions = [
-            (CREATE_PREPARED_STATEMENT, "Plans a SQL statement with placeholders; returns a handle and its schemas."),
+            (
+                CREATE_PREPARED_STATEMENT,
+                "Plans a SQL statement with placeholders; returns a handle and its schemas.",
+            ),
             (CLOSE_PREPARED_STATEMENT, "Releases a prepared statement."),
-            (CANCEL_FLIGHT_INFO, "Drops the pending result of a FlightInfo."),
+            (
+                CANCEL_FLIGHT_INFO,
+                "Drops the pending result of a FlightInfo.",
+            ),
         ]
         .map(|(name, description)| {
             Ok(ActionType {

@@ -54,7 +54,8 @@ pub fn decode_ticket(ticket: &Ticket) -> Result<TicketKind, Status> {
     };
     match decode_command(&ticket.ticket, "ticket")? {
         Command::TicketStatementQuery(t) => {
-            let handle = ResultTicket::decode(t.statement_handle.as_ref()).map_err(|_| not_ours())?;
+            let handle =
+                ResultTicket::decode(t.statement_handle.as_ref()).map_err(|_| not_ours())?;
             ResultId::from_bytes(&handle.result_id)
                 .map(TicketKind::Result)
                 .ok_or_else(not_ours)

@@ -14,27 +14,51 @@ async fn sql_prints_a_table_and_csv() {
     let uri = t.uri();
     let output = tokio::task::spawn_blocking(move || {
         tarn()
-            .args(["sql", "--host", &uri, "-c", "SELECT count(*) AS n FROM region"])
+            .args([
+                "sql",
+                "--host",
+                &uri,
+                "-c",
+                "SELECT count(*) AS n FROM region",
+            ])
             .output()
             .unwrap()
     })
     .await
     .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("│ n ") && stdout.contains("│ 5 "), "{stdout}");
+    assert!(
+        stdout.contains("│ n ") && stdout.contains("│ 5 "),
+        "{stdout}"
+    );
     assert!(String::from_utf8_lossy(&output.stderr).contains("1 row in"));
 
     let uri = t.uri();
     let output = tokio::task::spawn_blocking(move || {
         tarn()
-            .args(["sql", "--host", &uri, "--format", "csv", "-c", "SELECT r_name FROM region ORDER BY r_regionkey LIMIT 2"])
+            .args([
+                "sql",
+                "--host",
+                &uri,
+                "--format",
+                "csv",
+                "-c",
+                "SELECT r_name FROM region ORDER BY r_regionkey LIMIT 2",
+            ])
             .output()
             .unwrap()
     })
     .await
     .unwrap();
-    assert_eq!(String::from_utf8_lossy(&output.stdout), "r_name\nAFRICA\nAMERICA\n");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "r_name\nAFRICA\nAMERICA\n"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -42,7 +66,10 @@ async fn sql_reports_errors_and_fails() {
     let t = start().await;
     let uri = t.uri();
     let output = tokio::task::spawn_blocking(move || {
-        tarn().args(["sql", "--host", &uri, "-c", "SELECT * FROM nowhere"]).output().unwrap()
+        tarn()
+            .args(["sql", "--host", &uri, "-c", "SELECT * FROM nowhere"])
+            .output()
+            .unwrap()
     })
     .await
     .unwrap();
@@ -60,15 +87,32 @@ async fn sql_describes_and_exports() {
     let out_arg = out.display().to_string();
     let output = tokio::task::spawn_blocking(move || {
         tarn()
-            .args(["sql", "--host", &uri, "-c", "\\d nation", "-c", "SELECT * FROM nation", "-o", &out_arg])
+            .args([
+                "sql",
+                "--host",
+                &uri,
+                "-c",
+                "\\d nation",
+                "-c",
+                "SELECT * FROM nation",
+                "-o",
+                &out_arg,
+            ])
             .output()
             .unwrap()
     })
     .await
     .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("n_nationkey") && stdout.contains("Int64"), "{stdout}");
+    assert!(
+        stdout.contains("n_nationkey") && stdout.contains("Int64"),
+        "{stdout}"
+    );
     assert_eq!(crate::common::parquet_rows(&out), 25);
 }
 
@@ -76,7 +120,16 @@ async fn sql_describes_and_exports() {
 fn help_documents_every_serve_option() {
     let output = tarn().args(["serve", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&output.stdout);
-    for option in ["--lake", "--bind", "--config", "TARN_LAKE", "TARN_BIND", "--result-ttl", "--view-types", "--target-partitions"] {
+    for option in [
+        "--lake",
+        "--bind",
+        "--config",
+        "TARN_LAKE",
+        "TARN_BIND",
+        "--result-ttl",
+        "--view-types",
+        "--target-partitions",
+    ] {
         assert!(help.contains(option), "{option} missing from:\n{help}");
     }
 }
@@ -86,8 +139,14 @@ fn a_bad_config_file_is_reported_with_its_location() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("tarn.toml");
     std::fs::write(&config, "[server]\nbnd = \"x\"\n").unwrap();
-    let output = tarn().args(["serve", "--config", config.to_str().unwrap()]).output().unwrap();
+    let output = tarn()
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("invalid config file") && stderr.contains("bnd"), "{stderr}");
+    assert!(
+        stderr.contains("invalid config file") && stderr.contains("bnd"),
+        "{stderr}"
+    );
 }

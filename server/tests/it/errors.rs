@@ -17,7 +17,9 @@ use tonic::Code;
 use crate::common::{self, query, start, start_with};
 
 fn code(err: &ClientError) -> Code {
-    err.status().map(|s| s.code()).unwrap_or_else(|| panic!("not a status: {err}"))
+    err.status()
+        .map(|s| s.code())
+        .unwrap_or_else(|| panic!("not a status: {err}"))
 }
 
 async fn still_serving(client: &mut Client) {
@@ -32,7 +34,11 @@ async fn bad_sql_is_invalid_argument() {
     assert_eq!(code(&err), Code::InvalidArgument);
     assert!(err.to_string().contains("SQL syntax error"), "{err}");
 
-    let err = t.client.query("SELECT no_such_column FROM nation").await.unwrap_err();
+    let err = t
+        .client
+        .query("SELECT no_such_column FROM nation")
+        .await
+        .unwrap_err();
     assert_eq!(code(&err), Code::InvalidArgument);
     assert!(err.to_string().contains("no_such_column"), "{err}");
     still_serving(&mut t.client).await;
@@ -41,10 +47,18 @@ async fn bad_sql_is_invalid_argument() {
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_table_is_not_found_and_named() {
     let mut t = start().await;
-    let err = t.client.query("SELECT * FROM nation JOIN no_such_table ON true").await.unwrap_err();
+    let err = t
+        .client
+        .query("SELECT * FROM nation JOIN no_such_table ON true")
+        .await
+        .unwrap_err();
     assert_eq!(code(&err), Code::NotFound);
     assert!(err.to_string().contains("no_such_table"), "{err}");
-    let err = t.client.execute_update("INSERT INTO missing VALUES (1)").await.unwrap_err();
+    let err = t
+        .client
+        .execute_update("INSERT INTO missing VALUES (1)")
+        .await
+        .unwrap_err();
     assert_eq!(code(&err), Code::NotFound, "{err}");
     still_serving(&mut t.client).await;
 }
@@ -70,13 +84,39 @@ async fn malformed_and_foreign_tickets_are_rejected() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_ticket_is_redeemed_once() {
     let mut t = start().await;
-    let info = t.client.flight_sql_client().execute("SELECT 1".into(), None).await.unwrap();
+    let info = t
+        .client
+        .flight_sql_client()
+        .execute("SELECT 1".into(), None)
+        .await
+        .unwrap();
     let ticket = info.endpoint[0].ticket.clone().unwrap();
-    assert!(info.endpoint[0].expiration_time.is_some(), "the endpoint says when it expires");
-    assert!(info.endpoint[0].location.is_empty(), "no location: same connection");
-    let first: Vec<RecordBatch> = t.client.flight_sql_client().do_get(ticket.clone()).await.unwrap().try_collect().await.unwrap();
+    assert!(
+        info.endpoint[0].expiration_time.is_some(),
+        "the endpoint says when it expires"
+    );
+    assert!(
+        info.endpoint[0].location.is_empty(),
+        "no location: same connection"
+    );
+    let first: Vec<RecordBatch> = t
+        .client
+        .flight_sql_client()
+        .do_get(ticket.clone())
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
     assert_eq!(first[0].num_rows(), 1);
-    let err = ClientError::from(t.client.flight_sql_client().do_get(ticket).await.map(|_| ()).unwrap_err());
+    let err = ClientError::from(
+        t.client
+            .flight_sql_client()
+            .do_get(ticket)
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+    );
     assert_eq!(code(&err), Code::NotFound);
     assert!(err.to_string().contains("already fetched"), "{err}");
 }
@@ -86,28 +126,54 @@ async fn unfetched_results_expire() {
     let mut config = ServeConfig::for_lake(common::demo_lake());
     config.engine.result_ttl = Duration::from_millis(200);
     let mut t = start_with(config).await;
-    let info = t.client.flight_sql_client().execute("SELECT 1".into(), None).await.unwrap();
+    let info = t
+        .client
+        .flight_sql_client()
+        .execute("SELECT 1".into(), None)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let ticket = info.endpoint[0].ticket.clone().unwrap();
-    let err = ClientError::from(t.client.flight_sql_client().do_get(ticket).await.map(|_| ()).unwrap_err());
+    let err = ClientError::from(
+        t.client
+            .flight_sql_client()
+            .do_get(ticket)
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+    );
     assert_eq!(code(&err), Code::NotFound, "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn do_put_to_an_unknown_prepared_statement_is_not_found() {
     let mut t = start().await;
-    let params = RecordBatch::try_from_iter([("$1", Arc::new(Int64Array::from(vec![1])) as _)]).unwrap();
-    for handle in [b"not a handle".to_vec(), tarn_proto::v1::PreparedStatementHandle { statement_id: vec![7; 16] }.encode_to_vec()] {
+    let params =
+        RecordBatch::try_from_iter([("$1", Arc::new(Int64Array::from(vec![1])) as _)]).unwrap();
+    for handle in [
+        b"not a handle".to_vec(),
+        tarn_proto::v1::PreparedStatementHandle {
+            statement_id: vec![7; 16],
+        }
+        .encode_to_vec(),
+    ] {
         let cmd = CommandPreparedStatementQuery {
             prepared_statement_handle: handle.into(),
         };
         let data: Vec<_> = FlightDataEncoderBuilder::new()
-            .with_flight_descriptor(Some(FlightDescriptor::new_cmd(cmd.as_any().encode_to_vec())))
+            .with_flight_descriptor(Some(FlightDescriptor::new_cmd(
+                cmd.as_any().encode_to_vec(),
+            )))
             .build(futures::stream::iter([Ok(params.clone())]))
             .try_collect()
             .await
             .unwrap();
-        let outcome: Result<(), ClientError> = match t.client.flight_sql_client().do_put(futures::stream::iter(data)).await {
+        let outcome: Result<(), ClientError> = match t
+            .client
+            .flight_sql_client()
+            .do_put(futures::stream::iter(data))
+            .await
+        {
             Err(e) => Err(ClientError::from(e)),
             Ok(mut results) => match results.next().await {
                 Some(Err(status)) => Err(ClientError::from(status)),
@@ -125,10 +191,22 @@ async fn do_put_to_an_unknown_prepared_statement_is_not_found() {
 async fn unknown_commands_and_actions_are_rejected() {
     let mut t = start().await;
     let descriptor = FlightDescriptor::new_cmd(b"\x0a\x03foo".to_vec());
-    let err = t.client.flight_sql_client().inner_mut().get_flight_info(descriptor).await.unwrap_err();
+    let err = t
+        .client
+        .flight_sql_client()
+        .inner_mut()
+        .get_flight_info(descriptor)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err}");
     let action = arrow_flight::Action::new("Explode", "");
-    let err = t.client.flight_sql_client().inner_mut().do_action(action).await.unwrap_err();
+    let err = t
+        .client
+        .flight_sql_client()
+        .inner_mut()
+        .do_action(action)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err}");
     assert!(err.message().contains("Explode"));
     still_serving(&mut t.client).await;
@@ -137,14 +215,33 @@ async fn unknown_commands_and_actions_are_rejected() {
 #[tokio::test(flavor = "multi_thread")]
 async fn cancelled_results_cannot_be_fetched() {
     let mut t = start().await;
-    let info = t.client.flight_sql_client().execute("SELECT * FROM lineitem".into(), None).await.unwrap();
+    let info = t
+        .client
+        .flight_sql_client()
+        .execute("SELECT * FROM lineitem".into(), None)
+        .await
+        .unwrap();
     let ticket = info.endpoint[0].ticket.clone().unwrap();
     let request = arrow_flight::CancelFlightInfoRequest::new(info);
     let action = arrow_flight::Action::new("CancelFlightInfo", request.encode_to_vec());
-    let mut results = t.client.flight_sql_client().inner_mut().do_action(action).await.unwrap().into_inner();
+    let mut results = t
+        .client
+        .flight_sql_client()
+        .inner_mut()
+        .do_action(action)
+        .await
+        .unwrap()
+        .into_inner();
     let body = results.next().await.unwrap().unwrap().body;
     let result = arrow_flight::CancelFlightInfoResult::decode(body).unwrap();
     assert_eq!(result.status, arrow_flight::CancelStatus::Cancelled as i32);
-    let err = ClientError::from(t.client.flight_sql_client().do_get(ticket).await.map(|_| ()).unwrap_err());
+    let err = ClientError::from(
+        t.client
+            .flight_sql_client()
+            .do_get(ticket)
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+    );
     assert_eq!(code(&err), Code::NotFound);
 }

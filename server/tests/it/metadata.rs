@@ -15,7 +15,9 @@ fn strings(batches: &[RecordBatch], column: usize) -> Vec<String> {
         .iter()
         .flat_map(|b| {
             let c = b.column(column).as_string::<i32>();
-            (0..c.len()).map(|i| c.value(i).to_string()).collect::<Vec<_>>()
+            (0..c.len())
+                .map(|i| c.value(i).to_string())
+                .collect::<Vec<_>>()
         })
         .collect()
 }
@@ -33,10 +35,20 @@ async fn unfiltered_get_tables_lists_every_demo_table_with_its_schema() {
         include_schema: true,
         ..Default::default()
     };
-    let batches = t.client.tables(filter).await.unwrap().collect().await.unwrap();
+    let batches = t
+        .client
+        .tables(filter)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
     let names: BTreeSet<String> = strings(&batches, 2).into_iter().collect();
     for expected in demo_table_names() {
-        assert!(names.contains(&expected), "{expected} missing from {names:?}");
+        assert!(
+            names.contains(&expected),
+            "{expected} missing from {names:?}"
+        );
     }
     for expected in ["lineitem", "sales", "awkward_types"] {
         assert!(names.contains(expected));
@@ -49,7 +61,10 @@ async fn unfiltered_get_tables_lists_every_demo_table_with_its_schema() {
             let schema = try_schema_from_ipc_buffer(schemas.value(row)).unwrap();
             let select = t.client.query("SELECT * FROM nation").await.unwrap();
             assert_eq!(schema.fields(), select.schema().fields());
-            assert_eq!(schema.field_with_name("n_name").unwrap().data_type(), &DataType::Utf8);
+            assert_eq!(
+                schema.field_with_name("n_name").unwrap().data_type(),
+                &DataType::Utf8
+            );
         }
     }
 }
@@ -57,22 +72,48 @@ async fn unfiltered_get_tables_lists_every_demo_table_with_its_schema() {
 #[tokio::test(flavor = "multi_thread")]
 async fn get_tables_filters_by_pattern_and_type() {
     let mut t = start().await;
-    t.client.execute_update("CREATE VIEW nation_names AS SELECT n_name FROM nation").await.unwrap();
+    t.client
+        .execute_update("CREATE VIEW nation_names AS SELECT n_name FROM nation")
+        .await
+        .unwrap();
     let filter = TableFilter {
         table_pattern: Some("nation%".into()),
         ..Default::default()
     };
-    let batches = t.client.tables(filter).await.unwrap().collect().await.unwrap();
-    let mut found: Vec<(String, String)> = strings(&batches, 2).into_iter().zip(strings(&batches, 3)).collect();
+    let batches = t
+        .client
+        .tables(filter)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let mut found: Vec<(String, String)> = strings(&batches, 2)
+        .into_iter()
+        .zip(strings(&batches, 3))
+        .collect();
     found.sort();
-    assert_eq!(found, [("nation".into(), "TABLE".into()), ("nation_names".into(), "VIEW".into())]);
+    assert_eq!(
+        found,
+        [
+            ("nation".into(), "TABLE".into()),
+            ("nation_names".into(), "VIEW".into())
+        ]
+    );
 
     let views = TableFilter {
         table_types: vec!["VIEW".into()],
         schema_pattern: Some("public".into()),
         ..Default::default()
     };
-    let batches = t.client.tables(views).await.unwrap().collect().await.unwrap();
+    let batches = t
+        .client
+        .tables(views)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
     assert_eq!(strings(&batches, 2), ["nation_names"]);
 }
 
@@ -81,23 +122,62 @@ async fn catalogs_schemas_and_table_types() {
     let mut t = start().await;
     let catalogs = t.client.catalogs().await.unwrap().collect().await.unwrap();
     assert_eq!(strings(&catalogs, 0), ["tarn"]);
-    let schemas = t.client.db_schemas(None, None).await.unwrap().collect().await.unwrap();
+    let schemas = t
+        .client
+        .db_schemas(None, None)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
     let schemas: BTreeSet<String> = strings(&schemas, 1).into_iter().collect();
-    assert!(schemas.contains("public") && schemas.contains("information_schema"), "{schemas:?}");
-    let filtered = t.client.db_schemas(Some("tarn"), Some("pub%")).await.unwrap().collect().await.unwrap();
+    assert!(
+        schemas.contains("public") && schemas.contains("information_schema"),
+        "{schemas:?}"
+    );
+    let filtered = t
+        .client
+        .db_schemas(Some("tarn"), Some("pub%"))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
     assert_eq!(strings(&filtered, 1), ["public"]);
-    let types = t.client.table_types().await.unwrap().collect().await.unwrap();
+    let types = t
+        .client
+        .table_types()
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
     let types = strings(&types, 0);
-    assert!(types.contains(&"TABLE".to_string()) && types.contains(&"VIEW".to_string()), "{types:?}");
+    assert!(
+        types.contains(&"TABLE".to_string()) && types.contains(&"VIEW".to_string()),
+        "{types:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sql_info_answers_every_key() {
     let mut t = start().await;
-    let all = t.client.sql_info(vec![]).await.unwrap().collect().await.unwrap();
+    let all = t
+        .client
+        .sql_info(vec![])
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
     let keys: BTreeSet<u32> = all
         .iter()
-        .flat_map(|b| b.column(0).as_primitive::<arrow::datatypes::UInt32Type>().values().to_vec())
+        .flat_map(|b| {
+            b.column(0)
+                .as_primitive::<arrow::datatypes::UInt32Type>()
+                .values()
+                .to_vec()
+        })
         .collect();
     // Every key the Flight SQL spec defines, from server name to stored functions.
     let mut missing = Vec::new();
@@ -107,21 +187,56 @@ async fn sql_info_answers_every_key() {
             missing.push(key);
         }
     }
-    assert!(missing.is_empty(), "SqlInfo keys without an answer: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "SqlInfo keys without an answer: {missing:?}"
+    );
 
-    let name = t.client.sql_info(vec![SqlInfo::FlightSqlServerName]).await.unwrap().collect().await.unwrap();
+    let name = t
+        .client
+        .sql_info(vec![SqlInfo::FlightSqlServerName])
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
     assert_eq!(total_rows(&name), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn xdbc_type_info_honours_the_filter() {
     let mut t = start().await;
-    let all = t.client.xdbc_type_info(None).await.unwrap().collect().await.unwrap();
+    let all = t
+        .client
+        .xdbc_type_info(None)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
     let names = strings(&all, 0);
-    for expected in ["BIGINT", "VARCHAR", "DECIMAL", "DATE", "TIMESTAMP", "BOOLEAN", "DOUBLE"] {
-        assert!(names.contains(&expected.to_string()), "{expected} missing from {names:?}");
+    for expected in [
+        "BIGINT",
+        "VARCHAR",
+        "DECIMAL",
+        "DATE",
+        "TIMESTAMP",
+        "BOOLEAN",
+        "DOUBLE",
+    ] {
+        assert!(
+            names.contains(&expected.to_string()),
+            "{expected} missing from {names:?}"
+        );
     }
-    let bigint = t.client.xdbc_type_info(Some(-5)).await.unwrap().collect().await.unwrap();
+    let bigint = t
+        .client
+        .xdbc_type_info(Some(-5))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
     assert_eq!(strings(&bigint, 0), ["BIGINT"]);
 }
 
@@ -133,7 +248,12 @@ async fn key_commands_answer_empty_with_a_schema() {
         db_schema: None,
         table: "nation".into(),
     };
-    let info = t.client.flight_sql_client().get_primary_keys(request).await.unwrap();
+    let info = t
+        .client
+        .flight_sql_client()
+        .get_primary_keys(request)
+        .await
+        .unwrap();
     let result = t.client.fetch(info).await.unwrap();
     assert_eq!(result.schema().field(3).name(), "column_name");
     assert_eq!(total_rows(&result.collect().await.unwrap()), 0);

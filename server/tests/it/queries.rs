@@ -28,18 +28,29 @@ async fn large_results_stream_in_many_batches_with_the_promised_schema() {
     while let Some(batch) = stream.next().await {
         let batch = batch.unwrap();
         assert!(batch.num_rows() > 0, "no empty batches are sent");
-        assert_eq!(batch.schema().fields(), promised.fields(), "DoGet schema equals FlightInfo schema");
+        assert_eq!(
+            batch.schema().fields(),
+            promised.fields(),
+            "DoGet schema equals FlightInfo schema"
+        );
         batches += 1;
         rows += batch.num_rows();
     }
     assert_eq!(rows as i64, parquet_rows(&table_file("lineitem")));
-    assert!(batches > 1, "a 60k-row result arrives in several batches, got {batches}");
+    assert!(
+        batches > 1,
+        "a 60k-row result arrives in several batches, got {batches}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn strings_leave_as_utf8_not_views() {
     let mut t = start().await;
-    let result = t.client.query("SELECT n_name, n_comment FROM nation").await.unwrap();
+    let result = t
+        .client
+        .query("SELECT n_name, n_comment FROM nation")
+        .await
+        .unwrap();
     for field in result.schema().fields() {
         assert_eq!(field.data_type(), &DataType::Utf8, "{field:?}");
     }
@@ -71,7 +82,11 @@ async fn view_types_are_sent_when_configured() {
 #[tokio::test(flavor = "multi_thread")]
 async fn zero_row_results_carry_their_schema() {
     let mut t = start().await;
-    let result = t.client.query("SELECT l_orderkey, l_comment FROM lineitem WHERE false").await.unwrap();
+    let result = t
+        .client
+        .query("SELECT l_orderkey, l_comment FROM lineitem WHERE false")
+        .await
+        .unwrap();
     let schema = result.schema();
     assert_eq!(schema.fields().len(), 2);
     assert_eq!(schema.field(1).name(), "l_comment");
@@ -81,7 +96,11 @@ async fn zero_row_results_carry_their_schema() {
 #[tokio::test(flavor = "multi_thread")]
 async fn answers_match_the_files() {
     let mut t = start().await;
-    let batches = query(&mut t.client, "SELECT n_nationkey, n_name FROM nation ORDER BY n_nationkey").await;
+    let batches = query(
+        &mut t.client,
+        "SELECT n_nationkey, n_name FROM nation ORDER BY n_nationkey",
+    )
+    .await;
     let from_file = common::read_parquet(&table_file("nation"));
     let keys: Vec<i64> = batches
         .iter()
@@ -98,28 +117,56 @@ async fn answers_match_the_files() {
 #[tokio::test(flavor = "multi_thread")]
 async fn hive_partitions_are_typed_and_pruned() {
     let mut t = start().await;
-    let batches = query(&mut t.client, "SELECT arrow_typeof(year) AS y, arrow_typeof(region) AS r FROM sales LIMIT 1").await;
+    let batches = query(
+        &mut t.client,
+        "SELECT arrow_typeof(year) AS y, arrow_typeof(region) AS r FROM sales LIMIT 1",
+    )
+    .await;
     let types = &batches[0];
     assert_eq!(types.column(0).as_string::<i32>().value(0), "Int64");
     assert_eq!(types.column(1).as_string::<i32>().value(0), "Utf8");
 
-    let plan = query(&mut t.client, "EXPLAIN SELECT sum(amount) FROM sales WHERE region = 'ASIA' AND year = 2024").await;
+    let plan = query(
+        &mut t.client,
+        "EXPLAIN SELECT sum(amount) FROM sales WHERE region = 'ASIA' AND year = 2024",
+    )
+    .await;
     let physical = plan[0].column(1).as_string::<i32>().value(1).to_string();
     assert!(physical.contains("region=ASIA/year=2024"), "{physical}");
-    assert!(!physical.contains("region=EUROPE") && !physical.contains("year=2023"), "pruned: {physical}");
+    assert!(
+        !physical.contains("region=EUROPE") && !physical.contains("year=2023"),
+        "pruned: {physical}"
+    );
 
-    let rows = query(&mut t.client, "SELECT count(*) FROM sales WHERE year = 2024").await;
+    let rows = query(
+        &mut t.client,
+        "SELECT count(*) FROM sales WHERE year = 2024",
+    )
+    .await;
     let expected: i64 = ["AMERICA", "ASIA", "EUROPE"]
         .iter()
-        .map(|r| parquet_rows(&common::demo_lake().join(format!("sales/region={r}/year=2024/part-0.parquet"))))
+        .map(|r| {
+            parquet_rows(
+                &common::demo_lake().join(format!("sales/region={r}/year=2024/part-0.parquet")),
+            )
+        })
         .sum();
-    assert_eq!(rows[0].column(0).as_primitive::<Int64Type>().value(0), expected);
+    assert_eq!(
+        rows[0].column(0).as_primitive::<Int64Type>().value(0),
+        expected
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn updates_run_and_report_affected_rows() {
     let mut t = start().await;
-    assert_eq!(t.client.execute_update("CREATE TABLE scratch (a BIGINT, b VARCHAR)").await.unwrap(), 0);
+    assert_eq!(
+        t.client
+            .execute_update("CREATE TABLE scratch (a BIGINT, b VARCHAR)")
+            .await
+            .unwrap(),
+        0
+    );
     let inserted = t
         .client
         .execute_update("INSERT INTO scratch VALUES (1, 'x'), (2, 'y'), (3, NULL)")
@@ -130,26 +177,47 @@ async fn updates_run_and_report_affected_rows() {
     assert_eq!(batches[0].column(0).as_primitive::<Int64Type>().value(0), 6);
 
     // A statement sent as a query runs at once, even if its result is never fetched.
-    let _unfetched = t.client.query("INSERT INTO scratch VALUES (4, 'z')").await.unwrap();
+    let _unfetched = t
+        .client
+        .query("INSERT INTO scratch VALUES (4, 'z')")
+        .await
+        .unwrap();
     let batches = query(&mut t.client, "SELECT count(*) FROM scratch").await;
     assert_eq!(batches[0].column(0).as_primitive::<Int64Type>().value(0), 4);
 
     let counted = query(&mut t.client, "INSERT INTO scratch VALUES (5, 'w')").await;
-    let count = counted[0].column(0).as_any().downcast_ref::<UInt64Array>().unwrap();
+    let count = counted[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<UInt64Array>()
+        .unwrap();
     assert_eq!(count.value(0), 1);
 
-    assert_eq!(t.client.execute_update("CREATE VIEW small AS SELECT a FROM scratch WHERE a < 3").await.unwrap(), 0);
+    assert_eq!(
+        t.client
+            .execute_update("CREATE VIEW small AS SELECT a FROM scratch WHERE a < 3")
+            .await
+            .unwrap(),
+        0
+    );
     let batches = query(&mut t.client, "SELECT count(*) FROM small").await;
     assert_eq!(batches[0].column(0).as_primitive::<Int64Type>().value(0), 2);
     t.client.execute_update("DROP VIEW small").await.unwrap();
-    t.client.execute_update("SET datafusion.execution.batch_size = 1024").await.unwrap();
+    t.client
+        .execute_update("SET datafusion.execution.batch_size = 1024")
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_stops_reading_does_not_hurt_the_server() {
     let mut t = start().await;
     for _ in 0..3 {
-        let result = t.client.query("SELECT * FROM lineitem CROSS JOIN nation").await.unwrap();
+        let result = t
+            .client
+            .query("SELECT * FROM lineitem CROSS JOIN nation")
+            .await
+            .unwrap();
         let mut stream = result.into_stream();
         let first = stream.next().await.unwrap().unwrap();
         assert!(first.num_rows() > 0);

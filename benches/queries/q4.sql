@@ -1,0 +1,8 @@
+-- TPC-H Q4, written for Tarn from the TPC-H specification (validation parameters,
+-- date arithmetic pre-computed so that every engine reads the same text).
+select o_orderpriority, count(*) as order_count
+from orders
+where o_orderdate >= date '1993-07-01' and o_orderdate < date '1993-10-01'
+    and exists (select * from lineitem where l_orderkey = o_orderkey and l_commitdate < l_receiptdate)
+group by o_orderpriority
+order by o_orderpriority

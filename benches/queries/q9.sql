@@ -1,0 +1,13 @@
+-- TPC-H Q9, written for Tarn from the TPC-H specification (validation parameters,
+-- date arithmetic pre-computed so that every engine reads the same text).
+select nation, o_year, sum(amount) as sum_profit
+from (
+    select n_name as nation, extract(year from o_orderdate) as o_year,
+        l_extendedprice * (1 - l_discount) - ps_supplycost * l_quantity as amount
+    from part, supplier, lineitem, partsupp, orders, nation
+    where s_suppkey = l_suppkey and ps_suppkey = l_suppkey and ps_partkey = l_partkey
+        and p_partkey = l_partkey and o_orderkey = l_orderkey and s_nationkey = n_nationkey
+        and p_name like '%green%'
+) as profit
+group by nation, o_year
+order by nation, o_year desc

@@ -1,0 +1,104 @@
+"""Python client for Tarn, an Arrow Flight SQL analytics server.
+
+``tarn.connect(uri)`` returns a DB-API 2.0 connection backed by the ADBC
+Flight SQL driver, extended with helpers that return Arrow tables, pandas and
+polars frames, and list tables.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, Optional, Sequence, Tuple
+
+import adbc_driver_flightsql.dbapi as _flightsql
+import pyarrow as pa
+
+__all__ = ["connect", "Connection", "DEFAULT_URI"]
+__version__ = "0.1.0"
+
+#: The address ``tarn serve`` listens on by default.
+DEFAULT_URI = "grpc://127.0.0.1:50051"
+
+# DB-API 2.0 module globals.
+apilevel = "2.0"
+threadsafety = 1
+paramstyle = "qmark"
+Error = _flightsql.Error
+DatabaseError = _flightsql.DatabaseError
+ProgrammingError = _flightsql.ProgrammingError
+
+
+class Connection:
+    """A DB-API 2.0 connection to Tarn with Arrow-native helpers.
+
+    Every DB-API method and attribute of the underlying ADBC connection
+    (``cursor``, ``commit``, ``adbc_get_objects``, ...) is available as is.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def __enter__(self) -> "Connection":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def cursor(self) -> Any:
+        """A DB-API cursor."""
+        return self._inner.cursor()
+
+    def close(self) -> None:
+        """Closes the connection."""
+        self._inner.close()
+
+    def arrow(self, sql: str, parameters: Optional[Sequence[Any]] = None) -> pa.Table:
+        """Runs ``sql`` (with ``?`` or ``$1`` parameters) and returns a ``pyarrow.Table``."""
+        with self._inner.cursor() as cur:
+            cur.execute(sql, parameters)
+            return cur.fetch_arrow_table()
+
+    def pandas(self, sql: str, parameters: Optional[Sequence[Any]] = None) -> Any:
+        """Runs ``sql`` and returns a ``pandas.DataFrame`` (needs ``pandas``)."""
+        return self.arrow(sql, parameters).to_pandas()
+
+    def polars(self, sql: str, parameters: Optional[Sequence[Any]] = None) -> Any:
+        """Runs ``sql`` and returns a ``polars.DataFrame`` (needs ``polars``)."""
+        import polars as pl
+
+        return pl.from_arrow(self.arrow(sql, parameters))
+
+    def execute(self, sql: str, parameters: Optional[Sequence[Any]] = None) -> int:
+        """Runs a statement that changes something (DDL, INSERT, ...); returns the affected row count (-1 if unknown)."""
+        with self._inner.cursor() as cur:
+            cur.execute(sql, parameters)
+            return cur.rowcount
+
+    def tables(self, pattern: Optional[str] = None) -> List[Tuple[str, str, str, str]]:
+        """Lists ``(catalog, schema, table, type)`` for every table, optionally matching a LIKE pattern."""
+        objects = self._inner.adbc_get_objects(depth="tables", table_name_filter=pattern).read_all()
+        rows: List[Tuple[str, str, str, str]] = []
+        for catalog in objects.to_pylist():
+            for schema in catalog["catalog_db_schemas"] or []:
+                for table in schema["db_schema_tables"] or []:
+                    rows.append(
+                        (catalog["catalog_name"], schema["db_schema_name"], table["table_name"], table["table_type"])
+                    )
+        return rows
+
+    def table_schema(self, table: str, schema: Optional[str] = None) -> pa.Schema:
+        """The Arrow schema of ``table``."""
+        return self._inner.adbc_get_table_schema(table, db_schema_filter=schema)
+
+
+def connect(uri: str = DEFAULT_URI, **kwargs: Any) -> Connection:
+    """Connects to a Tarn server (``grpc://host:port``).
+
+    Extra keyword arguments go to ``adbc_driver_flightsql.dbapi.connect``
+    (for example ``db_kwargs`` with driver options).
+    """
+    # Tarn has no transactions: every statement commits on its own.
+    kwargs.setdefault("autocommit", True)
+    return Connection(_flightsql.connect(uri, **kwargs))
