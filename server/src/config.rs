@@ -134,7 +134,8 @@ pub struct ServeConfig {
     pub bind: SocketAddr,
     /// The lake folder.
     pub lake: PathBuf,
-    /// Generate the demo lake there when it holds none (only for the default lake).
+    /// Generate the demo lake there when it holds none (only for the default
+    /// lake `./data`: Tarn never writes into a lake it was pointed at).
     pub generate_demo: bool,
     /// TPC-H scale of a generated demo lake.
     pub demo_scale: f64,
@@ -185,7 +186,10 @@ pub struct Overrides {
 pub fn resolve(file: ConfigFile, overrides: Overrides) -> ServeConfig {
     let engine_defaults = EngineOptions::default();
     let flight_defaults = FlightOptions::default();
-    let lake_given = overrides.lake.is_some() || file.lake.root.is_some();
+    let lake = overrides
+        .lake
+        .or(file.lake.root)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_LAKE));
     let view_types = overrides
         .view_types
         .or(file.engine.view_types)
@@ -195,11 +199,8 @@ pub fn resolve(file: ConfigFile, overrides: Overrides) -> ServeConfig {
             .bind
             .or(file.server.bind)
             .unwrap_or_else(|| DEFAULT_BIND.parse().expect("the default address parses")),
-        lake: overrides
-            .lake
-            .or(file.lake.root)
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_LAKE)),
-        generate_demo: !lake_given,
+        generate_demo: lake == Path::new(DEFAULT_LAKE),
+        lake,
         demo_scale: overrides
             .demo_scale
             .or(file.lake.demo_scale)

@@ -57,6 +57,17 @@ def test_zero_rows_still_have_a_schema(client):
     assert table.schema == info.schema
 
 
+def test_timestamps_and_nested_types_round_trip(client):
+    info = client.get_flight_info(descriptor(fsql.CommandStatementQuery(query="SELECT * FROM awkward_types ORDER BY id")))
+    table = fetch(client, info)
+    assert table.schema == info.schema
+    assert table.schema.field("ts_naive").type == pa.timestamp("us")
+    assert table.schema.field("ts_utc").type == pa.timestamp("ns", tz="UTC")
+    assert table.schema.field("ts_paris").type == pa.timestamp("us", tz="Europe/Paris")
+    assert table.schema.field("point").type == pa.struct([("x", pa.int32()), ("label", pa.utf8())])
+    assert len(table.column("note")[0].as_py()) == 10_000
+
+
 def test_sql_info_is_decodable_and_complete(client):
     info = client.get_flight_info(descriptor(fsql.CommandGetSqlInfo()))
     table = fetch(client, info)

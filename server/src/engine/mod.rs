@@ -11,6 +11,7 @@
 //!   streamed schema.
 
 pub mod error;
+mod ids;
 mod metadata;
 mod placeholders;
 mod prepared;

@@ -13,25 +13,10 @@ use datafusion::logical_expr::LogicalPlan;
 use super::error::{EngineError, EngineResult};
 use super::wire::WireTypes;
 
-/// An unguessable name for a prepared statement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PreparedStatementId([u8; 16]);
-
-impl PreparedStatementId {
-    fn random() -> Self {
-        Self(*uuid::Uuid::new_v4().as_bytes())
-    }
-
-    /// The id's bytes, as carried in a handle.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-
-    /// Parses an id from handle bytes; `None` when they cannot be an id.
-    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        bytes.try_into().ok().map(Self)
-    }
-}
+super::ids::random_id!(
+    /// An unguessable name for a prepared statement.
+    PreparedStatementId
+);
 
 /// What a client learns when it prepares a statement.
 #[derive(Debug, Clone)]

@@ -10,25 +10,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::PlannedQuery;
 
-/// An unguessable name for a parked result.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ResultId([u8; 16]);
-
-impl ResultId {
-    fn random() -> Self {
-        Self(*uuid::Uuid::new_v4().as_bytes())
-    }
-
-    /// The id's bytes, as carried in a ticket.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-
-    /// Parses an id from ticket bytes; `None` when they cannot be an id.
-    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        bytes.try_into().ok().map(Self)
-    }
-}
+super::ids::random_id!(
+    /// An unguessable name for a parked result.
+    ResultId
+);
 
 struct Parked {
     query: PlannedQuery,

@@ -1,6 +1,6 @@
 //! The `tarn` binary as a person uses it.
 
-use std::process::Command;
+use std::process::{Command, Output};
 
 use crate::common::start;
 
@@ -8,24 +8,26 @@ fn tarn() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tarn"))
 }
 
+/// Runs `tarn ARGS` off the async runtime (the server under test runs on it).
+async fn run(args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || tarn().args(args).output().expect("tarn runs"))
+        .await
+        .expect("the command thread finishes")
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sql_prints_a_table_and_csv() {
     let t = start().await;
     let uri = t.uri();
-    let output = tokio::task::spawn_blocking(move || {
-        tarn()
-            .args([
-                "sql",
-                "--host",
-                &uri,
-                "-c",
-                "SELECT count(*) AS n FROM region",
-            ])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let output = run(&[
+        "sql",
+        "--host",
+        &uri,
+        "-c",
+        "SELECT count(*) AS n FROM region",
+    ])
+    .await;
     assert!(
         output.status.success(),
         "{}",
@@ -39,22 +41,16 @@ async fn sql_prints_a_table_and_csv() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("1 row in"));
 
     let uri = t.uri();
-    let output = tokio::task::spawn_blocking(move || {
-        tarn()
-            .args([
-                "sql",
-                "--host",
-                &uri,
-                "--format",
-                "csv",
-                "-c",
-                "SELECT r_name FROM region ORDER BY r_regionkey LIMIT 2",
-            ])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let output = run(&[
+        "sql",
+        "--host",
+        &uri,
+        "--format",
+        "csv",
+        "-c",
+        "SELECT r_name FROM region ORDER BY r_regionkey LIMIT 2",
+    ])
+    .await;
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),
         "r_name\nAFRICA\nAMERICA\n"
@@ -65,14 +61,7 @@ async fn sql_prints_a_table_and_csv() {
 async fn sql_reports_errors_and_fails() {
     let t = start().await;
     let uri = t.uri();
-    let output = tokio::task::spawn_blocking(move || {
-        tarn()
-            .args(["sql", "--host", &uri, "-c", "SELECT * FROM nowhere"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let output = run(&["sql", "--host", &uri, "-c", "SELECT * FROM nowhere"]).await;
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("table 'nowhere' not found"), "{stderr}");
@@ -85,24 +74,18 @@ async fn sql_describes_and_exports() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("nation.parquet");
     let out_arg = out.display().to_string();
-    let output = tokio::task::spawn_blocking(move || {
-        tarn()
-            .args([
-                "sql",
-                "--host",
-                &uri,
-                "-c",
-                "\\d nation",
-                "-c",
-                "SELECT * FROM nation",
-                "-o",
-                &out_arg,
-            ])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let output = run(&[
+        "sql",
+        "--host",
+        &uri,
+        "-c",
+        "\\d nation",
+        "-c",
+        "SELECT * FROM nation",
+        "-o",
+        &out_arg,
+    ])
+    .await;
     assert!(
         output.status.success(),
         "{}",

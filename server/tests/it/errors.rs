@@ -22,6 +22,21 @@ fn code(err: &ClientError) -> Code {
         .unwrap_or_else(|| panic!("not a status: {err}"))
 }
 
+/// Sends a DoPut that must fail, and returns its error.
+async fn put_error(client: &mut Client, messages: Vec<arrow_flight::FlightData>) -> ClientError {
+    match client
+        .flight_sql_client()
+        .do_put(futures::stream::iter(messages))
+        .await
+    {
+        Err(e) => ClientError::from(e),
+        Ok(mut results) => match results.next().await {
+            Some(Err(status)) => ClientError::from(status),
+            other => panic!("expected an error, got {other:?}"),
+        },
+    }
+}
+
 async fn still_serving(client: &mut Client) {
     let batches = query(client, "SELECT count(*) FROM region").await;
     assert_eq!(batches[0].column(0).as_primitive::<Int64Type>().value(0), 5);
@@ -168,19 +183,7 @@ async fn do_put_to_an_unknown_prepared_statement_is_not_found() {
             .try_collect()
             .await
             .unwrap();
-        let outcome: Result<(), ClientError> = match t
-            .client
-            .flight_sql_client()
-            .do_put(futures::stream::iter(data))
-            .await
-        {
-            Err(e) => Err(ClientError::from(e)),
-            Ok(mut results) => match results.next().await {
-                Some(Err(status)) => Err(ClientError::from(status)),
-                other => panic!("expected an error, got {other:?}"),
-            },
-        };
-        let err = outcome.unwrap_err();
+        let err = put_error(&mut t.client, data).await;
         assert_eq!(code(&err), Code::NotFound, "{err}");
         assert!(err.to_string().contains("prepared statement"), "{err}");
     }
@@ -244,4 +247,47 @@ async fn cancelled_results_cannot_be_fetched() {
             .unwrap_err(),
     );
     assert_eq!(code(&err), Code::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn garbage_parameter_batches_are_rejected() {
+    let mut t = start().await;
+    // A real handle, so that only the batch bytes are wrong.
+    let handle = {
+        let mut raw = t.client.flight_sql_client().clone();
+        let request = arrow_flight::sql::ActionCreatePreparedStatementRequest {
+            query: "SELECT * FROM nation WHERE n_nationkey = $1".into(),
+            transaction_id: None,
+        };
+        let action =
+            arrow_flight::Action::new("CreatePreparedStatement", request.as_any().encode_to_vec());
+        let mut results = raw
+            .inner_mut()
+            .do_action(action)
+            .await
+            .unwrap()
+            .into_inner();
+        let body = results.next().await.unwrap().unwrap().body;
+        let any = arrow_flight::sql::Any::decode(body).unwrap();
+        any.unpack::<arrow_flight::sql::ActionCreatePreparedStatementResult>()
+            .unwrap()
+            .unwrap()
+            .prepared_statement_handle
+    };
+    let cmd = CommandPreparedStatementQuery {
+        prepared_statement_handle: handle,
+    };
+    let messages = vec![
+        arrow_flight::FlightData::new()
+            .with_descriptor(FlightDescriptor::new_cmd(cmd.as_any().encode_to_vec()))
+            .with_data_header(vec![0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5, 6, 7, 8])
+            .with_data_body(vec![0xff; 32]),
+    ];
+    let err = put_error(&mut t.client, messages).await;
+    assert_eq!(code(&err), Code::InvalidArgument, "{err}");
+    assert!(
+        err.to_string().contains("malformed parameter batches"),
+        "{err}"
+    );
+    still_serving(&mut t.client).await;
 }
