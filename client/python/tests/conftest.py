@@ -71,6 +71,8 @@ class RunningServer:
             self.process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             self.process.kill()
+            self.process.wait()
+        self.process.stderr.close()
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ def lake_tables(lake):
 
 def test_get_objects_at_every_depth(uri, lake):
     assert lake_tables(lake) == DEMO_TABLES
-    with flightsql.connect(uri) as conn:
+    with flightsql.connect(uri, autocommit=True) as conn:
         catalogs = conn.adbc_get_objects(depth="catalogs").read_all().to_pylist()
         assert [c["catalog_name"] for c in catalogs] == ["tarn"]
 

@@ -47,7 +47,7 @@ def sort_key(row):
 def test_query_matches_duckdb(number, conn, duck):
     sql = (QUERIES / f"q{number}.sql").read_text()
     ours = conn.arrow(sql)
-    theirs = duck.execute(sql).to_arrow_table()
+    theirs = duck.sql(sql).to_arrow_table()
     assert ours.num_columns == theirs.num_columns
     assert ours.num_rows == theirs.num_rows, f"q{number}: {ours.num_rows} rows, DuckDB {theirs.num_rows}"
     assert ours.num_rows > 0 or number in (17, 20, 21), f"q{number} returned nothing at this scale"
