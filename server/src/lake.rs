@@ -149,6 +149,23 @@ pub fn discover(root: &Path) -> Result<(Vec<LakeTable>, Vec<LakeError>), LakeErr
     Ok((tables.into_values().collect(), problems))
 }
 
+/// Discovers every table under `root` and registers it with `ctx`. Returns
+/// the names registered and the problems met (each skipped, none fatal).
+pub async fn load(
+    ctx: &SessionContext,
+    root: &Path,
+) -> Result<(Vec<String>, Vec<LakeError>), LakeError> {
+    let (tables, mut problems) = discover(root)?;
+    let mut loaded = Vec::with_capacity(tables.len());
+    for table in &tables {
+        match register(ctx, table).await {
+            Ok(()) => loaded.push(table.name.clone()),
+            Err(problem) => problems.push(problem),
+        }
+    }
+    Ok((loaded, problems))
+}
+
 /// Registers `table` with the session, reading its schema from its files.
 pub async fn register(ctx: &SessionContext, table: &LakeTable) -> Result<(), LakeError> {
     let location = table.path.to_string_lossy().to_string();

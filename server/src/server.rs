@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::config::ServeConfig;
@@ -68,11 +69,19 @@ impl Server {
         })?;
         let (shutdown, stopped) = oneshot::channel::<()>();
         let service = flight::service(Arc::clone(&engine), &config.flight);
+        // Small responses (a FlightInfo, a one-row result) must leave at
+        // once: with Nagle's algorithm on, each waits for a delayed ACK
+        // (~40 ms). tonic's own `tcp_nodelay` only covers sockets it binds.
+        let incoming = TcpListenerStream::new(listener).map(|stream| {
+            if let Ok(stream) = &stream {
+                let _ = stream.set_nodelay(true);
+            }
+            stream
+        });
         let task = tokio::spawn(
             tonic::transport::Server::builder()
-                .tcp_nodelay(true)
                 .add_service(service)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                .serve_with_incoming_shutdown(incoming, async {
                     let _ = stopped.await;
                 }),
         );
@@ -114,17 +123,10 @@ impl Server {
 }
 
 async fn load_lake(engine: &Engine, config: &ServeConfig) -> Result<(), ServeError> {
-    let (tables, problems) = lake::discover(&config.lake)?;
+    let (loaded, problems) = lake::load(engine.session(), &config.lake).await?;
     for problem in problems {
         tracing::warn!("{problem}");
     }
-    let mut loaded = 0;
-    for table in &tables {
-        match lake::register(engine.session(), table).await {
-            Ok(()) => loaded += 1,
-            Err(problem) => tracing::warn!("{problem}"),
-        }
-    }
-    tracing::info!(lake = %config.lake.display(), tables = loaded, "lake loaded");
+    tracing::info!(lake = %config.lake.display(), tables = loaded.len(), "lake loaded");
     Ok(())
 }

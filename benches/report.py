@@ -1,0 +1,267 @@
+"""Merges the Rust and Python runners' results, checks that all four runners
+gave the same answers, and writes the JSON, Markdown and chart of a run.
+
+Exits 1 when any answers differ (the report is still written, marked so).
+"""
+
+import argparse
+import decimal
+import json
+import math
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+
+RUNNERS = ["inprocess", "flight_rust", "flight_adbc", "duckdb"]
+LABELS = {
+    "inprocess": "(a) in-process DataFusion",
+    "flight_rust": "(b) Tarn, Rust client",
+    "flight_adbc": "(c) Tarn, ADBC (Python)",
+    "duckdb": "(d) DuckDB (Python)",
+}
+
+
+def as_number(value):
+    """A number and the tolerance its printed scale implies, or None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return float(value), 0.0
+    if isinstance(value, float):
+        # A decimal written as a JSON number keeps only its scale's digits:
+        # allow one unit of the last digit it has.
+        value = repr(value)
+    if isinstance(value, str):
+        try:
+            d = decimal.Decimal(value)
+        except decimal.InvalidOperation:
+            return None
+        if not d.is_finite():
+            return None
+        exponent = d.as_tuple().exponent
+        return float(d), (10.0 ** exponent if exponent < 0 else 0.0)
+    return None
+
+
+def same(a, b) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    na, nb = as_number(a), as_number(b)
+    if na is not None and nb is not None:
+        return math.isclose(na[0], nb[0], rel_tol=1e-9, abs_tol=max(1e-9, na[1], nb[1]))
+    return str(a)[:19] == str(b)[:19]  # dates and timestamps: compare the date-time part
+
+
+def canonical(rows):
+    out = []
+    for row in rows:
+        values = [row[k] for k in sorted(row)]
+        out.append(values)
+    def key(values):
+        return tuple(
+            (v is None, f"{as_number(v)[0]:.2f}" if as_number(v) is not None else str(v)) for v in values
+        )
+    return sorted(out, key=key)
+
+
+def compare(answers: dict) -> list:
+    """Differences between each runner's answers and in-process DataFusion's."""
+    problems = []
+    reference = canonical(answers["inprocess"])
+    for runner in RUNNERS[1:]:
+        rows = canonical(answers[runner])
+        if len(rows) != len(reference):
+            problems.append(f"{runner}: {len(rows)} rows, in-process {len(reference)}")
+            continue
+        for ours, theirs in zip(rows, reference):
+            if len(ours) != len(theirs) or not all(same(a, b) for a, b in zip(ours, theirs)):
+                problems.append(f"{runner}: {ours} != {theirs}")
+                break
+    return problems
+
+
+def machine():
+    info = {"cores": os.cpu_count(), "platform": platform.platform()}
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+        for line in pathlib.Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                info["memory_gib"] = round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    try:
+        info["rustc"] = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        pass
+    return info
+
+
+def fmt(ms):
+    return f"{ms:,.1f}" if ms is not None and not math.isnan(ms) else "n/a"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rust", type=pathlib.Path, required=True)
+    parser.add_argument("--python", type=pathlib.Path, required=True)
+    parser.add_argument("--scale", required=True)
+    parser.add_argument("--out-prefix", type=pathlib.Path, required=True)
+    args = parser.parse_args()
+
+    rust = json.loads(args.rust.read_text())
+    py = json.loads(args.python.read_text())
+
+    queries = {}
+    mismatches = {}
+    totals = {r: 0.0 for r in RUNNERS}
+    for n in range(1, 23):
+        q = f"q{n}"
+        medians = {
+            "inprocess": rust["tpch"][q]["inprocess"]["median_ms"],
+            "flight_rust": rust["tpch"][q]["flight_rust"]["median_ms"],
+            "flight_adbc": py["tpch"][q]["flight_adbc"]["median_ms"],
+            "duckdb": py["tpch"][q]["duckdb"]["median_ms"],
+        }
+        for r in RUNNERS:
+            totals[r] += medians[r]
+        answers = {**rust["tpch"][q]["answers"], **py["tpch"][q]["answers"]}
+        problems = compare(answers)
+        if problems:
+            mismatches[q] = problems
+        queries[q] = {
+            "median_ms": medians,
+            "samples_ms": {
+                "inprocess": rust["tpch"][q]["inprocess"]["samples_ms"],
+                "flight_rust": rust["tpch"][q]["flight_rust"]["samples_ms"],
+                "flight_adbc": py["tpch"][q]["flight_adbc"]["samples_ms"],
+                "duckdb": py["tpch"][q]["duckdb"]["samples_ms"],
+            },
+            "ratio_tarn_to_inprocess": medians["flight_rust"] / medians["inprocess"],
+            "ratio_adbc_to_inprocess": medians["flight_adbc"] / medians["inprocess"],
+            "ratio_tarn_to_duckdb": medians["flight_rust"] / medians["duckdb"],
+            "rows": rust["tpch"][q]["rows"],
+            "answers_match": q not in mismatches,
+        }
+
+    combined = {
+        "scale_factor": float(args.scale),
+        "machine": machine(),
+        "versions": {**rust["versions"], **py["versions"]},
+        "config": {**rust["config"], "duckdb_threads": py.get("duckdb_threads")},
+        "tpch": {
+            "queries": queries,
+            "total_ms": totals,
+            "ratio_total_tarn_to_inprocess": totals["flight_rust"] / totals["inprocess"],
+            "ratio_total_adbc_to_inprocess": totals["flight_adbc"] / totals["inprocess"],
+            "ratio_total_tarn_to_duckdb": totals["flight_rust"] / totals["duckdb"],
+            "max_ratio_tarn_to_inprocess": max(v["ratio_tarn_to_inprocess"] for v in queries.values()),
+            "mismatches": mismatches,
+        },
+        "streaming": rust["streaming"],
+        "latency": rust["latency"],
+        "metadata": rust["metadata"],
+        "concurrency": rust["concurrency"],
+    }
+    json_path = args.out_prefix.with_suffix(".json")
+    json_path.write_text(json.dumps(combined, indent=1))
+    chart_path = args.out_prefix.with_name(args.out_prefix.name + "-ratios.png")
+    chart(queries, chart_path, args.scale)
+    md_path = args.out_prefix.with_suffix(".md")
+    md_path.write_text(markdown(combined, chart_path.name))
+    print(f"wrote {json_path}, {md_path}, {chart_path}")
+    if mismatches:
+        print(f"ANSWERS DIFFER: {json.dumps(mismatches, indent=1)}", file=sys.stderr)
+        sys.exit(1)
+
+
+def chart(queries, path, scale):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(queries)
+    x = range(len(names))
+    fig, ax = plt.subplots(figsize=(12, 4.5))
+    width = 0.4
+    ax.bar([i - width / 2 for i in x], [queries[q]["ratio_tarn_to_inprocess"] for q in names], width, label="Tarn over Flight SQL / in-process DataFusion")
+    ax.bar([i + width / 2 for i in x], [queries[q]["ratio_tarn_to_duckdb"] for q in names], width, label="Tarn over Flight SQL / DuckDB")
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.axhline(1.15, color="red", linewidth=0.8, linestyle="--", label="1.15 (per-query overhead limit)")
+    ax.set_xticks(list(x), [q.upper() for q in names])
+    ax.set_ylabel("time ratio (lower is better)")
+    ax.set_title(f"TPC-H SF{scale}: median time ratios per query")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def markdown(r, chart_name):
+    t = r["tpch"]
+    m = r["machine"]
+    lines = [
+        f"# Tarn benchmark: TPC-H SF{r['scale_factor']:g}",
+        "",
+        f"Machine: {m.get('cpu', '?')}, {m.get('cores')} cores, {m.get('memory_gib', '?')} GiB; {m.get('platform')}; {m.get('rustc', '')}.",
+        f"Versions: Tarn {r['versions'].get('tarn')}, DataFusion {r['versions'].get('datafusion')}, DuckDB {r['versions'].get('duckdb')}, "
+        f"pyarrow {r['versions'].get('pyarrow')}, ADBC Flight SQL {r['versions'].get('adbc_driver_flightsql')}.",
+        f"Method: release build; per query {r['config']['warmup']} warm-up run(s), then the median of {r['config']['runs']} runs; "
+        f"(a) and (b) interleaved in one process, (c) and (d) interleaved in another, all against the same files in the same run. "
+        f"DataFusion target_partitions={r['config']['target_partitions']}, batch_size={r['config']['batch_size']}; DuckDB threads={r['config'].get('duckdb_threads')}.",
+        "",
+        "## Summary",
+        "",
+        f"- Tarn over Flight SQL / in-process DataFusion, total: **{t['ratio_total_tarn_to_inprocess']:.3f}** (worst query {t['max_ratio_tarn_to_inprocess']:.3f})",
+        f"- Tarn through ADBC (Python) / in-process, total: {t['ratio_total_adbc_to_inprocess']:.3f}",
+        f"- Tarn / DuckDB, total: **{t['ratio_total_tarn_to_duckdb']:.3f}**",
+        f"- `SELECT * FROM lineitem` through the Rust client: **{r['streaming']['flight_rust']['median_gb_per_s']:.2f} GB/s** of Arrow "
+        f"(in-process {r['streaming']['inprocess']['median_gb_per_s']:.2f} GB/s); first batch after "
+        f"{r['streaming']['flight_rust']['runs'][0]['first_batch_ms']:.1f} ms",
+        f"- `SELECT 1` round trip: p50 **{r['latency']['select_1']['p50_ms']:.3f} ms**, p99 {r['latency']['select_1']['p99_ms']:.3f} ms; "
+        f"point query p50 {r['latency']['point_query']['p50_ms']:.2f} ms, p99 {r['latency']['point_query']['p99_ms']:.2f} ms",
+        f"- GetTables with schemas: p50 {r['metadata']['p50_ms']:.3f} ms, p99 {r['metadata']['p99_ms']:.3f} ms",
+        f"- Answers of all four runners agree: **{'yes' if not t['mismatches'] else 'NO: ' + ', '.join(t['mismatches'])}**",
+        "",
+        f"![per-query ratios]({chart_name})",
+        "",
+        "## TPC-H, per query (median ms)",
+        "",
+        "| query | (a) in-process | (b) Tarn, Rust | (c) Tarn, ADBC | (d) DuckDB | (b)/(a) | (b)/(d) | rows |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for q, v in t["queries"].items():
+        med = v["median_ms"]
+        lines.append(
+            f"| {q.upper()} | {fmt(med['inprocess'])} | {fmt(med['flight_rust'])} | {fmt(med['flight_adbc'])} | {fmt(med['duckdb'])} "
+            f"| {v['ratio_tarn_to_inprocess']:.3f} | {v['ratio_tarn_to_duckdb']:.2f} | {v['rows']} |"
+        )
+    tot = t["total_ms"]
+    lines.append(
+        f"| **total** | {fmt(tot['inprocess'])} | {fmt(tot['flight_rust'])} | {fmt(tot['flight_adbc'])} | {fmt(tot['duckdb'])} "
+        f"| {t['ratio_total_tarn_to_inprocess']:.3f} | {t['ratio_total_tarn_to_duckdb']:.2f} | |"
+    )
+    slowest = sorted(t["queries"].items(), key=lambda kv: -kv[1]["ratio_tarn_to_duckdb"])[:5]
+    lines += [
+        "",
+        "Where DuckDB leads most (Tarn/DuckDB): " + ", ".join(f"{q.upper()} {v['ratio_tarn_to_duckdb']:.2f}x" for q, v in slowest) + ".",
+        "",
+        "## Concurrency (Q1 and Q6 alternating, one connection per client)",
+        "",
+        "| clients | queries | queries/s | p50 ms | p99 ms | errors | server peak RSS MiB |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for c in r["concurrency"]:
+        lines.append(
+            f"| {c['clients']} | {c['queries']} | {c['queries_per_second']:.2f} | {c['p50_ms']:.0f} | {c['p99_ms']:.0f} | {c['errors']} | {c['server_peak_rss_mib']:.0f} |"
+        )
+    lines += ["", "Raw samples, answers and configuration: the JSON file beside this report.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
