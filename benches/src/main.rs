@@ -49,6 +49,16 @@ struct Args {
     /// Where to write the JSON results
     #[arg(long)]
     out: PathBuf,
+    /// The server's configuration file, so that (a) runs with exactly its engine settings
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Run only these parts (for investigating one of them)
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "tpch,stream,latency,metadata,concurrency"
+    )]
+    only: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -74,7 +84,11 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<(), String> {
     // (a) uses the very session configuration the server uses.
-    let options = EngineOptions::default();
+    let file = match &args.config {
+        Some(path) => tarn::config::ConfigFile::load(path).map_err(|e| e.to_string())?,
+        None => tarn::config::ConfigFile::default(),
+    };
+    let options: EngineOptions = tarn::config::resolve(file, Default::default()).engine;
     let engine = Engine::new(options.clone()).map_err(|e| e.to_string())?;
     let (tables, problems) = tarn::lake::load(engine.session(), &args.lake)
         .await
@@ -86,27 +100,41 @@ async fn run(args: Args) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
 
-    let tpch = tpch::run(
-        engine.session(),
-        &mut client,
-        &args.queries,
-        &tpch::Options {
-            warmup: args.warmup,
-            runs: args.runs,
-        },
-    )
-    .await?;
-    let streaming = probes::streaming(engine.session(), &mut client, args.runs.max(3)).await?;
-    let latency = probes::latency(&mut client, args.latency_calls).await?;
-    let metadata = probes::metadata(&mut client, args.latency_calls.min(200)).await?;
-    let concurrency = probes::concurrency(
-        &args.uri,
-        &args.queries,
-        &args.clients,
-        args.queries_per_client,
-        args.server_pid,
-    )
-    .await?;
+    let wanted = |part: &str| args.only.iter().any(|p| p == part);
+    let tpch_options = tpch::Options {
+        warmup: args.warmup,
+        runs: args.runs,
+    };
+    let tpch = match wanted("tpch") {
+        true => tpch::run(engine.session(), &mut client, &args.queries, &tpch_options).await?,
+        false => serde_json::Value::Null,
+    };
+    let streaming = match wanted("stream") {
+        true => probes::streaming(engine.session(), &mut client, args.runs.max(3)).await?,
+        false => serde_json::Value::Null,
+    };
+    let latency = match wanted("latency") {
+        true => probes::latency(&mut client, args.latency_calls).await?,
+        false => serde_json::Value::Null,
+    };
+    let metadata = match wanted("metadata") {
+        true => probes::metadata(&mut client, args.latency_calls.min(200)).await?,
+        false => serde_json::Value::Null,
+    };
+    let concurrency = match wanted("concurrency") {
+        true => {
+            let (uri, queries) = (&args.uri, &args.queries);
+            probes::concurrency(
+                uri,
+                queries,
+                &args.clients,
+                args.queries_per_client,
+                args.server_pid,
+            )
+            .await?
+        }
+        false => serde_json::Value::Null,
+    };
 
     let config = engine.session().state().config().options().clone();
     let results = json!({

@@ -39,6 +39,14 @@ use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTables, SqlInfo};
 use futures::{Stream, StreamExt, TryStreamExt};
 use tonic::transport::{Channel, Endpoint};
 
+/// HTTP/2 flow-control window per stream, bytes.
+const HTTP2_STREAM_WINDOW: u32 = 8 * 1024 * 1024;
+/// HTTP/2 flow-control window per connection, bytes.
+const HTTP2_CONNECTION_WINDOW: u32 = 32 * 1024 * 1024;
+
+/// Largest HTTP/2 frame the server may send us, bytes (default 16 KiB).
+const HTTP2_MAX_FRAME: u32 = 1024 * 1024;
+
 /// The largest message the client accepts.
 const MAX_MESSAGE_SIZE: usize = 256 * 1024 * 1024;
 
@@ -332,9 +340,14 @@ fn endpoint(uri: &str) -> Result<Endpoint> {
     Endpoint::from_shared(http)
         .map_err(|e| invalid(&e.to_string()))
         .map(|e| {
+            // Results arrive in ~2 MiB messages: HTTP/2's default 64 KiB
+            // window would make the server wait for a WINDOW_UPDATE many
+            // times per message.
             e.connect_timeout(Duration::from_secs(10))
                 .tcp_nodelay(true)
-                .http2_adaptive_window(true)
+                .initial_stream_window_size(Some(HTTP2_STREAM_WINDOW))
+                .initial_connection_window_size(Some(HTTP2_CONNECTION_WINDOW))
+                .max_frame_size(Some(HTTP2_MAX_FRAME))
         })
 }
 

@@ -20,6 +20,9 @@
 //! batch_size = 8192             # rows per record batch
 //! prepared_statement_ttl = "1h" # idle prepared statements are dropped after this
 //! view_types = false            # send Utf8View/BinaryView as they are (most clients cannot read them)
+//!
+//! [engine.datafusion]           # any DataFusion setting, applied last
+//! "execution.parquet.pushdown_filters" = true
 //! ```
 
 use std::net::SocketAddr;
@@ -90,6 +93,9 @@ pub struct EngineSection {
     pub prepared_statement_ttl: Option<Duration>,
     /// Send view types unchanged.
     pub view_types: Option<bool>,
+    /// Any DataFusion setting, e.g. `"execution.parquet.pushdown_filters" = "false"`
+    /// (the `datafusion.` prefix is optional).
+    pub datafusion: std::collections::BTreeMap<String, toml::Value>,
 }
 
 /// Why the configuration could not be loaded.
@@ -231,6 +237,23 @@ pub fn resolve(file: ConfigFile, overrides: Overrides) -> ServeConfig {
             } else {
                 WireTypes::Plain
             },
+            datafusion_settings: file
+                .engine
+                .datafusion
+                .into_iter()
+                .map(|(key, value)| {
+                    let key = if key.starts_with("datafusion.") {
+                        key
+                    } else {
+                        format!("datafusion.{key}")
+                    };
+                    let value = match value {
+                        toml::Value::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    (key, value)
+                })
+                .collect(),
         },
         flight: FlightOptions {
             max_message_size: file

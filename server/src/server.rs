@@ -13,6 +13,15 @@ use crate::config::ServeConfig;
 use crate::engine::{Engine, EngineError};
 use crate::{demo, flight, lake};
 
+/// HTTP/2 flow-control window per stream, bytes.
+const HTTP2_STREAM_WINDOW: u32 = 8 * 1024 * 1024;
+/// HTTP/2 flow-control window per connection, bytes.
+const HTTP2_CONNECTION_WINDOW: u32 = 32 * 1024 * 1024;
+
+/// Largest HTTP/2 frame we accept, bytes (the default, 16 KiB, splits one
+/// result message into over a hundred frames).
+const HTTP2_MAX_FRAME: u32 = 1024 * 1024;
+
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -80,6 +89,11 @@ impl Server {
         });
         let task = tokio::spawn(
             tonic::transport::Server::builder()
+                // HTTP/2's default 64 KiB windows stall large DoPut uploads
+                // on round trips; these let a few messages be in flight.
+                .initial_stream_window_size(Some(HTTP2_STREAM_WINDOW))
+                .initial_connection_window_size(Some(HTTP2_CONNECTION_WINDOW))
+                .max_frame_size(Some(HTTP2_MAX_FRAME))
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = stopped.await;

@@ -64,6 +64,8 @@ pub struct EngineOptions {
     pub prepared_statement_ttl: Duration,
     /// Which Arrow types results are sent as.
     pub wire_types: WireTypes,
+    /// DataFusion settings (`datafusion.*` keys) applied on top of Tarn's.
+    pub datafusion_settings: Vec<(String, String)>,
 }
 
 impl Default for EngineOptions {
@@ -75,6 +77,7 @@ impl Default for EngineOptions {
             result_ttl: Duration::from_secs(300),
             prepared_statement_ttl: Duration::from_secs(3600),
             wire_types: WireTypes::Plain,
+            datafusion_settings: Vec::new(),
         }
     }
 }
@@ -122,7 +125,7 @@ impl Engine {
             0 => cores,
             n => n,
         };
-        let config = SessionConfig::new()
+        let mut config = SessionConfig::new()
             .with_default_catalog_and_schema(DEFAULT_CATALOG, DEFAULT_SCHEMA)
             .with_create_default_catalog_and_schema(true)
             .with_information_schema(true)
@@ -130,6 +133,14 @@ impl Engine {
             .with_batch_size(options.batch_size.max(1))
             .set_bool("datafusion.execution.parquet.pushdown_filters", true)
             .set_bool("datafusion.execution.parquet.reorder_filters", true);
+        for (key, value) in &options.datafusion_settings {
+            config.options_mut().set(key, value).map_err(|e| {
+                EngineError::Plan(format!(
+                    "invalid DataFusion setting {key} = {value}: {}",
+                    e.strip_backtrace()
+                ))
+            })?;
+        }
         let ctx = SessionContext::new_with_config(config);
         let cpu_threads = match options.cpu_threads {
             0 => cores,
