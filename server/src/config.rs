@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::engine::{EngineOptions, WireTypes};
+use crate::engine::{EngineOptions, LocationPolicy, WireTypes};
 use crate::flight::FlightOptions;
 
 /// The default address: loopback only, so a fresh install exposes nothing.
@@ -145,7 +145,7 @@ pub struct ServeConfig {
     pub generate_demo: bool,
     /// TPC-H scale of a generated demo lake.
     pub demo_scale: f64,
-    /// Engine settings.
+    /// Engine settings. The server adds the lake to `engine.locations`.
     pub engine: EngineOptions,
     /// Transport settings.
     pub flight: FlightOptions,
@@ -155,11 +155,12 @@ impl ServeConfig {
     /// A configuration serving `lake` on a free loopback port: what tests and
     /// embedders want.
     pub fn for_lake(lake: impl Into<PathBuf>) -> Self {
+        let lake = lake.into();
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
-            lake: lake.into(),
             generate_demo: false,
             demo_scale: DEFAULT_DEMO_SCALE,
+            lake,
             engine: EngineOptions::default(),
             flight: FlightOptions::default(),
         }
@@ -254,6 +255,7 @@ pub fn resolve(file: ConfigFile, overrides: Overrides) -> ServeConfig {
                     (key, value)
                 })
                 .collect(),
+            locations: LocationPolicy::default(),
         },
         flight: FlightOptions {
             max_message_size: file

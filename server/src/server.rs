@@ -10,7 +10,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::config::ServeConfig;
-use crate::engine::{Engine, EngineError};
+use crate::engine::{Engine, EngineError, LocationPolicy};
 use crate::{demo, flight, lake};
 
 /// HTTP/2 flow-control window per stream, bytes.
@@ -63,7 +63,10 @@ impl Server {
                 .await
                 .map_err(|e| EngineError::Internal(e.to_string()))??;
         }
-        let engine = Arc::new(Engine::new(config.engine.clone())?);
+        // Statements may name locations inside the lake, and nowhere else.
+        let mut options = config.engine.clone();
+        options.locations = LocationPolicy::local([config.lake.clone()]);
+        let engine = Arc::new(Engine::new(options)?);
         load_lake(&engine, &config).await?;
 
         let listener = TcpListener::bind(config.bind)

@@ -103,5 +103,7 @@ def test_errors_are_clear(conn):
             cur.execute("SELEC 1")
         with pytest.raises(flightsql.Error, match="no_such_table"):
             cur.execute("SELECT * FROM no_such_table")
+        with pytest.raises(flightsql.Error, match="permission denied"):
+            cur.execute("CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/'")
         cur.execute("SELECT 1")
         assert cur.fetchone() == (1,)

@@ -53,6 +53,10 @@ pub enum EngineError {
     #[error("not supported: {0}")]
     NotSupported(String),
 
+    /// The statement names a location outside every declared store.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+
     /// The query ran out of a resource (memory, disk).
     #[error("resources exhausted: {0}")]
     ResourcesExhausted(String),

@@ -12,6 +12,7 @@
 
 pub mod error;
 mod ids;
+mod locations;
 mod metadata;
 mod placeholders;
 mod prepared;
@@ -35,6 +36,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 pub use error::{EngineError, EngineResult};
+pub use locations::LocationPolicy;
 pub use metadata::{TableInfo, TableKind};
 pub use prepared::{PreparedStatementId, PreparedStatementInfo};
 pub use results::ResultId;
@@ -66,6 +68,8 @@ pub struct EngineOptions {
     pub wire_types: WireTypes,
     /// DataFusion settings (`datafusion.*` keys) applied on top of Tarn's.
     pub datafusion_settings: Vec<(String, String)>,
+    /// Where statements may read and write (`CREATE EXTERNAL TABLE`, `COPY`).
+    pub locations: LocationPolicy,
 }
 
 impl Default for EngineOptions {
@@ -78,6 +82,7 @@ impl Default for EngineOptions {
             prepared_statement_ttl: Duration::from_secs(3600),
             wire_types: WireTypes::Plain,
             datafusion_settings: Vec::new(),
+            locations: LocationPolicy::default(),
         }
     }
 }
@@ -274,6 +279,7 @@ impl Engine {
 
     /// Logical plan to physical plan, running side effects on the way.
     async fn to_physical(&self, plan: LogicalPlan) -> EngineResult<Arc<dyn ExecutionPlan>> {
+        self.options.locations.check_plan(&plan)?;
         let side_effects = has_side_effects(&plan);
         let plan = if side_effects {
             plan

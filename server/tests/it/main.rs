@@ -5,6 +5,7 @@
 mod cli;
 mod common;
 mod errors;
+mod locations;
 mod metadata;
 mod prepared;
 mod queries;

@@ -1,0 +1,105 @@
+//! Statements can only read and write inside the lake.
+
+use arrow::array::AsArray;
+use arrow::datatypes::Int64Type;
+use tarn::config::ServeConfig;
+use tonic::Code;
+
+use crate::common::{query, start_with};
+
+/// A small lake of its own, so that tests may write into it.
+fn scratch_lake() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("people.csv"), "id,name\n1,ann\n2,bob\n").unwrap();
+    dir
+}
+
+fn denied(err: &tarn_client::ClientError) -> bool {
+    err.status()
+        .is_some_and(|s| s.code() == Code::PermissionDenied)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn locations_outside_the_lake_are_refused() {
+    let lake = scratch_lake();
+    let outside = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path(), lake.path().join("link")).unwrap();
+    let mut t = start_with(ServeConfig::for_lake(lake.path())).await;
+    let lake_path = lake.path().display().to_string();
+    for location in [
+        "/etc/".to_string(),
+        "file:///etc/passwd".to_string(),
+        format!("{lake_path}/../"),
+        format!("{lake_path}/link/"),
+        "s3://undeclared-bucket/prefix/".to_string(),
+    ] {
+        let sql = format!("CREATE EXTERNAL TABLE stolen STORED AS CSV LOCATION '{location}'");
+        let err = t.client.execute_update(&sql).await.unwrap_err();
+        assert!(denied(&err), "{location}: {err}");
+        assert!(err.to_string().contains("must lie inside"), "{err}");
+        // The same statement sent as a query, or prepared (the JDBC path), is refused too.
+        assert!(
+            denied(&t.client.query(&sql).await.unwrap_err()),
+            "{location}"
+        );
+        let mut prepared = t.client.prepare(&sql).await.unwrap();
+        assert!(
+            denied(&prepared.execute_update().await.unwrap_err()),
+            "{location}"
+        );
+    }
+    let err = t.client.query("SELECT * FROM stolen").await.unwrap_err();
+    assert_eq!(
+        err.status().unwrap().code(),
+        Code::NotFound,
+        "nothing was registered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn copy_cannot_write_outside_the_lake() {
+    let lake = scratch_lake();
+    let outside = tempfile::tempdir().unwrap();
+    let mut t = start_with(ServeConfig::for_lake(lake.path())).await;
+    let target = outside.path().join("leak.csv");
+    for sql in [
+        format!(
+            "COPY (SELECT * FROM people) TO '{}' STORED AS CSV",
+            target.display()
+        ),
+        format!(
+            "EXPLAIN ANALYZE COPY (SELECT * FROM people) TO '{}' STORED AS CSV",
+            target.display()
+        ),
+    ] {
+        let err = t.client.query(&sql).await.unwrap_err();
+        assert!(denied(&err), "{sql}: {err}");
+    }
+    assert!(!target.exists(), "nothing was written");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn locations_inside_the_lake_work() {
+    let lake = scratch_lake();
+    let mut t = start_with(ServeConfig::for_lake(lake.path())).await;
+    let export = lake.path().join("exports/people.parquet");
+    let copied = t
+        .client
+        .execute_update(&format!(
+            "COPY (SELECT * FROM people) TO '{}' STORED AS PARQUET",
+            export.display()
+        ))
+        .await
+        .unwrap();
+    assert_eq!(copied, 2);
+    assert!(export.exists());
+    t.client
+        .execute_update(&format!(
+            "CREATE EXTERNAL TABLE exported STORED AS PARQUET LOCATION '{}'",
+            export.display()
+        ))
+        .await
+        .unwrap();
+    let batches = query(&mut t.client, "SELECT count(*) FROM exported").await;
+    assert_eq!(batches[0].column(0).as_primitive::<Int64Type>().value(0), 2);
+}
