@@ -90,9 +90,12 @@ async fn run(args: Args) -> Result<(), String> {
     };
     let options: EngineOptions = tarn::config::resolve(file, Default::default()).engine;
     let engine = Engine::new(options.clone()).map_err(|e| e.to_string())?;
-    let (tables, problems) = tarn::lake::load(engine.session(), &args.lake)
-        .await
-        .map_err(|e| e.to_string())?;
+    let lake = tarn::storage::StoreConfig {
+        url: args.lake.display().to_string(),
+        ..Default::default()
+    };
+    let store = tarn::storage::Store::open("lake", &lake).map_err(|e| e.to_string())?;
+    let (tables, problems) = tarn::lake::load(engine.session(), &[store]).await;
     if !problems.is_empty() {
         return Err(format!("lake problems: {problems:?}"));
     }

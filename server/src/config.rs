@@ -33,6 +33,7 @@ use serde::Deserialize;
 
 use crate::engine::{EngineOptions, LocationPolicy, WireTypes};
 use crate::flight::FlightOptions;
+use crate::storage::StoreConfig;
 
 /// The default address: loopback only, so a fresh install exposes nothing.
 pub const DEFAULT_BIND: &str = "127.0.0.1:50051";
@@ -51,6 +52,8 @@ pub struct ConfigFile {
     pub lake: LakeSection,
     /// `[engine]`
     pub engine: EngineSection,
+    /// `[stores.NAME]`: more stores whose tables are served beside the lake's.
+    pub stores: std::collections::BTreeMap<String, StoreConfig>,
 }
 
 /// `[server]`
@@ -72,8 +75,8 @@ pub struct ServerSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LakeSection {
-    /// The lake folder.
-    pub root: Option<PathBuf>,
+    /// The lake: a folder or an `s3://bucket/prefix` URL.
+    pub root: Option<String>,
     /// TPC-H scale of a generated demo lake.
     pub demo_scale: Option<f64>,
 }
@@ -138,8 +141,10 @@ impl ConfigFile {
 pub struct ServeConfig {
     /// Address to listen on (port 0 picks a free port).
     pub bind: SocketAddr,
-    /// The lake folder.
-    pub lake: PathBuf,
+    /// The lake: a folder or an `s3://bucket/prefix` URL (the store named "lake").
+    pub lake: String,
+    /// Further stores, by name (`[stores.NAME]`).
+    pub stores: Vec<(String, StoreConfig)>,
     /// Generate the demo lake there when it holds none (only for the default
     /// lake `./data`: Tarn never writes into a lake it was pointed at).
     pub generate_demo: bool,
@@ -154,13 +159,14 @@ pub struct ServeConfig {
 impl ServeConfig {
     /// A configuration serving `lake` on a free loopback port: what tests and
     /// embedders want.
-    pub fn for_lake(lake: impl Into<PathBuf>) -> Self {
-        let lake = lake.into();
+    pub fn for_lake(lake: impl AsRef<Path>) -> Self {
+        let lake = lake.as_ref().display().to_string();
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             generate_demo: false,
             demo_scale: DEFAULT_DEMO_SCALE,
             lake,
+            stores: Vec::new(),
             engine: EngineOptions::default(),
             flight: FlightOptions::default(),
         }
@@ -174,7 +180,7 @@ pub struct Overrides {
     /// `--bind`
     pub bind: Option<SocketAddr>,
     /// `--lake`
-    pub lake: Option<PathBuf>,
+    pub lake: Option<String>,
     /// `--demo-scale`
     pub demo_scale: Option<f64>,
     /// `--target-partitions`
@@ -196,7 +202,7 @@ pub fn resolve(file: ConfigFile, overrides: Overrides) -> ServeConfig {
     let lake = overrides
         .lake
         .or(file.lake.root)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_LAKE));
+        .unwrap_or_else(|| DEFAULT_LAKE.to_string());
     let view_types = overrides
         .view_types
         .or(file.engine.view_types)
@@ -206,8 +212,10 @@ pub fn resolve(file: ConfigFile, overrides: Overrides) -> ServeConfig {
             .bind
             .or(file.server.bind)
             .unwrap_or_else(|| DEFAULT_BIND.parse().expect("the default address parses")),
-        generate_demo: lake == Path::new(DEFAULT_LAKE),
+        // A configured `[stores.lake]` replaces the default folder.
+        generate_demo: lake == DEFAULT_LAKE && !file.stores.contains_key("lake"),
         lake,
+        stores: file.stores.into_iter().collect(),
         demo_scale: overrides
             .demo_scale
             .or(file.lake.demo_scale)
@@ -286,7 +294,7 @@ mod tests {
         };
         let config = resolve(file, overrides);
         assert_eq!(config.bind.port(), 2);
-        assert_eq!(config.lake, PathBuf::from("/lake"));
+        assert_eq!(config.lake, "/lake");
         assert!(!config.generate_demo);
         assert_eq!(config.engine.batch_size, 10);
         assert_eq!(config.engine.result_ttl, Duration::from_secs(30));

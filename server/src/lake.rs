@@ -8,11 +8,17 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 
 use arrow::datatypes::DataType;
 use datafusion::datasource::file_format::options::JsonReadOptions;
 use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionContext};
+use futures::TryStreamExt;
+use object_store::ObjectMeta;
+use object_store::path::Path as ObjectPath;
+
+use crate::storage::Store;
 
 /// The file formats Tarn reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -55,8 +61,8 @@ impl fmt::Display for FileFormat {
 pub struct LakeTable {
     /// The table name (the file stem or folder name).
     pub name: String,
-    /// The file or folder.
-    pub path: PathBuf,
+    /// The URL of the file or folder (folders end in `/`).
+    pub location: String,
     /// The format of its files.
     pub format: FileFormat,
     /// The extension its files end with (".parquet", ".jsonl", ...).
@@ -69,120 +75,171 @@ pub struct LakeTable {
 /// and goes on: one bad folder never hides the rest of the lake.
 #[derive(Debug, thiserror::Error)]
 pub enum LakeError {
-    /// The lake root is missing or unreadable.
-    #[error("cannot read the lake folder {path}: {source}; pass an existing folder with --lake")]
-    Root {
-        /// The root.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+    /// The store cannot be listed (missing folder or bucket, no access, unreachable).
+    #[error("cannot list store '{store}' at {url}: {message}")]
+    Store {
+        /// Store name.
+        store: String,
+        /// Its URL.
+        url: String,
+        /// The cause.
+        message: String,
     },
     /// A folder mixes formats, or partition keys differ between folders.
-    #[error("skipping {path}: {reason}")]
+    #[error("skipping {location}: {reason}")]
     Inconsistent {
-        /// The file or folder.
-        path: PathBuf,
+        /// The folder.
+        location: String,
         /// What is wrong, and how to fix it.
         reason: String,
     },
     /// Two entries would get the same table name.
     #[error(
-        "skipping {path}: a table named '{name}' already exists (from {existing}); rename one of them"
+        "skipping {location}: a table named '{name}' already exists (from {existing}); rename one of them"
     )]
     DuplicateName {
         /// The table name.
         name: String,
         /// The entry that was skipped.
-        path: PathBuf,
+        location: String,
         /// The entry that was kept.
-        existing: PathBuf,
+        existing: String,
     },
     /// DataFusion could not read the table (unreadable or corrupt file).
-    #[error("skipping table '{name}' at {path}: {message}")]
+    #[error("skipping table '{name}' at {location}: {message}")]
     Register {
         /// The table name.
         name: String,
         /// The file or folder.
-        path: PathBuf,
+        location: String,
         /// The cause.
         message: String,
     },
 }
 
-/// Finds the tables under `root`. Problems with single entries are returned
+/// Finds the tables of `store`. Problems with single entries are returned
 /// beside the tables, not instead of them.
-pub fn discover(root: &Path) -> Result<(Vec<LakeTable>, Vec<LakeError>), LakeError> {
-    let entries = std::fs::read_dir(root).map_err(|source| LakeError::Root {
-        path: root.to_path_buf(),
-        source,
-    })?;
-    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    paths.sort();
+pub async fn discover(store: &Store) -> Result<(Vec<LakeTable>, Vec<LakeError>), LakeError> {
+    let store_error = |e: object_store::Error| LakeError::Store {
+        store: store.name.clone(),
+        url: store.display_url(),
+        message: e.to_string(),
+    };
+    let listing = store
+        .object_store
+        .list_with_delimiter(Some(&store.prefix))
+        .await
+        .map_err(store_error)?;
+    let empty = listing.objects.is_empty() && listing.common_prefixes.is_empty();
+    if empty && store.local_path.as_ref().is_some_and(|p| !p.is_dir()) {
+        return Err(LakeError::Store {
+            store: store.name.clone(),
+            url: store.display_url(),
+            message: "the folder does not exist; pass an existing folder with --lake".into(),
+        });
+    }
+
+    let mut found = Vec::new();
+    for object in &listing.objects {
+        if let Some(table) = file_table(store, &object.location) {
+            found.push(Ok(table));
+        }
+    }
+    for folder in &listing.common_prefixes {
+        let Some(name) = folder.filename().filter(|n| !is_hidden(n)) else {
+            continue;
+        };
+        let objects: Vec<ObjectMeta> =
+            match store.object_store.list(Some(folder)).try_collect().await {
+                Ok(objects) => objects,
+                Err(e) => {
+                    found.push(Err(store_error(e)));
+                    continue;
+                }
+            };
+        match folder_table(store, name, folder, &objects) {
+            Ok(Some(table)) => found.push(Ok(table)),
+            Ok(None) => {}
+            Err(problem) => found.push(Err(problem)),
+        }
+    }
 
     let mut tables: BTreeMap<String, LakeTable> = BTreeMap::new();
     let mut problems = Vec::new();
-    for path in paths {
-        if is_hidden(&path) {
-            continue;
-        }
-        let found = if path.is_dir() {
-            folder_table(&path)
-        } else {
-            Ok(file_table(&path))
-        };
-        match found {
-            Ok(Some(table)) => {
-                if let Some(existing) = tables.get(&table.name) {
-                    problems.push(LakeError::DuplicateName {
-                        name: table.name.clone(),
-                        path: table.path.clone(),
-                        existing: existing.path.clone(),
-                    });
-                } else {
+    for entry in found {
+        match entry {
+            Ok(table) => match tables.get(&table.name) {
+                Some(existing) => problems.push(LakeError::DuplicateName {
+                    name: table.name.clone(),
+                    location: table.location.clone(),
+                    existing: existing.location.clone(),
+                }),
+                None => {
                     tables.insert(table.name.clone(), table);
                 }
-            }
-            Ok(None) => {}
+            },
             Err(problem) => problems.push(problem),
         }
     }
     Ok((tables.into_values().collect(), problems))
 }
 
-/// Discovers every table under `root` and registers it with `ctx`. Returns
-/// the names registered and the problems met (each skipped, none fatal).
-pub async fn load(
-    ctx: &SessionContext,
-    root: &Path,
-) -> Result<(Vec<String>, Vec<LakeError>), LakeError> {
-    let (tables, mut problems) = discover(root)?;
-    let mut loaded = Vec::with_capacity(tables.len());
-    for table in &tables {
-        match register(ctx, table).await {
-            Ok(()) => loaded.push(table.name.clone()),
-            Err(problem) => problems.push(problem),
+/// Discovers every table of every store and registers it with `ctx`.
+/// Returns the names registered and the problems met (each skipped, none
+/// fatal: an unreachable store leaves the others served).
+pub async fn load(ctx: &SessionContext, stores: &[Store]) -> (Vec<String>, Vec<LakeError>) {
+    let mut loaded = Vec::new();
+    let mut problems = Vec::new();
+    for store in stores {
+        if store.local_path.is_none() {
+            ctx.runtime_env()
+                .register_object_store(&store.root_url, Arc::clone(&store.object_store));
+        }
+        let tables = match discover(store).await {
+            Ok((tables, mut found)) => {
+                problems.append(&mut found);
+                tables
+            }
+            Err(problem) => {
+                problems.push(problem);
+                continue;
+            }
+        };
+        for table in &tables {
+            if loaded.contains(&table.name) {
+                problems.push(LakeError::DuplicateName {
+                    name: table.name.clone(),
+                    location: table.location.clone(),
+                    existing: "another store".into(),
+                });
+                continue;
+            }
+            match register(ctx, table).await {
+                Ok(()) => loaded.push(table.name.clone()),
+                Err(problem) => problems.push(problem),
+            }
         }
     }
-    Ok((loaded, problems))
+    (loaded, problems)
 }
 
 /// Registers `table` with the session, reading its schema from its files.
 pub async fn register(ctx: &SessionContext, table: &LakeTable) -> Result<(), LakeError> {
-    let location = table.path.to_string_lossy().to_string();
+    let location = table.location.as_str();
     let partitions = table.partitions.clone();
     let result = match table.format {
         FileFormat::Parquet => {
             let options = ParquetReadOptions::default()
                 .file_extension(table.extension)
                 .table_partition_cols(partitions);
-            ctx.register_parquet(&table.name, &location, options).await
+            ctx.register_parquet(&table.name, location, options).await
         }
         FileFormat::Csv => {
             let options = CsvReadOptions::new()
                 .has_header(true)
                 .file_extension(table.extension)
                 .table_partition_cols(partitions);
-            ctx.register_csv(&table.name, &location, options).await
+            ctx.register_csv(&table.name, location, options).await
         }
         FileFormat::Json => {
             let options = JsonReadOptions {
@@ -190,28 +247,30 @@ pub async fn register(ctx: &SessionContext, table: &LakeTable) -> Result<(), Lak
                 table_partition_cols: partitions,
                 ..Default::default()
             };
-            ctx.register_json(&table.name, &location, options).await
+            ctx.register_json(&table.name, location, options).await
         }
     };
     result.map_err(|e| LakeError::Register {
         name: table.name.clone(),
-        path: table.path.clone(),
+        location: table.location.clone(),
         message: e.strip_backtrace(),
     })
 }
 
-fn is_hidden(path: &Path) -> bool {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .is_none_or(|n| n.starts_with('.') || n.starts_with('_'))
+fn is_hidden(name: &str) -> bool {
+    name.starts_with('.') || name.starts_with('_')
 }
 
-fn file_table(path: &Path) -> Option<LakeTable> {
-    let (format, extension) = FileFormat::of(path)?;
-    let name = path.file_stem()?.to_str()?.to_string();
+fn file_table(store: &Store, path: &ObjectPath) -> Option<LakeTable> {
+    let file = path.filename()?;
+    if is_hidden(file) {
+        return None;
+    }
+    let (format, extension) = FileFormat::of(Path::new(file))?;
+    let name = Path::new(file).file_stem()?.to_str()?.to_string();
     Some(LakeTable {
         name,
-        path: path.to_path_buf(),
+        location: store.url_of(path),
         format,
         extension,
         partitions: Vec::new(),
@@ -219,17 +278,34 @@ fn file_table(path: &Path) -> Option<LakeTable> {
 }
 
 /// A folder is a table when it holds data files (at any depth).
-fn folder_table(dir: &Path) -> Result<Option<LakeTable>, LakeError> {
-    let Some(name) = dir.file_name().and_then(|n| n.to_str()) else {
-        return Ok(None);
-    };
-    let mut files = Vec::new();
-    collect_data_files(dir, dir, &mut files);
+fn folder_table(
+    store: &Store,
+    name: &str,
+    folder: &ObjectPath,
+    objects: &[ObjectMeta],
+) -> Result<Option<LakeTable>, LakeError> {
+    // Paths below the folder, without hidden parts (temporary files, _delta_log, ...).
+    let files: Vec<(Vec<String>, (FileFormat, &'static str))> = objects
+        .iter()
+        .filter_map(|object| {
+            let parts: Vec<String> = object
+                .location
+                .prefix_match(folder)?
+                .map(|p| p.as_ref().to_string())
+                .collect();
+            if parts.iter().any(|p| is_hidden(p)) {
+                return None;
+            }
+            let format = FileFormat::of(Path::new(parts.last()?))?;
+            Some((parts, format))
+        })
+        .collect();
     if files.is_empty() {
         return Ok(None);
     }
+    let location = format!("{}/", store.url_of(folder));
     let inconsistent = |reason: String| LakeError::Inconsistent {
-        path: dir.to_path_buf(),
+        location: location.clone(),
         reason,
     };
 
@@ -250,15 +326,21 @@ fn folder_table(dir: &Path) -> Result<Option<LakeTable>, LakeError> {
     // Partition keys, in order, must be the same on every path.
     let mut keys: Option<Vec<String>> = None;
     let mut values: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (relative, _) in &files {
-        let pairs = partition_pairs(relative);
+    for (parts, _) in &files {
+        let pairs: Vec<(String, String)> = parts[..parts.len() - 1]
+            .iter()
+            .filter_map(|p| {
+                p.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
+            .collect();
         let these: Vec<String> = pairs.iter().map(|(k, _)| k.clone()).collect();
         match &keys {
             None => keys = Some(these),
             Some(expected) if *expected != these => {
                 return Err(inconsistent(format!(
                     "partition folders disagree: {} has keys [{}] where others have [{}]",
-                    relative.display(),
+                    parts.join("/"),
                     these.join(", "),
                     expected.join(", ")
                 )));
@@ -279,46 +361,11 @@ fn folder_table(dir: &Path) -> Result<Option<LakeTable>, LakeError> {
         .collect();
     Ok(Some(LakeTable {
         name: name.to_string(),
-        path: dir.to_path_buf(),
+        location,
         format,
         extension,
         partitions,
     }))
-}
-
-fn collect_data_files(
-    root: &Path,
-    dir: &Path,
-    out: &mut Vec<(PathBuf, (FileFormat, &'static str))>,
-) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if is_hidden(&path) {
-            continue;
-        }
-        if path.is_dir() {
-            collect_data_files(root, &path, out);
-        } else if let Some(format) = FileFormat::of(&path) {
-            let relative = path.strip_prefix(root).unwrap_or(&path).to_path_buf();
-            out.push((relative, format));
-        }
-    }
-}
-
-/// The `key=value` folders on a file's path below the table folder.
-fn partition_pairs(relative: &Path) -> Vec<(String, String)> {
-    let mut pairs = Vec::new();
-    if let Some(parent) = relative.parent() {
-        for part in parent.components() {
-            if let Some((k, v)) = part.as_os_str().to_str().and_then(|s| s.split_once('=')) {
-                pairs.push((k.to_string(), v.to_string()));
-            }
-        }
-    }
-    pairs
 }
 
 /// Integers become `Int64`, ISO dates `Date32`, anything else `Utf8`.
@@ -358,8 +405,8 @@ mod tests {
         assert_eq!(infer_partition_type(&s(&["EU", "2024"])), DataType::Utf8);
     }
 
-    #[test]
-    fn files_folders_and_partitions_become_tables() {
+    #[tokio::test]
+    async fn files_folders_and_partitions_become_tables() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         std::fs::write(root.join("a.csv"), "x\n1\n").unwrap();
@@ -370,8 +417,14 @@ mod tests {
         std::fs::create_dir_all(root.join("mixed")).unwrap();
         std::fs::write(root.join("mixed/1.csv"), "").unwrap();
         std::fs::write(root.join("mixed/2.json"), "").unwrap();
+        std::fs::write(root.join(".hidden.parquet.tmp"), "").unwrap();
 
-        let (tables, problems) = discover(root).unwrap();
+        let config = crate::storage::StoreConfig {
+            url: root.display().to_string(),
+            ..Default::default()
+        };
+        let store = Store::open("lake", &config).unwrap();
+        let (tables, problems) = discover(&store).await.unwrap();
         let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
         assert_eq!(

@@ -12,6 +12,7 @@ pub mod flight;
 pub mod lake;
 pub mod runtime;
 pub mod server;
+pub mod storage;
 
 pub use config::ServeConfig;
 pub use server::Server;

@@ -1,6 +1,7 @@
 //! Starting and stopping a Tarn server: config in, listening socket out.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -11,6 +12,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::config::ServeConfig;
 use crate::engine::{Engine, EngineError, LocationPolicy};
+use crate::storage::{Store, StoreConfig, StoreError};
 use crate::{demo, flight, lake};
 
 /// HTTP/2 flow-control window per stream, bytes.
@@ -33,9 +35,9 @@ pub enum ServeError {
         /// The cause.
         source: std::io::Error,
     },
-    /// The lake cannot be read.
+    /// A store is misconfigured.
     #[error(transparent)]
-    Lake(#[from] lake::LakeError),
+    Store(#[from] StoreError),
     /// The demo lake cannot be generated.
     #[error(transparent)]
     Demo(#[from] demo::DemoError),
@@ -56,18 +58,19 @@ pub struct Server {
 impl Server {
     /// Loads the lake and starts serving it.
     pub async fn start(config: ServeConfig) -> Result<Self, ServeError> {
-        if config.generate_demo && !demo::exists(&config.lake) {
-            tracing::info!(lake = %config.lake.display(), scale = config.demo_scale, "generating the demo lake (first start)");
-            let (lake, scale) = (config.lake.clone(), config.demo_scale);
+        if config.generate_demo && !demo::exists(Path::new(&config.lake)) {
+            tracing::info!(lake = %config.lake, scale = config.demo_scale, "generating the demo lake (first start)");
+            let (lake, scale) = (PathBuf::from(&config.lake), config.demo_scale);
             tokio::task::spawn_blocking(move || demo::generate(&lake, scale))
                 .await
                 .map_err(|e| EngineError::Internal(e.to_string()))??;
         }
-        // Statements may name locations inside the lake, and nowhere else.
+        let stores = open_stores(&config)?;
+        // Statements may name locations inside the stores, and nowhere else.
         let mut options = config.engine.clone();
-        options.locations = LocationPolicy::local([config.lake.clone()]);
+        options.locations = LocationPolicy::for_stores(&stores);
         let engine = Arc::new(Engine::new(options)?);
-        load_lake(&engine, &config).await?;
+        load_lake(&engine, &stores).await;
 
         let listener = TcpListener::bind(config.bind)
             .await
@@ -139,11 +142,27 @@ impl Server {
     }
 }
 
-async fn load_lake(engine: &Engine, config: &ServeConfig) -> Result<(), ServeError> {
-    let (loaded, problems) = lake::load(engine.session(), &config.lake).await?;
+/// The lake (store "lake") and every `[stores.NAME]`.
+fn open_stores(config: &ServeConfig) -> Result<Vec<Store>, ServeError> {
+    let mut configs = config.stores.clone();
+    if !configs.iter().any(|(name, _)| name == "lake") {
+        let lake = StoreConfig {
+            url: config.lake.clone(),
+            ..Default::default()
+        };
+        configs.insert(0, ("lake".to_string(), lake));
+    }
+    configs
+        .iter()
+        .map(|(name, store)| Store::open(name, store).map_err(ServeError::from))
+        .collect()
+}
+
+async fn load_lake(engine: &Engine, stores: &[Store]) {
+    let (loaded, problems) = lake::load(engine.session(), stores).await;
     for problem in problems {
         tracing::warn!("{problem}");
     }
-    tracing::info!(lake = %config.lake.display(), tables = loaded.len(), "lake loaded");
-    Ok(())
+    let urls: Vec<String> = stores.iter().map(Store::display_url).collect();
+    tracing::info!(stores = %urls.join(", "), tables = loaded.len(), "lake loaded");
 }

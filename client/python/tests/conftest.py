@@ -33,9 +33,10 @@ def lake(tmp_path_factory) -> pathlib.Path:
 
 
 class RunningServer:
-    def __init__(self, lake: pathlib.Path):
+    def __init__(self, lake, extra_args=()):
+        lake_args = ["--lake", str(lake)] if lake is not None else []
         self.process = subprocess.Popen(
-            [str(tarn_binary()), "serve", "--lake", str(lake), "--bind", "127.0.0.1:0", "--log", "warn"],
+            [str(tarn_binary()), "serve", *lake_args, "--bind", "127.0.0.1:0", "--log", "warn", *extra_args],
             stderr=subprocess.PIPE,
             text=True,
         )

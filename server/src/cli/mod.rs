@@ -45,9 +45,9 @@ Every file or folder of Parquet, CSV or JSON under the lake becomes a table name
 key=value/ folders become typed partition columns."
 )]
 pub struct ServeArgs {
-    /// Folder whose files and folders become tables [default: ./data, generating the demo lake there on first start]
-    #[arg(long, env = "TARN_LAKE", value_name = "DIR")]
-    pub lake: Option<PathBuf>,
+    /// Folder or s3://bucket/prefix whose files and folders become tables [default: ./data, generating the demo lake there on first start]
+    #[arg(long, env = "TARN_LAKE", value_name = "DIR|URL")]
+    pub lake: Option<String>,
     /// Address and port to listen on [default: 127.0.0.1:50051]
     #[arg(long, env = "TARN_BIND", value_name = "ADDR:PORT")]
     pub bind: Option<SocketAddr>,

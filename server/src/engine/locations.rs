@@ -17,6 +17,8 @@ use super::error::{EngineError, EngineResult};
 #[derive(Debug, Clone, Default)]
 pub struct LocationPolicy {
     local_roots: Vec<PathBuf>,
+    /// Object-store roots such as `s3://bucket/prefix`, without a trailing `/`.
+    url_roots: Vec<String>,
 }
 
 impl LocationPolicy {
@@ -26,7 +28,21 @@ impl LocationPolicy {
             .into_iter()
             .map(|root| resolve(&absolute(&root)))
             .collect();
-        Self { local_roots }
+        Self {
+            local_roots,
+            url_roots: Vec::new(),
+        }
+    }
+
+    /// Allows locations inside each of `stores`.
+    pub fn for_stores(stores: &[crate::storage::Store]) -> Self {
+        let mut policy = Self::local(stores.iter().filter_map(|s| s.local_path.clone()));
+        policy.url_roots = stores
+            .iter()
+            .filter(|s| s.local_path.is_none())
+            .map(|s| s.display_url().trim_end_matches('/').to_string())
+            .collect();
+        policy
     }
 
     /// Checks every location `plan` would read or write.
@@ -56,10 +72,21 @@ impl LocationPolicy {
         };
         let path = match location.split_once("://") {
             Some(("file", rest)) => PathBuf::from(rest),
-            Some((scheme, _)) => {
-                return Err(denied(format!(
-                    "no store is declared for {scheme}:// locations"
-                )));
+            Some((scheme, rest)) => {
+                let inside = |root: &String| {
+                    location == root.as_str()
+                        || location
+                            .strip_prefix(root.as_str())
+                            .is_some_and(|r| r.starts_with('/'))
+                };
+                let escapes = rest.split('/').any(|part| part == ".." || part == ".");
+                return if !escapes && self.url_roots.iter().any(inside) {
+                    Ok(())
+                } else {
+                    Err(denied(format!(
+                        "no declared store contains this {scheme}:// location"
+                    )))
+                };
             }
             None => PathBuf::from(location),
         };
@@ -76,14 +103,16 @@ impl LocationPolicy {
     }
 
     fn describe_roots(&self) -> String {
-        if self.local_roots.is_empty() {
-            return "a declared store (none is declared)".into();
-        }
-        self.local_roots
+        let roots: Vec<String> = self
+            .local_roots
             .iter()
             .map(|r| r.display().to_string())
-            .collect::<Vec<_>>()
-            .join(" or ")
+            .chain(self.url_roots.iter().cloned())
+            .collect();
+        if roots.is_empty() {
+            return "a declared store (none is declared)".into();
+        }
+        roots.join(" or ")
     }
 }
 

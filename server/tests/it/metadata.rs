@@ -22,8 +22,13 @@ fn strings(batches: &[RecordBatch], column: usize) -> Vec<String> {
         .collect()
 }
 
-fn demo_table_names() -> BTreeSet<String> {
-    let (tables, problems) = tarn::lake::discover(common::demo_lake()).unwrap();
+async fn demo_table_names() -> BTreeSet<String> {
+    let lake = tarn::storage::StoreConfig {
+        url: common::demo_lake().display().to_string(),
+        ..Default::default()
+    };
+    let store = tarn::storage::Store::open("lake", &lake).unwrap();
+    let (tables, problems) = tarn::lake::discover(&store).await.unwrap();
     assert!(problems.is_empty(), "{problems:?}");
     tables.into_iter().map(|t| t.name).collect()
 }
@@ -44,7 +49,7 @@ async fn unfiltered_get_tables_lists_every_demo_table_with_its_schema() {
         .await
         .unwrap();
     let names: BTreeSet<String> = strings(&batches, 2).into_iter().collect();
-    for expected in demo_table_names() {
+    for expected in demo_table_names().await {
         assert!(
             names.contains(&expected),
             "{expected} missing from {names:?}"

@@ -1,0 +1,234 @@
+//! Storage: named stores, each a local folder or an S3-compatible bucket
+//! prefix, reached through `object_store`.
+//!
+//! ```toml
+//! [stores.warehouse]
+//! url = "s3://analytics/tpch"            # or "/srv/lake", "file:///srv/lake"
+//! endpoint = "http://127.0.0.1:9000"     # MinIO, Ceph, Garage, R2, moto_server ...; omit for AWS
+//! region = "us-east-1"
+//! path_style = true                      # bucket in the path, not the host name
+//! allow_http = true                      # plain HTTP, for servers on a trusted network
+//! access_key_id = "..."                  # omit to use AWS_* variables or the standard AWS chain
+//! secret_access_key = "..."
+//! ```
+//!
+//! Secrets are never printed: `Debug` shows them as `***`.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use object_store::ObjectStore;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use serde::Deserialize;
+use url::Url;
+
+/// A credential that must never reach a log.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for handing to the store client.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// One `[stores.NAME]` section.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// A local folder, `file://` URL or `s3://bucket/prefix` URL.
+    pub url: String,
+    /// S3 endpoint for non-AWS servers.
+    pub endpoint: Option<String>,
+    /// S3 region.
+    pub region: Option<String>,
+    /// Path-style addressing (`endpoint/bucket/key`); default: true when an endpoint is set.
+    pub path_style: Option<bool>,
+    /// Allow plain HTTP to the endpoint.
+    pub allow_http: Option<bool>,
+    /// Access key id (else from the environment).
+    pub access_key_id: Option<Secret>,
+    /// Secret access key (else from the environment).
+    pub secret_access_key: Option<Secret>,
+    /// Session token (else from the environment).
+    pub session_token: Option<Secret>,
+}
+
+/// Why a store could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The URL is not a folder or a supported URL.
+    #[error("store '{name}': invalid location '{url}': {reason}")]
+    InvalidUrl {
+        /// Store name.
+        name: String,
+        /// The URL as configured.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The client for the store could not be built.
+    #[error("store '{name}': {message}")]
+    Client {
+        /// Store name.
+        name: String,
+        /// The cause.
+        message: String,
+    },
+}
+
+/// A store ready for use.
+#[derive(Clone)]
+pub struct Store {
+    /// The name from the configuration.
+    pub name: String,
+    /// The URL of the store's root (`s3://bucket`, `file:///`), as DataFusion resolves it.
+    pub root_url: Url,
+    /// The prefix inside the root where the store's tables live.
+    pub prefix: ObjectPath,
+    /// The client.
+    pub object_store: Arc<dyn ObjectStore>,
+    /// For local stores, the folder.
+    pub local_path: Option<PathBuf>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Store({} at {})", self.name, self.display_url())
+    }
+}
+
+impl Store {
+    /// Opens the store `name` described by `config`.
+    pub fn open(name: &str, config: &StoreConfig) -> Result<Self, StoreError> {
+        let invalid = |reason: &str| StoreError::InvalidUrl {
+            name: name.to_string(),
+            url: config.url.clone(),
+            reason: reason.to_string(),
+        };
+        if config.url.starts_with("s3://") || config.url.starts_with("s3a://") {
+            let url = Url::parse(&config.url).map_err(|e| invalid(&e.to_string()))?;
+            let bucket = url
+                .host_str()
+                .ok_or_else(|| invalid("no bucket name"))?
+                .to_string();
+            let mut builder = AmazonS3Builder::from_env().with_bucket_name(&bucket);
+            if let Some(endpoint) = &config.endpoint {
+                builder = builder.with_endpoint(endpoint);
+            }
+            if let Some(region) = &config.region {
+                builder = builder.with_region(region);
+            }
+            let path_style = config.path_style.unwrap_or(config.endpoint.is_some());
+            builder = builder.with_virtual_hosted_style_request(!path_style);
+            if let Some(allow) = config.allow_http {
+                builder = builder.with_allow_http(allow);
+            }
+            if let Some(key) = &config.access_key_id {
+                builder = builder.with_access_key_id(key.expose());
+            }
+            if let Some(secret) = &config.secret_access_key {
+                builder = builder.with_secret_access_key(secret.expose());
+            }
+            if let Some(token) = &config.session_token {
+                builder = builder.with_token(token.expose());
+            }
+            let client = builder.build().map_err(|e| StoreError::Client {
+                name: name.to_string(),
+                message: e.to_string(),
+            })?;
+            let root_url =
+                Url::parse(&format!("s3://{bucket}")).map_err(|e| invalid(&e.to_string()))?;
+            return Ok(Self {
+                name: name.to_string(),
+                root_url,
+                prefix: ObjectPath::from(url.path().trim_matches('/')),
+                object_store: Arc::new(client),
+                local_path: None,
+            });
+        }
+        let path = match config.url.strip_prefix("file://") {
+            Some(rest) => PathBuf::from(rest),
+            None if config.url.contains("://") => {
+                return Err(invalid("supported: a folder, file:// or s3:// URLs"));
+            }
+            None => PathBuf::from(&config.url),
+        };
+        let absolute = std::path::absolute(&path).map_err(|e| invalid(&e.to_string()))?;
+        if !absolute.is_dir() {
+            return Err(invalid("no such folder; pass an existing folder"));
+        }
+        let folder = absolute.canonicalize().unwrap_or(absolute);
+        let prefix =
+            ObjectPath::from_filesystem_path(&folder).map_err(|e| invalid(&e.to_string()))?;
+        Ok(Self {
+            name: name.to_string(),
+            root_url: Url::parse("file:///").map_err(|e| invalid(&e.to_string()))?,
+            prefix,
+            object_store: Arc::new(LocalFileSystem::new()),
+            local_path: Some(folder),
+        })
+    }
+
+    /// The URL of `path` in this store, as DataFusion reads it.
+    pub fn url_of(&self, path: &ObjectPath) -> String {
+        let root = self.root_url.as_str();
+        if root.ends_with('/') {
+            format!("{root}{path}")
+        } else {
+            format!("{root}/{path}")
+        }
+    }
+
+    /// The store's own URL, for messages (never contains credentials).
+    pub fn display_url(&self) -> String {
+        self.url_of(&self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let config: StoreConfig = toml::from_str(
+            "url = \"s3://bucket/p\"\naccess_key_id = \"AKIDEXAMPLE\"\nsecret_access_key = \"wJalrXUtnFEMI\"\n",
+        )
+        .unwrap();
+        let printed = format!("{config:?}");
+        assert!(
+            !printed.contains("AKIDEXAMPLE") && !printed.contains("wJalrXUtnFEMI"),
+            "{printed}"
+        );
+        let store = Store::open("s", &config).unwrap();
+        assert_eq!(store.display_url(), "s3://bucket/p");
+        assert!(!format!("{store:?}").contains("wJalr"));
+    }
+
+    #[test]
+    fn local_folders_become_file_urls() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            url: dir.path().display().to_string(),
+            ..Default::default()
+        };
+        let store = Store::open("lake", &config).unwrap();
+        let canonical = dir.path().canonicalize().unwrap();
+        assert_eq!(
+            store.display_url(),
+            format!("file://{}", canonical.display())
+        );
+    }
+}
