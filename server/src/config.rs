@@ -13,6 +13,7 @@
 //! [lake]
 //! root = "data"                 # folder whose files and folders become tables
 //! demo_scale = 0.1              # TPC-H scale of a generated demo lake
+//! listing_cache_ttl = "10s"     # files others add or remove under a table appear within this time
 //!
 //! [engine]
 //! target_partitions = 0         # parallelism of one query; 0 = one per core
@@ -79,6 +80,9 @@ pub struct LakeSection {
     pub root: Option<String>,
     /// TPC-H scale of a generated demo lake.
     pub demo_scale: Option<f64>,
+    /// Files added or removed under a table become visible within this time.
+    #[serde(with = "humantime_serde")]
+    pub listing_cache_ttl: Option<Duration>,
 }
 
 /// `[engine]`
@@ -264,6 +268,10 @@ pub fn resolve(file: ConfigFile, overrides: Overrides) -> ServeConfig {
                 })
                 .collect(),
             locations: LocationPolicy::default(),
+            listing_cache_ttl: file
+                .lake
+                .listing_cache_ttl
+                .unwrap_or(engine_defaults.listing_cache_ttl),
         },
         flight: FlightOptions {
             max_message_size: file

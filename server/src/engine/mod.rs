@@ -27,6 +27,7 @@ use arrow::datatypes::{Schema, SchemaRef};
 use datafusion::catalog::memory::MemorySourceConfig;
 use datafusion::common::ParamValues;
 use datafusion::execution::TaskContext;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, execute_stream};
@@ -70,6 +71,9 @@ pub struct EngineOptions {
     pub datafusion_settings: Vec<(String, String)>,
     /// Where statements may read and write (`CREATE EXTERNAL TABLE`, `COPY`).
     pub locations: LocationPolicy,
+    /// How long a table's file listing is reused: files another writer adds
+    /// or removes become visible within this time.
+    pub listing_cache_ttl: Duration,
 }
 
 impl Default for EngineOptions {
@@ -83,6 +87,7 @@ impl Default for EngineOptions {
             wire_types: WireTypes::Plain,
             datafusion_settings: Vec::new(),
             locations: LocationPolicy::default(),
+            listing_cache_ttl: Duration::from_secs(10),
         }
     }
 }
@@ -146,7 +151,16 @@ impl Engine {
                 ))
             })?;
         }
-        let ctx = SessionContext::new_with_config(config);
+        // Listings are cached (S3 LIST calls are slow and billed) but expire,
+        // so files written by others show up; Parquet footers stay in
+        // DataFusion's memory-bounded metadata cache, keyed by file version.
+        let runtime = RuntimeEnvBuilder::new()
+            .with_object_list_cache_ttl(Some(options.listing_cache_ttl))
+            .build_arc()
+            .map_err(|e| {
+                EngineError::Internal(format!("cannot build the runtime environment: {e}"))
+            })?;
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
         let cpu_threads = match options.cpu_threads {
             0 => cores,
             n => n,

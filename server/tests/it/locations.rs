@@ -103,3 +103,34 @@ async fn locations_inside_the_lake_work() {
     let batches = query(&mut t.client, "SELECT count(*) FROM exported").await;
     assert_eq!(batches[0].column(0).as_primitive::<Int64Type>().value(0), 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn files_added_to_a_table_folder_are_visible_after_the_listing_ttl() {
+    let lake = scratch_lake();
+    let events = lake.path().join("events");
+    std::fs::create_dir_all(&events).unwrap();
+    std::fs::write(events.join("part-0.csv"), "id,kind\n1,a\n2,b\n").unwrap();
+    let mut config = ServeConfig::for_lake(lake.path());
+    config.engine.listing_cache_ttl = std::time::Duration::from_millis(300);
+    let mut t = start_with(config).await;
+    let count = |batches: Vec<arrow::array::RecordBatch>| {
+        batches[0].column(0).as_primitive::<Int64Type>().value(0)
+    };
+    assert_eq!(
+        count(query(&mut t.client, "SELECT count(*) FROM events").await),
+        2
+    );
+    // Another writer adds a file: once the listing expires, queries see it.
+    std::fs::write(events.join("part-1.csv"), "id,kind\n3,c\n").unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(
+        count(query(&mut t.client, "SELECT count(*) FROM events").await),
+        3
+    );
+    std::fs::remove_file(events.join("part-0.csv")).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(
+        count(query(&mut t.client, "SELECT count(*) FROM events").await),
+        1
+    );
+}
