@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use arrow::array::RecordBatch;
 use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
@@ -28,15 +29,7 @@ pub async fn streaming(
     for _ in 0..runs {
         let started = Instant::now();
         let result = client.query(sql).await.map_err(|e| e.to_string())?;
-        let mut stream = result.into_stream();
-        let (mut first, mut bytes, mut rows) = (None, 0usize, 0usize);
-        while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(|e| e.to_string())?;
-            first.get_or_insert_with(|| started.elapsed());
-            bytes += arrow_bytes(&batch);
-            rows += batch.num_rows();
-        }
-        flight.push(throughput(started.elapsed(), first, bytes, rows));
+        flight.push(drain(started, result.into_stream()).await?);
 
         let started = Instant::now();
         let plan = ctx
@@ -46,15 +39,8 @@ pub async fn streaming(
             .create_physical_plan()
             .await
             .map_err(|e| e.to_string())?;
-        let mut stream = execute_stream(plan, ctx.task_ctx()).map_err(|e| e.to_string())?;
-        let (mut first, mut bytes, mut rows) = (None, 0usize, 0usize);
-        while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(|e| e.to_string())?;
-            first.get_or_insert_with(|| started.elapsed());
-            bytes += arrow_bytes(&batch);
-            rows += batch.num_rows();
-        }
-        local.push(throughput(started.elapsed(), first, bytes, rows));
+        let stream = execute_stream(plan, ctx.task_ctx()).map_err(|e| e.to_string())?;
+        local.push(drain(started, stream).await?);
     }
     let best = |v: &[Value]| {
         v.iter()
@@ -73,6 +59,22 @@ pub async fn streaming(
         "flight_rust": { "runs": flight, "median_gb_per_s": median_gbps(&flight), "best_gb_per_s": best(&flight) },
         "inprocess": { "runs": local, "median_gb_per_s": median_gbps(&local), "best_gb_per_s": best(&local) },
     }))
+}
+
+/// Reads `stream` to the end; reports its throughput since `started`.
+async fn drain<S, E>(started: Instant, mut stream: S) -> Result<Value, String>
+where
+    S: futures::Stream<Item = Result<RecordBatch, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let (mut first, mut bytes, mut rows) = (None, 0usize, 0usize);
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(|e| e.to_string())?;
+        first.get_or_insert_with(|| started.elapsed());
+        bytes += arrow_bytes(&batch);
+        rows += batch.num_rows();
+    }
+    Ok(throughput(started.elapsed(), first, bytes, rows))
 }
 
 fn throughput(total: Duration, first: Option<Duration>, bytes: usize, rows: usize) -> Value {

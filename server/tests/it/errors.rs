@@ -22,6 +22,15 @@ fn code(err: &ClientError) -> Code {
         .unwrap_or_else(|| panic!("not a status: {err}"))
 }
 
+/// GetFlightInfo for `sql`: a planned result waiting for its DoGet.
+async fn planned(client: &mut Client, sql: &str) -> arrow_flight::FlightInfo {
+    client
+        .flight_sql_client()
+        .execute(sql.into(), None)
+        .await
+        .expect("the statement plans")
+}
+
 /// Sends a DoPut that must fail, and returns its error.
 async fn put_error(client: &mut Client, messages: Vec<arrow_flight::FlightData>) -> ClientError {
     match client
@@ -99,12 +108,7 @@ async fn malformed_and_foreign_tickets_are_rejected() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_ticket_is_redeemed_once() {
     let mut t = start().await;
-    let info = t
-        .client
-        .flight_sql_client()
-        .execute("SELECT 1".into(), None)
-        .await
-        .unwrap();
+    let info = planned(&mut t.client, "SELECT 1").await;
     let ticket = info.endpoint[0].ticket.clone().unwrap();
     assert!(
         info.endpoint[0].expiration_time.is_some(),
@@ -141,12 +145,7 @@ async fn unfetched_results_expire() {
     let mut config = ServeConfig::for_lake(common::demo_lake());
     config.engine.result_ttl = Duration::from_millis(200);
     let mut t = start_with(config).await;
-    let info = t
-        .client
-        .flight_sql_client()
-        .execute("SELECT 1".into(), None)
-        .await
-        .unwrap();
+    let info = planned(&mut t.client, "SELECT 1").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let ticket = info.endpoint[0].ticket.clone().unwrap();
     let err = ClientError::from(
@@ -218,12 +217,7 @@ async fn unknown_commands_and_actions_are_rejected() {
 #[tokio::test(flavor = "multi_thread")]
 async fn cancelled_results_cannot_be_fetched() {
     let mut t = start().await;
-    let info = t
-        .client
-        .flight_sql_client()
-        .execute("SELECT * FROM lineitem".into(), None)
-        .await
-        .unwrap();
+    let info = planned(&mut t.client, "SELECT * FROM lineitem").await;
     let ticket = info.endpoint[0].ticket.clone().unwrap();
     let request = arrow_flight::CancelFlightInfoRequest::new(info);
     let action = arrow_flight::Action::new("CancelFlightInfo", request.encode_to_vec());
