@@ -224,7 +224,22 @@ pub async fn load(ctx: &SessionContext, stores: &[Store]) -> (Vec<String>, Vec<L
 }
 
 /// Registers `table` with the session, reading its schema from its files.
+///
+/// Runs as its own task: a Parquet reader that panics on a corrupt file
+/// skips this table instead of taking the server down.
 pub async fn register(ctx: &SessionContext, table: &LakeTable) -> Result<(), LakeError> {
+    let (ctx, owned) = (ctx.clone(), table.clone());
+    match tokio::spawn(async move { register_now(&ctx, &owned).await }).await {
+        Ok(result) => result,
+        Err(e) => Err(LakeError::Register {
+            name: table.name.clone(),
+            location: table.location.clone(),
+            message: crate::engine::task_failure(e).to_string(),
+        }),
+    }
+}
+
+async fn register_now(ctx: &SessionContext, table: &LakeTable) -> Result<(), LakeError> {
     let location = table.location.as_str();
     let partitions = table.partitions.clone();
     let result = match table.format {

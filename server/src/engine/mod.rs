@@ -300,15 +300,18 @@ impl Engine {
         } else {
             self.options.wire_types.cast_plan(plan)?
         };
-        // For DDL this call is what runs the statement.
-        let frame = self
-            .ctx
-            .execute_logical_plan(plan)
+        // For DDL this is what runs the statement. Planning reads file
+        // metadata, so it runs on the CPU runtime, where a reader that
+        // panics on a corrupt file fails this statement, not the server.
+        let ctx = self.ctx.clone();
+        let physical = self
+            .cpu
+            .spawn(async move {
+                let frame = ctx.execute_logical_plan(plan).await?;
+                frame.create_physical_plan().await
+            })
             .await
-            .map_err(EngineError::from_planning)?;
-        let physical = frame
-            .create_physical_plan()
-            .await
+            .map_err(task_failure)?
             .map_err(EngineError::from_planning)?;
         if !side_effects {
             return Ok(physical);
@@ -331,7 +334,7 @@ impl Engine {
         self.cpu
             .spawn(async move { datafusion::physical_plan::collect(plan, task_ctx).await })
             .await
-            .map_err(|e| EngineError::Internal(format!("query task failed: {e}")))?
+            .map_err(task_failure)?
             .map_err(EngineError::from_execution)
     }
 
@@ -345,7 +348,8 @@ impl Engine {
         } = query;
         // Two batches in flight keep the network busy without buffering the result.
         let (tx, rx) = mpsc::channel(2);
-        self.cpu.spawn(async move {
+        let failure_tx = tx.clone();
+        let driver = self.cpu.spawn(async move {
             for plan in plans {
                 let mut stream = match execute_stream(plan, Arc::clone(&task_ctx)) {
                     Ok(stream) => stream,
@@ -365,6 +369,16 @@ impl Engine {
                         return;
                     }
                 }
+            }
+        });
+        // A panic in the driver (a reader crashing on a corrupt file) must
+        // end the stream with an error, never look like a complete result.
+        self.cpu.spawn(async move {
+            if let Err(e) = driver.await {
+                let message = task_failure(e).to_string();
+                let _ = failure_tx
+                    .send(Err(datafusion::error::DataFusionError::Execution(message)))
+                    .await;
             }
         });
         Box::pin(RecordBatchStreamAdapter::new(
@@ -464,6 +478,23 @@ impl Engine {
     pub fn schemas(&self) -> Vec<(String, String)> {
         metadata::list_schemas(&self.ctx)
     }
+}
+
+/// A query task that did not finish: a panic inside the engine or a reader
+/// (reported, not propagated) or a cancellation.
+pub(crate) fn task_failure(err: tokio::task::JoinError) -> EngineError {
+    if !err.is_panic() {
+        return EngineError::Cancelled;
+    }
+    let payload = err.into_panic();
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown cause".into());
+    EngineError::Execution(format!(
+        "the engine failed while running the statement ({message}); a file it reads is probably corrupt"
+    ))
 }
 
 /// Substitutes each bound parameter row into `plan`.

@@ -134,3 +134,53 @@ async fn files_added_to_a_table_folder_are_visible_after_the_listing_ttl() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn corrupt_parquet_fails_clearly_and_the_rest_is_served() {
+    let lake = scratch_lake();
+    // A lone corrupt file cannot become a table; the lake's other tables still load.
+    // (These bytes make the parquet crate panic: the server must survive that too.)
+    std::fs::write(
+        lake.path().join("broken.parquet"),
+        b"PAR1 this is not parquet",
+    )
+    .unwrap();
+    let orders = lake.path().join("orders");
+    std::fs::create_dir_all(&orders).unwrap();
+    std::fs::copy(
+        crate::common::table_file("orders"),
+        orders.join("good.parquet"),
+    )
+    .unwrap();
+    let mut config = ServeConfig::for_lake(lake.path());
+    config.engine.listing_cache_ttl = std::time::Duration::ZERO;
+    let mut t = start_with(config).await;
+
+    let err = t.client.query("SELECT * FROM broken").await.unwrap_err();
+    assert_eq!(err.status().unwrap().code(), Code::NotFound, "{err}");
+    let people = query(&mut t.client, "SELECT count(*) FROM people").await;
+    assert_eq!(people[0].column(0).as_primitive::<Int64Type>().value(0), 2);
+
+    // A corrupt file appears among good ones: the query that reads it fails
+    // with an error (never a silently short result), and the server goes on.
+    std::fs::write(orders.join("zz-bad.parquet"), b"PAR1 garbage PAR1").unwrap();
+    let outcome = match t.client.query("SELECT sum(o_totalprice) FROM orders").await {
+        Err(e) => e,
+        Ok(result) => result.collect().await.unwrap_err(),
+    };
+    assert_eq!(
+        outcome.status().unwrap().code(),
+        Code::Internal,
+        "{outcome}"
+    );
+    assert!(
+        outcome.to_string().contains("corrupt") || outcome.to_string().contains("zz-bad.parquet"),
+        "{outcome}"
+    );
+    let people = query(&mut t.client, "SELECT count(*) FROM people").await;
+    assert_eq!(
+        people[0].column(0).as_primitive::<Int64Type>().value(0),
+        2,
+        "the server keeps serving"
+    );
+}
