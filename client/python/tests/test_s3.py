@@ -101,6 +101,19 @@ def test_locations_outside_the_store_are_refused(s3_server):
         assert conn.arrow("SELECT count(*) AS n FROM nation_again").column("n").to_pylist() == [25]
 
 
+def test_copy_exports_into_the_bucket(s3, s3_server):
+    client = boto3.client("s3", endpoint_url=s3["endpoint"], region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+    with tarn.connect(s3_server.uri) as conn:
+        conn.execute(
+            "COPY (SELECT n_name, n_regionkey FROM nation) TO 's3://tarn-test/lake/exports/nation_by_region/' "
+            "STORED AS PARQUET PARTITIONED BY (n_regionkey)"
+        )
+        keys = [o["Key"] for o in client.list_objects_v2(Bucket="tarn-test", Prefix="lake/exports/")["Contents"]]
+        assert any("n_regionkey=3/" in k for k in keys), keys
+        conn.execute("CREATE EXTERNAL TABLE exported STORED AS PARQUET LOCATION 's3://tarn-test/lake/exports/nation_by_region/'")
+        assert conn.arrow("SELECT count(*) AS n FROM exported").column("n").to_pylist() == [25]
+
+
 def test_a_stopped_store_gives_a_clear_error_and_the_server_survives(s3, s3_server):
     s3["process"].terminate()
     s3["process"].wait()
