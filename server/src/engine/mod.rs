@@ -264,6 +264,17 @@ impl Engine {
     /// Plans a statement for streaming. Statements with side effects run now;
     /// their (small) outcome is what the result streams.
     pub async fn plan_query(&self, sql: &str) -> EngineResult<PlannedQuery> {
+        if let Some(table) = refresh_target(sql) {
+            self.refresh_table(&table).await?;
+            let empty = Arc::new(datafusion::physical_plan::empty::EmptyExec::new(Arc::new(
+                Schema::empty(),
+            )));
+            return Ok(PlannedQuery {
+                schema: empty.schema(),
+                plans: vec![empty],
+                task_ctx: self.ctx.task_ctx(),
+            });
+        }
         let plan = self.direct_plan(sql).await?;
         let physical = self.to_physical(plan).await?;
         Ok(PlannedQuery {
@@ -276,6 +287,10 @@ impl Engine {
     /// Runs a statement that changes something and returns the number of rows
     /// it affected (0 for DDL).
     pub async fn execute_update(&self, sql: &str) -> EngineResult<u64> {
+        if let Some(table) = refresh_target(sql) {
+            self.refresh_table(&table).await?;
+            return Ok(0);
+        }
         let plan = self.direct_plan(sql).await?;
         self.run_update(plan).await
     }
@@ -387,6 +402,23 @@ impl Engine {
         ))
     }
 
+    /// `REFRESH TABLE name`: forget cached file listings, so files others
+    /// added or removed are seen by the next query.
+    async fn refresh_table(&self, name: &str) -> EngineResult<()> {
+        let reference = datafusion::common::TableReference::parse_str(name);
+        if !matches!(self.ctx.table_exist(reference), Ok(true)) {
+            return Err(EngineError::TableNotFound {
+                name: name.to_string(),
+            });
+        }
+        // Listings are keyed by path, not reliably by table name: drop them all
+        // (the next query of each table lists once more, nothing else is lost).
+        if let Some(cache) = self.ctx.runtime_env().cache_manager.get_list_files_cache() {
+            cache.clear();
+        }
+        Ok(())
+    }
+
     /// Parks a planned query until a `DoGet` takes it (or it expires).
     pub fn park(&self, query: PlannedQuery) -> ResultId {
         self.results.park(query)
@@ -478,6 +510,16 @@ impl Engine {
     pub fn schemas(&self) -> Vec<(String, String)> {
         metadata::list_schemas(&self.ctx)
     }
+}
+
+/// The table of a `REFRESH TABLE name` statement (Tarn's own; DataFusion
+/// has no such statement).
+fn refresh_target(sql: &str) -> Option<String> {
+    let mut words = sql.trim().trim_end_matches(';').split_whitespace();
+    let refresh = words.next()?.eq_ignore_ascii_case("refresh");
+    let table = words.next()?.eq_ignore_ascii_case("table");
+    let name = words.next()?;
+    (refresh && table && words.next().is_none()).then(|| name.to_string())
 }
 
 /// A query task that did not finish: a panic inside the engine or a reader

@@ -184,3 +184,48 @@ async fn corrupt_parquet_fails_clearly_and_the_rest_is_served() {
         "the server keeps serving"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refresh_table_shows_new_files_at_once() {
+    let lake = scratch_lake();
+    let events = lake.path().join("events");
+    std::fs::create_dir_all(&events).unwrap();
+    std::fs::write(events.join("part-0.csv"), "id,kind\n1,a\n").unwrap();
+    let mut config = ServeConfig::for_lake(lake.path());
+    config.engine.listing_cache_ttl = std::time::Duration::from_secs(3600);
+    let mut t = start_with(config).await;
+    let count = |batches: Vec<arrow::array::RecordBatch>| {
+        batches[0].column(0).as_primitive::<Int64Type>().value(0)
+    };
+    assert_eq!(
+        count(query(&mut t.client, "SELECT count(*) FROM events").await),
+        1
+    );
+    std::fs::write(events.join("part-1.csv"), "id,kind\n2,b\n").unwrap();
+    let cached = count(query(&mut t.client, "SELECT count(*) FROM events").await);
+    assert_eq!(cached, 1, "the listing is cached");
+    assert_eq!(
+        t.client
+            .execute_update("REFRESH TABLE events")
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        count(query(&mut t.client, "SELECT count(*) FROM events").await),
+        2
+    );
+    // As a query (the ADBC path) it works too; an unknown table is NOT_FOUND.
+    std::fs::write(events.join("part-2.csv"), "id,kind\n3,c\n").unwrap();
+    query(&mut t.client, "refresh table events;").await;
+    assert_eq!(
+        count(query(&mut t.client, "SELECT count(*) FROM events").await),
+        3
+    );
+    let err = t
+        .client
+        .execute_update("REFRESH TABLE nope")
+        .await
+        .unwrap_err();
+    assert_eq!(err.status().unwrap().code(), Code::NotFound);
+}
