@@ -132,7 +132,9 @@ impl Shell<'_> {
             } else {
                 "OK".to_string()
             };
-            // Summaries go to stderr so that CSV/JSON on stdout stay clean.
+            // Summaries go to stderr so that CSV/JSON on stdout stay clean;
+            // flushing first keeps them after the result they describe.
+            let _ = std::io::Write::flush(&mut std::io::stdout());
             eprintln!("{what} in {elapsed:.3} s");
         }
         Ok(())
