@@ -266,14 +266,7 @@ impl Engine {
     pub async fn plan_query(&self, sql: &str) -> EngineResult<PlannedQuery> {
         if let Some(table) = refresh_target(sql) {
             self.refresh_table(&table).await?;
-            let empty = Arc::new(datafusion::physical_plan::empty::EmptyExec::new(Arc::new(
-                Schema::empty(),
-            )));
-            return Ok(PlannedQuery {
-                schema: empty.schema(),
-                plans: vec![empty],
-                task_ctx: self.ctx.task_ctx(),
-            });
+            return Ok(self.no_rows());
         }
         let plan = self.direct_plan(sql).await?;
         let physical = self.to_physical(plan).await?;
@@ -402,6 +395,18 @@ impl Engine {
         ))
     }
 
+    /// The result of a statement that returns nothing.
+    fn no_rows(&self) -> PlannedQuery {
+        let empty = Arc::new(datafusion::physical_plan::empty::EmptyExec::new(Arc::new(
+            Schema::empty(),
+        )));
+        PlannedQuery {
+            schema: empty.schema(),
+            plans: vec![empty],
+            task_ctx: self.ctx.task_ctx(),
+        }
+    }
+
     /// `REFRESH TABLE name`: forget cached file listings, so files others
     /// added or removed are seen by the next query.
     async fn refresh_table(&self, name: &str) -> EngineResult<()> {
@@ -438,6 +443,17 @@ impl Engine {
 
     /// Prepares `sql`: plans it with its placeholders, runs nothing.
     pub async fn prepare(&self, sql: &str) -> EngineResult<PreparedStatementInfo> {
+        if refresh_target(sql).is_some() {
+            // Tarn's own statement: nothing to plan, it runs when executed.
+            let nothing = LogicalPlan::EmptyRelation(datafusion::logical_expr::EmptyRelation {
+                produce_one_row: false,
+                schema: Arc::new(datafusion::common::DFSchema::empty()),
+            });
+            let empty = Arc::new(Schema::empty());
+            return self
+                .prepared
+                .insert(sql, nothing, empty, self.options.wire_types);
+        }
         let plan = self.logical_plan(sql).await?;
         let dataset_schema = if has_side_effects(&plan) {
             Arc::new(Schema::empty())
@@ -447,7 +463,7 @@ impl Engine {
                 .wire_schema(plan.schema().as_arrow())
         };
         self.prepared
-            .insert(plan, dataset_schema, self.options.wire_types)
+            .insert(sql, plan, dataset_schema, self.options.wire_types)
     }
 
     /// The result schema a prepared statement promises.
@@ -465,6 +481,10 @@ impl Engine {
         &self,
         id: &PreparedStatementId,
     ) -> EngineResult<PlannedQuery> {
+        if let Some(table) = refresh_target(&self.prepared.sql(id)?) {
+            self.refresh_table(&table).await?;
+            return Ok(self.no_rows());
+        }
         let (plan, rows, schema) = self.prepared.instantiate(id)?;
         let mut plans = Vec::with_capacity(rows.len().max(1));
         for plan in bind_rows(plan, rows)? {
@@ -481,6 +501,10 @@ impl Engine {
     /// Runs a prepared update once per bound parameter row; returns the total
     /// number of affected rows.
     pub async fn execute_prepared_update(&self, id: &PreparedStatementId) -> EngineResult<u64> {
+        if let Some(table) = refresh_target(&self.prepared.sql(id)?) {
+            self.refresh_table(&table).await?;
+            return Ok(0);
+        }
         let (plan, rows, _) = self.prepared.instantiate(id)?;
         let mut total = 0;
         for plan in bind_rows(plan, rows)? {

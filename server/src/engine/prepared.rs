@@ -30,6 +30,7 @@ pub struct PreparedStatementInfo {
 }
 
 struct Prepared {
+    sql: String,
     plan: LogicalPlan,
     dataset_schema: SchemaRef,
     parameters: Vec<String>,
@@ -62,6 +63,7 @@ impl PreparedStatements {
 
     pub(super) fn insert(
         &self,
+        sql: &str,
         plan: LogicalPlan,
         dataset_schema: SchemaRef,
         wire: WireTypes,
@@ -90,6 +92,7 @@ impl PreparedStatements {
         statements.insert(
             id,
             Prepared {
+                sql: sql.to_string(),
                 plan,
                 dataset_schema: Arc::clone(&dataset_schema),
                 parameter_types: parameters.iter().map(|(_, t)| t.clone()).collect(),
@@ -166,6 +169,14 @@ impl PreparedStatements {
             rows,
             Arc::clone(&statement.dataset_schema),
         ))
+    }
+
+    /// The statement's SQL text.
+    pub(super) fn sql(&self, id: &PreparedStatementId) -> EngineResult<String> {
+        self.lock()
+            .get(id)
+            .map(|s| s.sql.clone())
+            .ok_or(EngineError::PreparedStatementNotFound)
     }
 
     pub(super) fn dataset_schema(&self, id: &PreparedStatementId) -> EngineResult<SchemaRef> {

@@ -229,3 +229,31 @@ async fn refresh_table_shows_new_files_at_once() {
         .unwrap_err();
     assert_eq!(err.status().unwrap().code(), Code::NotFound);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refresh_table_works_as_a_prepared_statement() {
+    let lake = scratch_lake();
+    let mut config = ServeConfig::for_lake(lake.path());
+    config.engine.listing_cache_ttl = std::time::Duration::from_secs(3600);
+    let mut t = start_with(config).await;
+    let count = |batches: Vec<arrow::array::RecordBatch>| {
+        batches[0].column(0).as_primitive::<Int64Type>().value(0)
+    };
+    assert_eq!(
+        count(query(&mut t.client, "SELECT count(*) FROM people").await),
+        2
+    );
+    std::fs::write(
+        lake.path().join("people.csv"),
+        "id,name\n1,ann\n2,bob\n3,cy\n",
+    )
+    .unwrap();
+    // The JDBC driver prepares every statement, REFRESH included.
+    let mut refresh = t.client.prepare("REFRESH TABLE people").await.unwrap();
+    assert_eq!(refresh.execute_update().await.unwrap(), 0);
+    refresh.close().await.unwrap();
+    assert_eq!(
+        count(query(&mut t.client, "SELECT count(*) FROM people").await),
+        3
+    );
+}
