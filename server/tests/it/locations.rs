@@ -14,6 +14,11 @@ fn scratch_lake() -> tempfile::TempDir {
     dir
 }
 
+/// The single integer a `SELECT count(*)` returns.
+fn count(batches: Vec<arrow::array::RecordBatch>) -> i64 {
+    batches[0].column(0).as_primitive::<Int64Type>().value(0)
+}
+
 fn denied(err: &tarn_client::ClientError) -> bool {
     err.status()
         .is_some_and(|s| s.code() == Code::PermissionDenied)
@@ -113,9 +118,6 @@ async fn files_added_to_a_table_folder_are_visible_after_the_listing_ttl() {
     let mut config = ServeConfig::for_lake(lake.path());
     config.engine.listing_cache_ttl = std::time::Duration::from_millis(300);
     let mut t = start_with(config).await;
-    let count = |batches: Vec<arrow::array::RecordBatch>| {
-        batches[0].column(0).as_primitive::<Int64Type>().value(0)
-    };
     assert_eq!(
         count(query(&mut t.client, "SELECT count(*) FROM events").await),
         2
@@ -194,9 +196,6 @@ async fn refresh_table_shows_new_files_at_once() {
     let mut config = ServeConfig::for_lake(lake.path());
     config.engine.listing_cache_ttl = std::time::Duration::from_secs(3600);
     let mut t = start_with(config).await;
-    let count = |batches: Vec<arrow::array::RecordBatch>| {
-        batches[0].column(0).as_primitive::<Int64Type>().value(0)
-    };
     assert_eq!(
         count(query(&mut t.client, "SELECT count(*) FROM events").await),
         1
@@ -236,9 +235,6 @@ async fn refresh_table_works_as_a_prepared_statement() {
     let mut config = ServeConfig::for_lake(lake.path());
     config.engine.listing_cache_ttl = std::time::Duration::from_secs(3600);
     let mut t = start_with(config).await;
-    let count = |batches: Vec<arrow::array::RecordBatch>| {
-        batches[0].column(0).as_primitive::<Int64Type>().value(0)
-    };
     assert_eq!(
         count(query(&mut t.client, "SELECT count(*) FROM people").await),
         2
