@@ -16,6 +16,12 @@ use tonic::Code;
 
 use crate::common::{self, query, start, start_with};
 
+/// `err` is a gRPC status with `expected` code whose message contains `text`.
+fn assert_status(err: &ClientError, expected: Code, text: &str) {
+    assert_eq!(code(err), expected, "{err}");
+    assert!(err.to_string().contains(text), "{err}");
+}
+
 fn code(err: &ClientError) -> Code {
     err.status()
         .map(|s| s.code())
@@ -99,8 +105,7 @@ async fn malformed_and_foreign_tickets_are_rejected() {
             .map(|_| ())
             .unwrap_err();
         let err = ClientError::from(err);
-        assert_eq!(code(&err), Code::InvalidArgument, "{err}");
-        assert!(err.to_string().contains("malformed ticket"), "{err}");
+        assert_status(&err, Code::InvalidArgument, "malformed ticket");
     }
     still_serving(&mut t.client).await;
 }
@@ -183,8 +188,7 @@ async fn do_put_to_an_unknown_prepared_statement_is_not_found() {
             .await
             .unwrap();
         let err = put_error(&mut t.client, data).await;
-        assert_eq!(code(&err), Code::NotFound, "{err}");
-        assert!(err.to_string().contains("prepared statement"), "{err}");
+        assert_status(&err, Code::NotFound, "prepared statement");
     }
     still_serving(&mut t.client).await;
 }

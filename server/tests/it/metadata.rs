@@ -10,6 +10,17 @@ use tarn_client::TableFilter;
 
 use crate::common::{self, start, total_rows};
 
+/// Every batch of a metadata call that must succeed.
+async fn all(
+    call: impl std::future::Future<Output = Result<tarn_client::QueryResult, tarn_client::ClientError>>,
+) -> Vec<RecordBatch> {
+    call.await
+        .expect("the call succeeds")
+        .collect()
+        .await
+        .expect("the result streams")
+}
+
 fn strings(batches: &[RecordBatch], column: usize) -> Vec<String> {
     batches
         .iter()
@@ -125,7 +136,7 @@ async fn get_tables_filters_by_pattern_and_type() {
 #[tokio::test(flavor = "multi_thread")]
 async fn catalogs_schemas_and_table_types() {
     let mut t = start().await;
-    let catalogs = t.client.catalogs().await.unwrap().collect().await.unwrap();
+    let catalogs = all(t.client.catalogs()).await;
     assert_eq!(strings(&catalogs, 0), ["tarn"]);
     let schemas = t
         .client
