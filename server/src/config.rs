@@ -272,6 +272,7 @@ pub fn resolve(file: ConfigFile, overrides: Overrides) -> ServeConfig {
                 .lake
                 .listing_cache_ttl
                 .unwrap_or(engine_defaults.listing_cache_ttl),
+            tables_location: None,
         },
         flight: FlightOptions {
             max_message_size: file

@@ -5,11 +5,14 @@
 //! table named after the folder. Inside a folder, `key=value/` directories
 //! are Hive partitions: each key becomes a typed column (integer, date or
 //! string, inferred from the values), and filters on it prune whole folders.
+//! A folder with a `_delta_log/` is a Delta Lake table: only the files its
+//! newest commit lists are read (see [`crate::delta`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::datatypes::DataType;
 use datafusion::datasource::file_format::options::JsonReadOptions;
@@ -29,6 +32,8 @@ pub enum FileFormat {
     Csv,
     /// Newline-delimited JSON (`.json`, `.jsonl`, `.ndjson`).
     Json,
+    /// A Delta Lake table (a folder with a `_delta_log/`).
+    Delta,
 }
 
 impl FileFormat {
@@ -52,6 +57,7 @@ impl fmt::Display for FileFormat {
             FileFormat::Parquet => "parquet",
             FileFormat::Csv => "csv",
             FileFormat::Json => "json",
+            FileFormat::Delta => "delta",
         })
     }
 }
@@ -187,7 +193,14 @@ pub async fn discover(store: &Store) -> Result<(Vec<LakeTable>, Vec<LakeError>),
 /// Discovers every table of every store and registers it with `ctx`.
 /// Returns the names registered and the problems met (each skipped, none
 /// fatal: an unreachable store leaves the others served).
-pub async fn load(ctx: &SessionContext, stores: &[Store]) -> (Vec<String>, Vec<LakeError>) {
+///
+/// Delta tables serve a snapshot that is renewed at most `freshness` after
+/// another writer commits.
+pub async fn load(
+    ctx: &SessionContext,
+    stores: &[Store],
+    freshness: Duration,
+) -> (Vec<String>, Vec<LakeError>) {
     let mut loaded = Vec::new();
     let mut problems = Vec::new();
     for store in stores {
@@ -214,7 +227,7 @@ pub async fn load(ctx: &SessionContext, stores: &[Store]) -> (Vec<String>, Vec<L
                 });
                 continue;
             }
-            match register(ctx, table).await {
+            match register(ctx, table, freshness).await {
                 Ok(()) => loaded.push(table.name.clone()),
                 Err(problem) => problems.push(problem),
             }
@@ -227,9 +240,13 @@ pub async fn load(ctx: &SessionContext, stores: &[Store]) -> (Vec<String>, Vec<L
 ///
 /// Runs as its own task: a Parquet reader that panics on a corrupt file
 /// skips this table instead of taking the server down.
-pub async fn register(ctx: &SessionContext, table: &LakeTable) -> Result<(), LakeError> {
+pub async fn register(
+    ctx: &SessionContext,
+    table: &LakeTable,
+    freshness: Duration,
+) -> Result<(), LakeError> {
     let (ctx, owned) = (ctx.clone(), table.clone());
-    match tokio::spawn(async move { register_now(&ctx, &owned).await }).await {
+    match tokio::spawn(async move { register_now(&ctx, &owned, freshness).await }).await {
         Ok(result) => result,
         Err(e) => Err(LakeError::Register {
             name: table.name.clone(),
@@ -239,10 +256,15 @@ pub async fn register(ctx: &SessionContext, table: &LakeTable) -> Result<(), Lak
     }
 }
 
-async fn register_now(ctx: &SessionContext, table: &LakeTable) -> Result<(), LakeError> {
+async fn register_now(
+    ctx: &SessionContext,
+    table: &LakeTable,
+    freshness: Duration,
+) -> Result<(), LakeError> {
     let location = table.location.as_str();
     let partitions = table.partitions.clone();
     let result = match table.format {
+        FileFormat::Delta => register_delta(ctx, table, freshness).await,
         FileFormat::Parquet => {
             let options = ParquetReadOptions::default()
                 .file_extension(table.extension)
@@ -272,6 +294,21 @@ async fn register_now(ctx: &SessionContext, table: &LakeTable) -> Result<(), Lak
     })
 }
 
+async fn register_delta(
+    ctx: &SessionContext,
+    table: &LakeTable,
+    freshness: Duration,
+) -> datafusion::error::Result<()> {
+    let url = url::Url::parse(&table.location)
+        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+    let root = crate::delta::root_store(&ctx.runtime_env(), &url)?;
+    let delta = crate::delta::DeltaLakeTable::open(root, url, freshness)
+        .await
+        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+    ctx.register_table(table.name.as_str(), Arc::new(delta))
+        .map(|_| ())
+}
+
 fn is_hidden(name: &str) -> bool {
     name.starts_with('.') || name.starts_with('_')
 }
@@ -299,26 +336,60 @@ fn folder_table(
     folder: &ObjectPath,
     objects: &[ObjectMeta],
 ) -> Result<Option<LakeTable>, LakeError> {
+    if let Some(table) = delta_table(store, name, folder, objects)? {
+        return Ok(Some(table));
+    }
+    let relative = |object: &ObjectMeta| -> Option<Vec<String>> {
+        Some(
+            object
+                .location
+                .prefix_match(folder)?
+                .map(|p| p.as_ref().to_string())
+                .collect(),
+        )
+    };
+    // Delta tables deeper down: their files are not plain files of this table.
+    let mut nested_delta: Vec<Vec<String>> = objects
+        .iter()
+        .filter_map(|object| {
+            let parts = relative(object)?;
+            let log = parts.iter().position(|p| p == crate::delta::LOG_FOLDER)?;
+            Some(parts[..log].to_vec())
+        })
+        .collect();
+    nested_delta.sort();
+    nested_delta.dedup();
     // Paths below the folder, without hidden parts (temporary files, _delta_log, ...).
     let files: Vec<(Vec<String>, (FileFormat, &'static str))> = objects
         .iter()
         .filter_map(|object| {
-            let parts: Vec<String> = object
-                .location
-                .prefix_match(folder)?
-                .map(|p| p.as_ref().to_string())
-                .collect();
-            if parts.iter().any(|p| is_hidden(p)) {
+            let parts = relative(object)?;
+            if parts.iter().any(|p| is_hidden(p))
+                || nested_delta.iter().any(|root| parts.starts_with(root))
+            {
                 return None;
             }
             let format = FileFormat::of(Path::new(parts.last()?))?;
             Some((parts, format))
         })
         .collect();
-    if files.is_empty() {
-        return Ok(None);
-    }
     let location = format!("{}/", store.url_of(folder));
+    if files.is_empty() {
+        if nested_delta.is_empty() {
+            return Ok(None);
+        }
+        let tables: Vec<String> = nested_delta
+            .iter()
+            .map(|root| format!("{location}{}/", root.join("/")))
+            .collect();
+        return Err(LakeError::Inconsistent {
+            location,
+            reason: format!(
+                "it holds Delta tables below the top of the store ({}); serve each with CREATE EXTERNAL TABLE name STORED AS DELTA LOCATION '...'",
+                tables.join(", ")
+            ),
+        });
+    }
     let inconsistent = |reason: String| LakeError::Inconsistent {
         location: location.clone(),
         reason,
@@ -381,6 +452,50 @@ fn folder_table(
         extension,
         partitions,
     }))
+}
+
+/// A folder with a `_delta_log/` is a Delta table once it has a commit; until
+/// then (an unfinished or interrupted create) it is reported, never read as
+/// plain files.
+fn delta_table(
+    store: &Store,
+    name: &str,
+    folder: &ObjectPath,
+    objects: &[ObjectMeta],
+) -> Result<Option<LakeTable>, LakeError> {
+    let log_entries: Vec<String> = objects
+        .iter()
+        .filter_map(|object| {
+            let mut parts = object.location.prefix_match(folder)?;
+            (parts.next()?.as_ref() == crate::delta::LOG_FOLDER)
+                .then(|| parts.last().map(|p| p.as_ref().to_string()))?
+        })
+        .collect();
+    if log_entries.is_empty() {
+        return Ok(None);
+    }
+    let location = format!("{}/", store.url_of(folder));
+    if !log_entries.iter().any(|entry| is_delta_commit(entry)) {
+        return Err(LakeError::Inconsistent {
+            location,
+            reason: "it is a Delta table without any committed version (an interrupted CREATE TABLE leaves this); delete the folder or create the table again".into(),
+        });
+    }
+    Ok(Some(LakeTable {
+        name: name.to_string(),
+        location,
+        format: FileFormat::Delta,
+        extension: "",
+        partitions: Vec::new(),
+    }))
+}
+
+/// `00000000000000000003.json` or a checkpoint of a version.
+fn is_delta_commit(file: &str) -> bool {
+    let version = file.split('.').next().unwrap_or_default();
+    version.len() == 20
+        && version.bytes().all(|b| b.is_ascii_digit())
+        && (file.ends_with(".json") || file.ends_with(".parquet"))
 }
 
 /// Integers become `Int64`, ISO dates `Date32`, anything else `Utf8`.

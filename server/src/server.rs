@@ -69,6 +69,9 @@ impl Server {
         // Statements may name locations inside the stores, and nowhere else.
         let mut options = config.engine.clone();
         options.locations = LocationPolicy::for_stores(&stores);
+        if options.tables_location.is_none() {
+            options.tables_location = stores.first().map(|lake| lake.display_url());
+        }
         let engine = Arc::new(Engine::new(options)?);
         load_lake(&engine, &stores).await;
 
@@ -159,7 +162,7 @@ fn open_stores(config: &ServeConfig) -> Result<Vec<Store>, ServeError> {
 }
 
 async fn load_lake(engine: &Engine, stores: &[Store]) {
-    let (loaded, problems) = lake::load(engine.session(), stores).await;
+    let (loaded, problems) = lake::load(engine.session(), stores, engine.freshness()).await;
     for problem in problems {
         tracing::warn!("{problem}");
     }

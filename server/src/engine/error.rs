@@ -53,6 +53,10 @@ pub enum EngineError {
     #[error("not supported: {0}")]
     NotSupported(String),
 
+    /// The statement would create something that already exists.
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
+
     /// The statement names a location outside every declared store.
     #[error("permission denied: {0}")]
     PermissionDenied(String),

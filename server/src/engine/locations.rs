@@ -55,6 +55,15 @@ impl LocationPolicy {
                     locations.extend(create.locations.iter().cloned());
                 }
                 LogicalPlan::Copy(copy) => locations.push(copy.output_url.clone()),
+                LogicalPlan::Extension(_) => {
+                    if let Some(super::writes::TableStatement::Create {
+                        location: Some(location),
+                        ..
+                    }) = super::writes::TableStatementNode::of(node)
+                    {
+                        locations.push(location.clone());
+                    }
+                }
                 _ => {}
             }
             Ok(TreeNodeRecursion::Continue)

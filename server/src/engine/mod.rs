@@ -17,7 +17,9 @@ mod metadata;
 mod placeholders;
 mod prepared;
 mod results;
+mod time_travel;
 pub mod wire;
+mod writes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,10 +27,14 @@ use std::time::Duration;
 use arrow::array::{Array, RecordBatch, UInt64Array};
 use arrow::datatypes::{Schema, SchemaRef};
 use datafusion::catalog::memory::MemorySourceConfig;
-use datafusion::common::ParamValues;
+use datafusion::common::{ParamValues, TableReference};
+use datafusion::datasource::source_as_provider;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::TaskContext;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::WriteOp;
+use datafusion::logical_expr::dml::InsertOp;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, execute_stream};
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -43,6 +49,7 @@ pub use prepared::{PreparedStatementId, PreparedStatementInfo};
 pub use results::ResultId;
 pub use wire::WireTypes;
 
+use crate::delta::DeltaLakeTable;
 use crate::runtime::CpuRuntime;
 use prepared::PreparedStatements;
 use results::ResultStore;
@@ -71,9 +78,12 @@ pub struct EngineOptions {
     pub datafusion_settings: Vec<(String, String)>,
     /// Where statements may read and write (`CREATE EXTERNAL TABLE`, `COPY`).
     pub locations: LocationPolicy,
-    /// How long a table's file listing is reused: files another writer adds
-    /// or removes become visible within this time.
+    /// How long a table's file listing (or Delta snapshot) is reused: files
+    /// another writer adds or removes become visible within this time.
     pub listing_cache_ttl: Duration,
+    /// The folder URL (ending in `/`) where `CREATE TABLE` without a
+    /// `LOCATION` puts a table; `None` requires a `LOCATION`.
+    pub tables_location: Option<String>,
 }
 
 impl Default for EngineOptions {
@@ -88,6 +98,7 @@ impl Default for EngineOptions {
             datafusion_settings: Vec::new(),
             locations: LocationPolicy::default(),
             listing_cache_ttl: Duration::from_secs(10),
+            tables_location: None,
         }
     }
 }
@@ -160,7 +171,27 @@ impl Engine {
             .map_err(|e| {
                 EngineError::Internal(format!("cannot build the runtime environment: {e}"))
             })?;
-        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        // Delta writes plan nodes of their own; this planner knows them and
+        // otherwise plans as DataFusion's default planner does.
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        ctx.register_udtf(
+            "time_travel",
+            Arc::new(time_travel::TimeTravel::new(Arc::clone(
+                ctx.state().catalog_list(),
+            ))),
+        );
+        ctx.state_ref().write().table_factories_mut().insert(
+            "DELTA".to_string(),
+            Arc::new(writes::DeltaTableFactory {
+                freshness: options.listing_cache_ttl,
+            }),
+        );
         let cpu_threads = match options.cpu_threads {
             0 => cores,
             n => n,
@@ -181,6 +212,11 @@ impl Engine {
         &self.ctx
     }
 
+    /// How soon files and commits of other writers become visible.
+    pub fn freshness(&self) -> Duration {
+        self.options.listing_cache_ttl
+    }
+
     /// How long a planned result waits for its `DoGet`.
     pub fn result_ttl(&self) -> Duration {
         self.options.result_ttl
@@ -199,8 +235,9 @@ impl Engine {
             .sql_to_statement(sql, &dialect)
             .map_err(EngineError::from_planning)?;
         placeholders::number_question_marks(&mut statement);
+        let clauses = writes::take_clauses(&mut statement)?;
         match state.statement_to_plan(statement).await {
-            Ok(plan) => Ok(plan),
+            Ok(plan) => writes::rewrite_plan(plan, clauses),
             Err(err) => Err(self.explain_planning_error(sql, err).await),
         }
     }
@@ -302,6 +339,9 @@ impl Engine {
     /// Logical plan to physical plan, running side effects on the way.
     async fn to_physical(&self, plan: LogicalPlan) -> EngineResult<Arc<dyn ExecutionPlan>> {
         self.options.locations.check_plan(&plan)?;
+        if let Some(rows) = self.run_table_write(&plan).await? {
+            return count_result(rows);
+        }
         let side_effects = has_side_effects(&plan);
         let plan = if side_effects {
             plan
@@ -334,6 +374,155 @@ impl Engine {
                 .map_err(|e| EngineError::Internal(e.to_string()))?
         };
         Ok(exec)
+    }
+
+    /// Runs `plan` if it writes a Delta table; returns the rows written.
+    async fn run_table_write(&self, plan: &LogicalPlan) -> EngineResult<Option<u64>> {
+        if let Some(statement) = writes::TableStatementNode::of(plan) {
+            return match statement.clone() {
+                writes::TableStatement::Create {
+                    name,
+                    location,
+                    partition_by,
+                    if_not_exists,
+                    or_replace,
+                    input,
+                } => {
+                    let new = NewTableRequest {
+                        name,
+                        location,
+                        partition_by,
+                        if_not_exists,
+                        or_replace,
+                    };
+                    self.create_table(new, input.as_ref().clone())
+                        .await
+                        .map(Some)
+                }
+                writes::TableStatement::DropPurge { name, if_exists } => {
+                    self.purge_table(name, if_exists).await.map(|()| Some(0))
+                }
+            };
+        }
+        let LogicalPlan::Dml(dml) = plan else {
+            return Ok(None);
+        };
+        let WriteOp::Insert(op) = dml.op else {
+            return Ok(None);
+        };
+        let provider = source_as_provider(&dml.target).map_err(EngineError::from_planning)?;
+        if provider.downcast_ref::<DeltaLakeTable>().is_none() {
+            return Ok(None);
+        }
+        let overwrite = matches!(op, InsertOp::Overwrite);
+        let (state, input) = (Arc::new(self.ctx.state()), dml.input.as_ref().clone());
+        let rows = self
+            .cpu
+            .spawn(async move {
+                match provider.downcast_ref::<DeltaLakeTable>() {
+                    Some(table) => table.append(state, input, overwrite).await,
+                    None => Ok(0),
+                }
+            })
+            .await
+            .map_err(task_failure)??;
+        Ok(Some(rows))
+    }
+
+    /// `CREATE [OR REPLACE] TABLE [IF NOT EXISTS] ...`: a new Delta table.
+    async fn create_table(&self, new: NewTableRequest, input: LogicalPlan) -> EngineResult<u64> {
+        let existing = self.ctx.table_provider(new.name.clone()).await.ok();
+        match &existing {
+            Some(_) if new.if_not_exists => return Ok(0),
+            Some(_) if !new.or_replace => {
+                return Err(EngineError::AlreadyExists(format!(
+                    "table '{}' already exists; use CREATE OR REPLACE TABLE, or DROP TABLE it first",
+                    new.name
+                )));
+            }
+            _ => {}
+        }
+        let existing_delta = existing
+            .as_ref()
+            .and_then(|p| p.downcast_ref::<DeltaLakeTable>())
+            .map(|t| t.location().clone());
+        if existing.is_some() && existing_delta.is_none() {
+            return Err(EngineError::AlreadyExists(format!(
+                "table '{}' is a table of plain files, which OR REPLACE cannot replace atomically; DROP TABLE it first",
+                new.name
+            )));
+        }
+        let location = match (&new.location, existing_delta) {
+            (Some(location), _) => writes::location_url(location)?,
+            (None, Some(current)) => current,
+            (None, None) => self.default_location(new.name.table())?,
+        };
+        self.options.locations.check(location.as_str())?;
+        let root = crate::delta::root_store(&self.ctx.runtime_env(), &location)
+            .map_err(EngineError::from_planning)?;
+        let request = crate::delta::NewTable {
+            location: location.clone(),
+            partition_by: new.partition_by.clone(),
+            replace: new.or_replace,
+        };
+        let (state, task_root) = (Arc::new(self.ctx.state()), Arc::clone(&root));
+        let (table, rows) = self
+            .cpu
+            .spawn(async move { crate::delta::create(task_root, &request, state, input).await })
+            .await
+            .map_err(task_failure)??;
+        let provider =
+            DeltaLakeTable::with_table(root, location, table, self.options.listing_cache_ttl)
+                .await?;
+        if existing.is_some() {
+            let _ = self.ctx.deregister_table(new.name.clone());
+        }
+        self.ctx
+            .register_table(new.name, Arc::new(provider))
+            .map_err(EngineError::from_planning)?;
+        Ok(rows)
+    }
+
+    /// Where a new table goes without a `LOCATION`: a folder named after it.
+    fn default_location(&self, table: &str) -> EngineResult<url::Url> {
+        let Some(folder) = &self.options.tables_location else {
+            return Err(EngineError::Plan(
+                "no store is set for new tables; add LOCATION '<folder or s3:// URL>'".into(),
+            ));
+        };
+        let plain = !table.is_empty()
+            && table
+                .chars()
+                .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+            && !table.starts_with(['_', '.']);
+        if !plain {
+            return Err(EngineError::Plan(format!(
+                "table name '{table}' cannot be a folder name; use letters, digits, '_' and '-' (not first), or add LOCATION"
+            )));
+        }
+        let folder = folder.trim_end_matches('/');
+        writes::location_url(&format!("{folder}/{table}"))
+    }
+
+    /// `DROP TABLE name PURGE`: forget the table and delete its files.
+    async fn purge_table(&self, name: TableReference, if_exists: bool) -> EngineResult<()> {
+        let provider = match self.ctx.table_provider(name.clone()).await {
+            Ok(provider) => provider,
+            Err(_) if if_exists => return Ok(()),
+            Err(_) => {
+                return Err(EngineError::TableNotFound {
+                    name: name.to_string(),
+                });
+            }
+        };
+        let Some(table) = provider.downcast_ref::<DeltaLakeTable>() else {
+            return Err(EngineError::NotSupported(format!(
+                "PURGE deletes Delta tables only; '{name}' is a table of plain files: DROP TABLE it without PURGE and delete its files in the store"
+            )));
+        };
+        let _ = self.ctx.deregister_table(name);
+        crate::delta::purge(table.root(), table.location()).await?;
+        Ok(())
     }
 
     /// Executes `plan` on the CPU runtime and gathers its batches.
@@ -420,6 +609,14 @@ impl Engine {
         // (the next query of each table lists once more, nothing else is lost).
         if let Some(cache) = self.ctx.runtime_env().cache_manager.get_list_files_cache() {
             cache.clear();
+        }
+        let provider = self
+            .ctx
+            .table_provider(datafusion::common::TableReference::parse_str(name))
+            .await
+            .map_err(EngineError::from_planning)?;
+        if let Some(table) = provider.downcast_ref::<DeltaLakeTable>() {
+            table.refresh().await?;
         }
         Ok(())
     }
@@ -585,7 +782,34 @@ fn has_side_effects(plan: &LogicalPlan) -> bool {
             | LogicalPlan::Dml(_)
             | LogicalPlan::Copy(_)
             | LogicalPlan::Statement(_)
+    ) || writes::TableStatementNode::of(plan).is_some()
+}
+
+/// What `CREATE TABLE` asked for, apart from its rows.
+struct NewTableRequest {
+    name: TableReference,
+    location: Option<String>,
+    partition_by: Vec<String>,
+    if_not_exists: bool,
+    or_replace: bool,
+}
+
+/// The one-row `count` result of a write, like DataFusion's DML results.
+fn count_result(rows: u64) -> EngineResult<Arc<dyn ExecutionPlan>> {
+    let schema = Arc::new(Schema::new(vec![arrow::datatypes::Field::new(
+        "count",
+        arrow::datatypes::DataType::UInt64,
+        false,
+    )]));
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![Arc::new(UInt64Array::from(vec![rows]))],
     )
+    .map_err(|e| EngineError::Internal(e.to_string()))?;
+    let exec: Arc<dyn ExecutionPlan> =
+        MemorySourceConfig::try_new_from_batches(schema, vec![batch])
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
+    Ok(exec)
 }
 
 /// The row count a DML/COPY result reports (a single `count` column), or 0.

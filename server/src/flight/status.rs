@@ -18,6 +18,7 @@ pub fn to_status(err: EngineError) -> Status {
         | EngineError::PreparedStatementNotFound => Status::not_found(message),
         EngineError::NotSupported(_) => Status::unimplemented(message),
         EngineError::PermissionDenied(_) => Status::permission_denied(message),
+        EngineError::AlreadyExists(_) => Status::already_exists(message),
         EngineError::ResourcesExhausted(_) => Status::resource_exhausted(message),
         EngineError::Cancelled => Status::cancelled(message),
         EngineError::Execution(_) | EngineError::Internal(_) => Status::internal(message),

@@ -1,0 +1,632 @@
+//! Delta Lake tables: the format Tarn writes, read with snapshots and time
+//! travel (the `deltalake` crate, on the same DataFusion line).
+//!
+//! Invariants:
+//! - A write puts its data files first and makes them part of the table with
+//!   one commit file, `_delta_log/<version>.json`, created only if absent
+//!   (`If-None-Match: *` on S3, a no-clobber link on local disk). A write
+//!   that fails or is killed leaves unreferenced files and no visible change;
+//!   two writers racing for a version both land, one after the other.
+//! - Before the first data file of a new table, a marker is put under
+//!   `_delta_log/`, so lake discovery never mistakes the files of an
+//!   unfinished table for a plain Parquet table.
+//! - A registered table serves one snapshot at a time; the snapshot is
+//!   renewed after Tarn's own writes, after `REFRESH TABLE`, and on the first
+//!   scan after the listing TTL, so other writers' commits become visible.
+
+use std::borrow::Cow;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use arrow::datatypes::SchemaRef;
+use chrono::{DateTime, Utc};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::datasource::TableType;
+use datafusion::error::{DataFusionError, Result as DataFusionResult};
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::{Expr, LogicalPlan, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::logstore::{LogStore, LogStoreFactory, LogStoreRef, ObjectStoreRef, StorageConfig};
+use deltalake::operations::write::{SchemaMode, WriteBuilder};
+use deltalake::protocol::SaveMode;
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+use futures::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use url::Url;
+
+/// The folder of a Delta table that holds its commits.
+pub const LOG_FOLDER: &str = "_delta_log";
+
+/// Put under `_delta_log/` before a new table's first data file.
+const CREATE_MARKER: &str = "_tarn_create_started";
+
+/// Rows per Parquet row group: large enough for good compression and
+/// statistics, small enough that a filtered scan skips most of a file.
+const ROW_GROUP_ROWS: usize = 1024 * 1024;
+
+/// Why a Delta table operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeltaError {
+    /// A table exists where a new one was to be created.
+    #[error(
+        "a Delta table already exists at {location}; pick another name or LOCATION, serve it with CREATE EXTERNAL TABLE ... STORED AS DELTA, or remove it with DROP TABLE ... PURGE"
+    )]
+    AlreadyExists {
+        /// The table folder.
+        location: String,
+    },
+    /// A new table would be written over files that are not a Delta table.
+    #[error(
+        "{location} already holds files that are not a Delta table; write new tables to an empty location"
+    )]
+    NotEmpty {
+        /// The folder.
+        location: String,
+    },
+    /// The folder has a `_delta_log` without any commit.
+    #[error(
+        "{location} has no committed Delta version (an interrupted CREATE TABLE leaves this); create the table again or delete the folder"
+    )]
+    NoCommit {
+        /// The folder.
+        location: String,
+    },
+    /// Time travel to a version or time the table does not have.
+    #[error("{location}: {message}")]
+    NoSuchVersion {
+        /// The table folder.
+        location: String,
+        /// What was asked and what exists.
+        message: String,
+    },
+    /// Reading or writing the table failed.
+    #[error("Delta table at {location}: {message}")]
+    Table {
+        /// The table folder.
+        location: String,
+        /// The cause.
+        message: String,
+    },
+}
+
+impl DeltaError {
+    fn table(location: &Url, err: impl std::fmt::Display) -> Self {
+        Self::Table {
+            location: location.to_string(),
+            message: err.to_string(),
+        }
+    }
+}
+
+/// A version of a table to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableVersion {
+    /// A commit number (0 is the table's creation).
+    Number(u64),
+    /// The newest version committed at or before this time.
+    AsOf(DateTime<Utc>),
+}
+
+impl std::fmt::Display for TableVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TableVersion::Number(v) => write!(f, "version {v}"),
+            TableVersion::AsOf(time) => write!(f, "the version as of {}", time.to_rfc3339()),
+        }
+    }
+}
+
+/// Lets `deltalake` commit to S3 buckets through Tarn's own `object_store`
+/// clients. Its default log store commits with put-if-absent, which S3 (and
+/// MinIO, R2, recent Ceph, moto) honour with `If-None-Match: *`; no lock
+/// table is needed. Registered once per process.
+pub fn register_s3_commits() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for scheme in ["s3://", "s3a://"] {
+            if let Ok(url) = Url::parse(scheme) {
+                deltalake::logstore::logstore_factories()
+                    .insert(url, Arc::new(PutIfAbsentLogStores));
+            }
+        }
+    });
+}
+
+struct PutIfAbsentLogStores;
+
+impl LogStoreFactory for PutIfAbsentLogStores {
+    fn with_options(
+        &self,
+        prefixed_store: ObjectStoreRef,
+        root_store: ObjectStoreRef,
+        location: &Url,
+        options: &StorageConfig,
+    ) -> deltalake::DeltaResult<Arc<dyn LogStore>> {
+        Ok(deltalake::logstore::default_logstore(
+            prefixed_store,
+            root_store,
+            location,
+            options,
+        ))
+    }
+}
+
+/// The log store of the table at `location`, reached through `root` (the
+/// store of the location's bucket or file system).
+fn log_store(root: Arc<dyn ObjectStore>, location: &Url) -> Result<LogStoreRef, DeltaError> {
+    register_s3_commits();
+    DeltaTableBuilder::from_url(location.clone())
+        .and_then(|builder| {
+            builder
+                .with_storage_backend(root, location.clone())
+                .build_storage()
+        })
+        .map_err(|e| DeltaError::table(location, e))
+}
+
+/// The object store that serves `location`, from the session's registry
+/// (local files, and every bucket of a declared store).
+pub fn root_store(
+    runtime: &datafusion::execution::runtime_env::RuntimeEnv,
+    location: &Url,
+) -> DataFusionResult<Arc<dyn ObjectStore>> {
+    let root = datafusion::execution::object_store::ObjectStoreUrl::parse(
+        &location[..url::Position::BeforePath],
+    )?;
+    runtime.object_store(root)
+}
+
+/// Loads the table at `location` (the newest version, or `version`).
+pub async fn load(
+    root: Arc<dyn ObjectStore>,
+    location: &Url,
+    version: Option<TableVersion>,
+) -> Result<DeltaTable, DeltaError> {
+    let mut table = DeltaTable::new(log_store(root, location)?);
+    let loaded = match version {
+        None => table.load().await,
+        Some(TableVersion::Number(v)) => table.load_version(v).await,
+        Some(TableVersion::AsOf(time)) => table.load_with_datetime(time).await,
+    };
+    let no_such_version = |message: String| DeltaError::NoSuchVersion {
+        location: location.to_string(),
+        message,
+    };
+    match loaded {
+        Ok(()) => {}
+        Err(DeltaTableError::NotATable(_)) => {
+            return Err(DeltaError::NoCommit {
+                location: location.to_string(),
+            });
+        }
+        Err(err) => {
+            return Err(match (version, table.get_latest_version().await) {
+                (Some(TableVersion::Number(v)), Ok(latest)) if v > latest => no_such_version(
+                    format!("there is no version {v}; versions run from 0 to {latest}"),
+                ),
+                _ => DeltaError::table(location, err),
+            });
+        }
+    }
+    if let Some(TableVersion::AsOf(time)) = version {
+        // deltalake falls back to the first version for times before it;
+        // that version did not exist yet at `time`.
+        let created = commit_time(&table).await;
+        if table.version() == Some(0) && created.is_some_and(|created| created > time) {
+            return Err(no_such_version(format!(
+                "the table did not exist yet at {}; its first version was committed at {}",
+                time.to_rfc3339(),
+                created.map(|c| c.to_rfc3339()).unwrap_or_default()
+            )));
+        }
+    }
+    Ok(table)
+}
+
+/// When the loaded version of `table` was committed.
+async fn commit_time(table: &DeltaTable) -> Option<DateTime<Utc>> {
+    let commits: Vec<_> = table.history(Some(1)).try_collect().await.ok()?;
+    let millis = commits.first()?.timestamp?;
+    DateTime::from_timestamp_millis(millis)
+}
+
+/// Parquet settings for every file Tarn writes.
+fn writer_properties() -> WriterProperties {
+    let zstd = ZstdLevel::try_new(3).map_or(Compression::SNAPPY, Compression::ZSTD);
+    WriterProperties::builder()
+        .set_compression(zstd)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .build()
+}
+
+/// What `CREATE TABLE` asks for.
+#[derive(Debug, Clone)]
+pub struct NewTable {
+    /// The table folder.
+    pub location: Url,
+    /// Partition columns, outermost first.
+    pub partition_by: Vec<String>,
+    /// `OR REPLACE`: overwrite an existing table (a new version; older
+    /// versions stay readable by time travel).
+    pub replace: bool,
+}
+
+/// Creates the Delta table `new` from the rows of `input`; returns it with
+/// the number of rows written.
+pub async fn create(
+    root: Arc<dyn ObjectStore>,
+    new: &NewTable,
+    session: Arc<SessionState>,
+    input: LogicalPlan,
+) -> Result<(DeltaTable, u64), DeltaError> {
+    let location = &new.location;
+    if let Ok(folder) = location.to_file_path() {
+        // deltalake resolves local table folders, so they must exist first.
+        tokio::fs::create_dir_all(&folder)
+            .await
+            .map_err(|e| DeltaError::table(location, e))?;
+    }
+    let existing = existing_table(Arc::clone(&root), location).await?;
+    let log_store = log_store(Arc::clone(&root), location)?;
+    let builder = match existing {
+        Some(table) if new.replace => {
+            let snapshot = table
+                .snapshot()
+                .map_err(|e| DeltaError::table(location, e))?
+                .snapshot()
+                .clone();
+            WriteBuilder::new(log_store, Some(snapshot))
+                .with_save_mode(SaveMode::Overwrite)
+                .with_schema_mode(SchemaMode::Overwrite)
+        }
+        Some(_) => {
+            return Err(DeltaError::AlreadyExists {
+                location: location.to_string(),
+            });
+        }
+        None => {
+            mark_create_started(root.as_ref(), location).await?;
+            WriteBuilder::new(log_store, None).with_save_mode(SaveMode::ErrorIfExists)
+        }
+    };
+    let builder = if new.partition_by.is_empty() {
+        builder
+    } else {
+        builder.with_partition_columns(new.partition_by.clone())
+    };
+    let table = builder
+        .with_input_plan(input)
+        .with_session_state(session)
+        .with_writer_properties(writer_properties())
+        .with_commit_properties(CommitProperties::default())
+        .await
+        .map_err(|e| write_error(location, e))?;
+    // The commit is what counts; a leftover marker is harmless.
+    let _ = root.delete(&marker_path(location)).await;
+    let rows = rows_added(&table).await;
+    Ok((table, rows))
+}
+
+/// The table at `location`, if there is one; an error if the folder holds
+/// other files.
+async fn existing_table(
+    root: Arc<dyn ObjectStore>,
+    location: &Url,
+) -> Result<Option<DeltaTable>, DeltaError> {
+    let folder = object_path(location)?;
+    let objects: Vec<object_store::ObjectMeta> = root
+        .list(Some(&folder))
+        .try_collect()
+        .await
+        .map_err(|e| DeltaError::table(location, e))?;
+    let has_log = objects.iter().any(|o| {
+        o.location
+            .prefix_match(&folder)
+            .is_some_and(|mut p| p.next().is_some_and(|p| p.as_ref() == LOG_FOLDER))
+    });
+    if !has_log {
+        return match objects.is_empty() {
+            true => Ok(None),
+            false => Err(DeltaError::NotEmpty {
+                location: location.to_string(),
+            }),
+        };
+    }
+    match load(root, location, None).await {
+        Ok(table) => Ok(Some(table)),
+        // An interrupted create: its files are unreferenced, start afresh.
+        Err(DeltaError::NoCommit { .. }) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+async fn mark_create_started(root: &dyn ObjectStore, location: &Url) -> Result<(), DeltaError> {
+    let note = format!("CREATE TABLE started at {}\n", Utc::now().to_rfc3339());
+    root.put(&marker_path(location), PutPayload::from(note.into_bytes()))
+        .await
+        .map(|_| ())
+        .map_err(|e| DeltaError::table(location, e))
+}
+
+fn marker_path(location: &Url) -> ObjectPath {
+    let folder = object_path(location).unwrap_or_default();
+    folder.join(LOG_FOLDER).join(CREATE_MARKER)
+}
+
+/// The path of `location` inside its bucket or file system.
+fn object_path(location: &Url) -> Result<ObjectPath, DeltaError> {
+    if location.scheme() == "file" {
+        let path = location
+            .to_file_path()
+            .map_err(|()| DeltaError::table(location, "not a local path"))?;
+        return ObjectPath::from_filesystem_path(path).map_err(|e| DeltaError::table(location, e));
+    }
+    ObjectPath::parse(location.path().trim_matches('/')).map_err(|e| DeltaError::table(location, e))
+}
+
+fn write_error(location: &Url, err: DeltaTableError) -> DeltaError {
+    match err {
+        DeltaTableError::Transaction {
+            source: deltalake::kernel::transaction::TransactionError::VersionAlreadyExists(0),
+        } => DeltaError::AlreadyExists {
+            location: location.to_string(),
+        },
+        other => DeltaError::table(location, other),
+    }
+}
+
+/// The rows the newest commit of `table` added (what a write just did).
+async fn rows_added(table: &DeltaTable) -> u64 {
+    let commits: Vec<_> = table
+        .history(Some(1))
+        .try_collect()
+        .await
+        .unwrap_or_default();
+    commits
+        .first()
+        .and_then(|commit| commit.info.get("operationMetrics"))
+        .and_then(|metrics| metrics.get("num_added_rows"))
+        .and_then(|rows| rows.as_u64())
+        .unwrap_or(0)
+}
+
+/// Deletes every file of the table at `location`: data files first, the log
+/// last, so an interrupted purge leaves a table that errors on the missing
+/// files (and can be purged again), never a folder of stale plain files.
+pub async fn purge(root: Arc<dyn ObjectStore>, location: &Url) -> Result<(), DeltaError> {
+    let folder = object_path(location)?;
+    let objects: Vec<object_store::ObjectMeta> = root
+        .list(Some(&folder))
+        .try_collect()
+        .await
+        .map_err(|e| DeltaError::table(location, e))?;
+    let (log, data): (Vec<_>, Vec<_>) = objects.into_iter().partition(|o| {
+        o.location
+            .prefix_match(&folder)
+            .is_some_and(|mut p| p.next().is_some_and(|p| p.as_ref() == LOG_FOLDER))
+    });
+    for object in data.iter().chain(log.iter()) {
+        match root.delete(&object.location).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(DeltaError::table(location, e)),
+        }
+    }
+    if let Ok(folder) = location.to_file_path() {
+        // Local stores keep empty folders, which would still look like a table.
+        match tokio::fs::remove_dir_all(&folder).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(DeltaError::table(location, e)),
+        }
+    }
+    Ok(())
+}
+
+/// A Delta table registered with the engine.
+pub struct DeltaLakeTable {
+    location: Url,
+    root: Arc<dyn ObjectStore>,
+    ttl: Duration,
+    current: RwLock<Snapshot>,
+    // One reload at a time; concurrent scans wait for it instead of piling up.
+    reloading: tokio::sync::Mutex<()>,
+}
+
+#[derive(Clone)]
+struct Snapshot {
+    table: DeltaTable,
+    provider: Arc<dyn TableProvider>,
+    loaded: Instant,
+}
+
+impl std::fmt::Debug for DeltaLakeTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeltaLakeTable")
+            .field("location", &self.location.as_str())
+            .field("version", &self.version())
+            .finish()
+    }
+}
+
+impl DeltaLakeTable {
+    /// Opens the newest version of the table at `location`.
+    pub async fn open(
+        root: Arc<dyn ObjectStore>,
+        location: Url,
+        ttl: Duration,
+    ) -> Result<Self, DeltaError> {
+        let table = load(Arc::clone(&root), &location, None).await?;
+        Self::with_table(root, location, table, ttl).await
+    }
+
+    /// Serves `table` (just written or loaded).
+    pub async fn with_table(
+        root: Arc<dyn ObjectStore>,
+        location: Url,
+        table: DeltaTable,
+        ttl: Duration,
+    ) -> Result<Self, DeltaError> {
+        let snapshot = Snapshot::of(table, &location).await?;
+        Ok(Self {
+            location,
+            root,
+            ttl,
+            current: RwLock::new(snapshot),
+            reloading: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The table folder.
+    pub fn location(&self) -> &Url {
+        &self.location
+    }
+
+    /// The store the table lives in.
+    pub fn root(&self) -> Arc<dyn ObjectStore> {
+        Arc::clone(&self.root)
+    }
+
+    /// The version being served.
+    pub fn version(&self) -> Option<u64> {
+        self.snapshot().table.version()
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        match self.current.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn install(&self, snapshot: Snapshot) {
+        match self.current.write() {
+            Ok(mut guard) => *guard = snapshot,
+            Err(poisoned) => *poisoned.into_inner() = snapshot,
+        }
+    }
+
+    /// Loads the newest version now (`REFRESH TABLE`).
+    pub async fn refresh(&self) -> Result<(), DeltaError> {
+        let _one = self.reloading.lock().await;
+        let mut table = self.snapshot().table;
+        table
+            .update_incremental(None)
+            .await
+            .map_err(|e| DeltaError::table(&self.location, e))?;
+        self.install(Snapshot::of(table, &self.location).await?);
+        Ok(())
+    }
+
+    /// The provider of a snapshot no older than the TTL.
+    async fn fresh_provider(&self) -> Result<Arc<dyn TableProvider>, DeltaError> {
+        let snapshot = self.snapshot();
+        if snapshot.loaded.elapsed() < self.ttl {
+            return Ok(snapshot.provider);
+        }
+        let _one = self.reloading.lock().await;
+        let again = self.snapshot();
+        if again.loaded.elapsed() < self.ttl {
+            return Ok(again.provider);
+        }
+        drop(_one);
+        self.refresh().await?;
+        Ok(self.snapshot().provider)
+    }
+
+    /// Appends (or, with `overwrite`, replaces) the rows of `input`; returns
+    /// the number of rows written. Concurrent appends all land: a commit
+    /// that loses the race for a version retries at the next one.
+    pub async fn append(
+        &self,
+        session: Arc<SessionState>,
+        input: LogicalPlan,
+        overwrite: bool,
+    ) -> Result<u64, DeltaError> {
+        let mut base = self.snapshot().table;
+        base.update_incremental(None)
+            .await
+            .map_err(|e| DeltaError::table(&self.location, e))?;
+        let snapshot = base
+            .snapshot()
+            .map_err(|e| DeltaError::table(&self.location, e))?
+            .snapshot()
+            .clone();
+        let mode = if overwrite {
+            SaveMode::Overwrite
+        } else {
+            SaveMode::Append
+        };
+        let table = WriteBuilder::new(base.log_store(), Some(snapshot))
+            .with_save_mode(mode)
+            .with_input_plan(input)
+            .with_session_state(session)
+            .with_writer_properties(writer_properties())
+            .await
+            .map_err(|e| DeltaError::table(&self.location, e))?;
+        let rows = rows_added(&table).await;
+        self.install(Snapshot::of(table, &self.location).await?);
+        Ok(rows)
+    }
+
+    /// An earlier version of this table, for time travel.
+    pub async fn at(&self, version: TableVersion) -> Result<Arc<dyn TableProvider>, DeltaError> {
+        let table = load(self.root(), &self.location, Some(version)).await?;
+        Ok(Snapshot::of(table, &self.location).await?.provider)
+    }
+}
+
+impl Snapshot {
+    async fn of(table: DeltaTable, location: &Url) -> Result<Self, DeltaError> {
+        let provider = table
+            .table_provider()
+            .await
+            .map_err(|e| DeltaError::table(location, e))?;
+        Ok(Self {
+            table,
+            provider,
+            loaded: Instant::now(),
+        })
+    }
+}
+
+fn to_datafusion(err: DeltaError) -> DataFusionError {
+    DataFusionError::External(Box::new(err))
+}
+
+#[async_trait::async_trait]
+impl TableProvider for DeltaLakeTable {
+    fn schema(&self) -> SchemaRef {
+        self.snapshot().provider.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn get_logical_plan(&self) -> Option<Cow<'_, LogicalPlan>> {
+        None
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DataFusionResult<Arc<dyn ExecutionPlan>> {
+        let provider = self.fresh_provider().await.map_err(to_datafusion)?;
+        provider.scan(state, projection, filters, limit).await
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DataFusionResult<Vec<TableProviderFilterPushDown>> {
+        self.snapshot().provider.supports_filters_pushdown(filters)
+    }
+}

@@ -1,0 +1,333 @@
+//! Statements that write tables: `CREATE TABLE [AS]`, `INSERT`, `DROP TABLE
+//! ... PURGE`, and `CREATE EXTERNAL TABLE ... STORED AS DELTA`.
+//!
+//! DataFusion parses and plans them; Tarn takes out the clauses DataFusion
+//! does not plan (`PARTITIONED BY`, `LOCATION`, `PURGE`) before planning and
+//! puts them into a [`TableStatement`] plan node, so that a prepared
+//! statement carries them too. Running the node (and `INSERT` into a Delta
+//! table) commits through [`crate::delta`]; nothing here is in memory only.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::datatypes::{DataType, Field};
+use datafusion::catalog::{Session, TableProvider, TableProviderFactory};
+use datafusion::common::{DFSchema, DFSchemaRef, TableReference};
+use datafusion::error::{DataFusionError, Result as DataFusionResult};
+use datafusion::logical_expr::{
+    CreateExternalTable, DdlStatement, Expr, Extension, LogicalPlan, UserDefinedLogicalNodeCore,
+};
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast;
+use url::Url;
+
+use super::error::{EngineError, EngineResult};
+use crate::delta::{DeltaError, DeltaLakeTable};
+
+/// Clauses DataFusion's planner refuses, taken out of the statement.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct TakenClauses {
+    /// `PARTITIONED BY (a, b)` or `PARTITION BY (a, b)` of `CREATE TABLE`.
+    partition_by: Vec<String>,
+    /// `LOCATION '...'` of `CREATE TABLE`.
+    location: Option<String>,
+    /// `PURGE` of `DROP TABLE`.
+    purge: bool,
+}
+
+/// Takes Tarn's clauses out of `statement`, leaving what DataFusion plans.
+pub(crate) fn take_clauses(statement: &mut DFStatement) -> EngineResult<TakenClauses> {
+    let mut taken = TakenClauses::default();
+    let DFStatement::Statement(inner) = statement else {
+        return Ok(taken);
+    };
+    match inner.as_mut() {
+        ast::Statement::CreateTable(create) if !create.external => {
+            if let ast::HiveDistributionStyle::PARTITIONED { columns } = &create.hive_distribution {
+                taken.partition_by = columns.iter().map(|c| c.name.value.clone()).collect();
+                create.hive_distribution = ast::HiveDistributionStyle::NONE;
+            }
+            if let Some(expr) = create.partition_by.take() {
+                taken.partition_by = partition_columns(&expr)?;
+            }
+            taken.location = create.location.take();
+            if let Some(formats) = create.hive_formats.as_mut() {
+                taken.location = taken.location.or(formats.location.take());
+                if formats.row_format.is_none()
+                    && formats.storage.is_none()
+                    && formats.serde_properties.is_none()
+                {
+                    create.hive_formats = None;
+                }
+            }
+        }
+        ast::Statement::Drop {
+            object_type: ast::ObjectType::Table,
+            purge,
+            ..
+        } => {
+            taken.purge = std::mem::take(purge);
+        }
+        _ => {}
+    }
+    Ok(taken)
+}
+
+fn partition_columns(expr: &ast::Expr) -> EngineResult<Vec<String>> {
+    let column = |e: &ast::Expr| match e {
+        ast::Expr::Identifier(ident) => Ok(ident.value.clone()),
+        other => Err(EngineError::NotSupported(format!(
+            "PARTITION BY {other}: partition by plain column names, e.g. PARTITIONED BY (region, year)"
+        ))),
+    };
+    match expr {
+        ast::Expr::Tuple(items) => items.iter().map(column).collect(),
+        ast::Expr::Nested(inner) => Ok(vec![column(inner)?]),
+        other => Ok(vec![column(other)?]),
+    }
+}
+
+/// Turns DataFusion's plan of a table statement into Tarn's, with the
+/// clauses taken out before planning.
+pub(crate) fn rewrite_plan(plan: LogicalPlan, clauses: TakenClauses) -> EngineResult<LogicalPlan> {
+    let statement = match plan {
+        LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(create)) => TableStatement::Create {
+            name: create.name,
+            location: clauses.location,
+            partition_by: clauses.partition_by,
+            if_not_exists: create.if_not_exists,
+            or_replace: create.or_replace,
+            input: create.input,
+        },
+        LogicalPlan::Ddl(DdlStatement::DropTable(drop)) if clauses.purge => {
+            TableStatement::DropPurge {
+                name: drop.name,
+                if_exists: drop.if_exists,
+            }
+        }
+        other => return Ok(other),
+    };
+    Ok(LogicalPlan::Extension(Extension {
+        node: Arc::new(TableStatementNode::new(statement)),
+    }))
+}
+
+/// A statement that writes or removes a Delta table.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum TableStatement {
+    /// `CREATE [OR REPLACE] TABLE [IF NOT EXISTS] name ... [AS query]`.
+    Create {
+        name: TableReference,
+        location: Option<String>,
+        partition_by: Vec<String>,
+        if_not_exists: bool,
+        or_replace: bool,
+        /// The rows (an empty relation with the declared columns when there is no query).
+        input: Arc<LogicalPlan>,
+    },
+    /// `DROP TABLE [IF EXISTS] name PURGE`.
+    DropPurge {
+        name: TableReference,
+        if_exists: bool,
+    },
+}
+
+/// The plan node of a [`TableStatement`]; it returns one `count` row.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct TableStatementNode {
+    pub(crate) statement: TableStatement,
+    schema: DFSchemaRef,
+}
+
+impl TableStatementNode {
+    fn new(statement: TableStatement) -> Self {
+        Self {
+            statement,
+            schema: count_schema(),
+        }
+    }
+
+    /// The node of `plan`, if it is one.
+    pub(crate) fn of(plan: &LogicalPlan) -> Option<&TableStatement> {
+        match plan {
+            LogicalPlan::Extension(ext) => ext
+                .node
+                .as_any()
+                .downcast_ref::<TableStatementNode>()
+                .map(|node| &node.statement),
+            _ => None,
+        }
+    }
+}
+
+fn count_schema() -> DFSchemaRef {
+    let field = Field::new("count", DataType::UInt64, false);
+    Arc::new(
+        DFSchema::from_unqualified_fields(vec![field].into(), Default::default())
+            .unwrap_or_else(|_| DFSchema::empty()),
+    )
+}
+
+impl PartialOrd for TableStatementNode {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        // Plan nodes are ordered only to sort equal plans; the SQL text of
+        // the node is a total order good enough for that.
+        Some(format!("{self:?}").cmp(&format!("{other:?}")))
+    }
+}
+
+impl UserDefinedLogicalNodeCore for TableStatementNode {
+    fn name(&self) -> &str {
+        match self.statement {
+            TableStatement::Create { .. } => "CreateDeltaTable",
+            TableStatement::DropPurge { .. } => "DropTablePurge",
+        }
+    }
+
+    fn inputs(&self) -> Vec<&LogicalPlan> {
+        match &self.statement {
+            TableStatement::Create { input, .. } => vec![input.as_ref()],
+            TableStatement::DropPurge { .. } => vec![],
+        }
+    }
+
+    fn schema(&self) -> &DFSchemaRef {
+        &self.schema
+    }
+
+    fn expressions(&self) -> Vec<Expr> {
+        vec![]
+    }
+
+    fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match &self.statement {
+            TableStatement::Create {
+                name, partition_by, ..
+            } => write!(
+                f,
+                "CreateDeltaTable: {name} partitioned by {partition_by:?}"
+            ),
+            TableStatement::DropPurge { name, .. } => write!(f, "DropTablePurge: {name}"),
+        }
+    }
+
+    fn with_exprs_and_inputs(
+        &self,
+        _exprs: Vec<Expr>,
+        mut inputs: Vec<LogicalPlan>,
+    ) -> DataFusionResult<Self> {
+        let mut statement = self.statement.clone();
+        if let TableStatement::Create { input, .. } = &mut statement
+            && let Some(new_input) = inputs.pop()
+        {
+            *input = Arc::new(new_input);
+        }
+        Ok(Self::new(statement))
+    }
+}
+
+/// The URL a table location names: an object-store URL as it is, a local
+/// path made absolute. Always ends in `/` (a table is a folder).
+pub(crate) fn location_url(location: &str) -> EngineResult<Url> {
+    let invalid = |why: String| EngineError::Plan(format!("invalid LOCATION '{location}': {why}"));
+    let url = if location.contains("://") {
+        Url::parse(location).map_err(|e| invalid(e.to_string()))?
+    } else {
+        let path = std::path::absolute(location).map_err(|e| invalid(e.to_string()))?;
+        Url::from_directory_path(&path).map_err(|()| invalid("not an absolute path".into()))?
+    };
+    Ok(as_folder(url))
+}
+
+fn as_folder(mut url: Url) -> Url {
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    url
+}
+
+/// Serves `CREATE EXTERNAL TABLE ... STORED AS DELTA LOCATION '...'`.
+#[derive(Debug)]
+pub(crate) struct DeltaTableFactory {
+    pub(crate) freshness: Duration,
+}
+
+#[async_trait::async_trait]
+impl TableProviderFactory for DeltaTableFactory {
+    async fn create(
+        &self,
+        state: &dyn Session,
+        cmd: &CreateExternalTable,
+    ) -> DataFusionResult<Arc<dyn TableProvider>> {
+        let [location] = cmd.locations.as_slice() else {
+            return Err(DataFusionError::Plan(
+                "a Delta table has one LOCATION, the folder that holds its _delta_log".into(),
+            ));
+        };
+        let url = location_url(location).map_err(|e| DataFusionError::Plan(e.to_string()))?;
+        let root = crate::delta::root_store(state.runtime_env(), &url)?;
+        let table = DeltaLakeTable::open(root, url, self.freshness)
+            .await
+            .map_err(|e| DataFusionError::Plan(e.to_string()))?;
+        Ok(Arc::new(table))
+    }
+}
+
+impl From<DeltaError> for EngineError {
+    fn from(err: DeltaError) -> Self {
+        match err {
+            DeltaError::AlreadyExists { .. } | DeltaError::NotEmpty { .. } => {
+                EngineError::AlreadyExists(err.to_string())
+            }
+            DeltaError::NoCommit { .. } | DeltaError::NoSuchVersion { .. } => {
+                EngineError::Plan(err.to_string())
+            }
+            DeltaError::Table { .. } => EngineError::Execution(err.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clauses(sql: &str) -> TakenClauses {
+        let dialect = datafusion::sql::sqlparser::dialect::GenericDialect {};
+        let mut statement = datafusion::sql::parser::DFParserBuilder::new(sql)
+            .with_dialect(&dialect)
+            .build()
+            .unwrap()
+            .parse_statement()
+            .unwrap();
+        take_clauses(&mut statement).unwrap()
+    }
+
+    #[test]
+    fn partitioning_location_and_purge_are_taken_out() {
+        let taken = clauses("CREATE TABLE t PARTITIONED BY (region, year) AS SELECT 1");
+        assert_eq!(taken.partition_by, ["region", "year"]);
+        let taken = clauses("CREATE TABLE t PARTITION BY (region) AS SELECT 1");
+        assert_eq!(taken.partition_by, ["region"]);
+        let taken = clauses("CREATE TABLE t (a INT) LOCATION '/lake/t'");
+        assert_eq!(taken.location.as_deref(), Some("/lake/t"));
+        assert!(clauses("DROP TABLE t PURGE").purge);
+        assert!(!clauses("DROP TABLE t").purge);
+    }
+
+    #[test]
+    fn locations_become_folder_urls() {
+        assert_eq!(
+            location_url("s3://bucket/lake/t").unwrap().as_str(),
+            "s3://bucket/lake/t/"
+        );
+        assert!(
+            location_url("/srv/lake/t")
+                .unwrap()
+                .as_str()
+                .ends_with("/srv/lake/t/")
+        );
+    }
+}
