@@ -229,9 +229,19 @@ pub async fn load(
 
 /// When the loaded version of `table` was committed.
 async fn commit_time(table: &DeltaTable) -> Option<DateTime<Utc>> {
-    let commits: Vec<_> = table.history(Some(1)).try_collect().await.ok()?;
-    let millis = commits.first()?.timestamp?;
+    let millis = commit_info(table).await?.get("timestamp")?.as_i64()?;
     DateTime::from_timestamp_millis(millis)
+}
+
+/// The `commitInfo` action of the loaded version of `table`. (`history()`
+/// starts at the newest commit in the store, which may be another writer's.)
+async fn commit_info(table: &DeltaTable) -> Option<serde_json::Value> {
+    let version = table.version()?;
+    let bytes = table.log_store().read_commit_entry(version).await.ok()??;
+    bytes
+        .split(|b| *b == b'\n')
+        .filter_map(|line| serde_json::from_slice::<serde_json::Value>(line).ok())
+        .find_map(|mut action| action.get_mut("commitInfo").map(serde_json::Value::take))
 }
 
 /// Parquet settings for every file Tarn writes.
@@ -380,18 +390,15 @@ fn write_error(location: &Url, err: DeltaTableError) -> DeltaError {
     }
 }
 
-/// The rows the newest commit of `table` added (what a write just did).
+/// The rows the commit `table` was just loaded at (a write's own) added.
 async fn rows_added(table: &DeltaTable) -> u64 {
-    let commits: Vec<_> = table
-        .history(Some(1))
-        .try_collect()
+    commit_info(table)
         .await
-        .unwrap_or_default();
-    commits
-        .first()
-        .and_then(|commit| commit.info.get("operationMetrics"))
-        .and_then(|metrics| metrics.get("num_added_rows"))
-        .and_then(|rows| rows.as_u64())
+        .and_then(|info| {
+            info.get("operationMetrics")?
+                .get("num_added_rows")?
+                .as_u64()
+        })
         .unwrap_or(0)
 }
 

@@ -40,7 +40,8 @@ impl TimeTravel {
         let reference = TableReference::parse_str(name);
         let catalog = reference.catalog().unwrap_or(DEFAULT_CATALOG);
         let schema = reference.schema().unwrap_or(DEFAULT_SCHEMA);
-        let not_found = || DataFusionError::Plan(format!("table '{name}' not found"));
+        let not_found =
+            || DataFusionError::Plan(format!("time_travel: there is no table '{name}'"));
         let schema = self
             .catalogs
             .catalog(catalog)
@@ -146,7 +147,14 @@ impl TableProvider for PastVersion {
             .at(self.version)
             .await
             .map_err(|e| DataFusionError::Plan(e.to_string()))?;
-        if past.schema().fields() != self.schema().fields() {
+        let columns = |schema: SchemaRef| -> Vec<(String, arrow::datatypes::DataType)> {
+            schema
+                .fields()
+                .iter()
+                .map(|f| (f.name().clone(), f.data_type().clone()))
+                .collect()
+        };
+        if columns(past.schema()) != columns(self.schema()) {
             return plan_err!(
                 "{} of {} has other columns than the table has now; time travel reads versions with the current columns only",
                 self.version,

@@ -7,7 +7,8 @@ use arrow::array::RecordBatch;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use tarn::config::ServeConfig;
 use tarn::{Server, demo};
-use tarn_client::Client;
+use tarn_client::{Client, ClientError};
+use tonic::Code;
 
 /// The demo lake at scale factor 0.01, generated once per test run.
 pub fn demo_lake() -> &'static Path {
@@ -81,4 +82,17 @@ pub async fn query(client: &mut Client, sql: &str) -> Vec<RecordBatch> {
         .collect()
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// `err` is a gRPC status with `expected` code whose message contains `text`.
+pub fn assert_status(err: &ClientError, expected: Code, text: &str) {
+    assert_eq!(code(err), expected, "{err}");
+    assert!(err.to_string().contains(text), "{err}");
+}
+
+/// The gRPC code of `err`.
+pub fn code(err: &ClientError) -> Code {
+    err.status()
+        .map(|s| s.code())
+        .unwrap_or_else(|| panic!("not a status: {err}"))
 }

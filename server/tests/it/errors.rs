@@ -14,19 +14,7 @@ use tarn::config::ServeConfig;
 use tarn_client::{Client, ClientError};
 use tonic::Code;
 
-use crate::common::{self, query, start, start_with};
-
-/// `err` is a gRPC status with `expected` code whose message contains `text`.
-fn assert_status(err: &ClientError, expected: Code, text: &str) {
-    assert_eq!(code(err), expected, "{err}");
-    assert!(err.to_string().contains(text), "{err}");
-}
-
-fn code(err: &ClientError) -> Code {
-    err.status()
-        .map(|s| s.code())
-        .unwrap_or_else(|| panic!("not a status: {err}"))
-}
+use crate::common::{self, assert_status, code, query, start, start_with};
 
 /// GetFlightInfo for `sql`: a planned result waiting for its DoGet.
 async fn planned(client: &mut Client, sql: &str) -> arrow_flight::FlightInfo {

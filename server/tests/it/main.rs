@@ -9,3 +9,4 @@ mod locations;
 mod metadata;
 mod prepared;
 mod queries;
+mod writes;

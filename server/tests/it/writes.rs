@@ -1,0 +1,354 @@
+//! Writes: Delta tables created, appended to, dropped and read back, on a
+//! real lake folder. (The independent Delta reader, S3 and kill -9 tests are
+//! in `client/python/tests/test_delta.py`.)
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{AsArray, Float64Array, Int64Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use parquet::basic::Compression;
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use tarn::config::ServeConfig;
+use tarn_client::Client;
+use tonic::Code;
+
+use crate::common::{assert_status, demo_lake, query, start_with};
+
+/// A lake of its own (tests write into it) with `orders` and `nation`.
+fn scratch_lake() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for table in ["orders", "nation"] {
+        let file = format!("{table}.parquet");
+        std::fs::copy(demo_lake().join(&file), dir.path().join(&file)).unwrap();
+    }
+    dir
+}
+
+fn config(lake: &Path) -> ServeConfig {
+    ServeConfig::for_lake(lake)
+}
+
+async fn count(client: &mut Client, from: &str) -> i64 {
+    let batches = query(client, &format!("SELECT count(*) FROM {from}")).await;
+    batches[0].column(0).as_primitive::<Int64Type>().value(0)
+}
+
+async fn update(client: &mut Client, sql: &str) -> i64 {
+    client
+        .execute_update(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// The commit files of the Delta table in `folder`, oldest first.
+fn commits(folder: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(folder.join("_delta_log"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".json"))
+        .collect();
+    names.sort();
+    names
+}
+
+fn data_files(folder: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(folder).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() && !path.ends_with("_delta_log") {
+            files.extend(data_files(&path));
+        } else if path.extension().is_some_and(|e| e == "parquet") {
+            files.push(path);
+        }
+    }
+    files
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctas_and_insert_commit_versions_that_time_travel_reads() {
+    let lake = scratch_lake();
+    let mut t = start_with(config(lake.path())).await;
+    let c = &mut t.client;
+    let rich = count(c, "orders WHERE o_totalprice > 200000").await;
+    let poor = count(c, "orders WHERE o_totalprice < 5000").await;
+    assert!(rich > 0 && poor > 0);
+
+    let sql = "CREATE TABLE big_orders AS SELECT o_orderkey, o_custkey, o_totalprice FROM orders WHERE o_totalprice > 200000";
+    assert_eq!(update(c, sql).await, rich, "CTAS reports the rows it wrote");
+    let after_create = chrono::Utc::now().to_rfc3339();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let sql = "INSERT INTO big_orders SELECT o_orderkey, o_custkey, o_totalprice FROM orders WHERE o_totalprice < 5000";
+    assert_eq!(update(c, sql).await, poor);
+    assert_eq!(
+        update(c, "INSERT INTO big_orders VALUES (1, 2, 3.50)").await,
+        1
+    );
+    assert_eq!(count(c, "big_orders").await, rich + poor + 1);
+
+    // The JDBC path: a prepared INSERT bound to several rows.
+    let mut insert = c
+        .prepare("INSERT INTO big_orders VALUES (?, ?, ?)")
+        .await
+        .unwrap();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("a", DataType::Int64, false),
+        Field::new("b", DataType::Int64, false),
+        Field::new("c", DataType::Float64, false),
+    ]));
+    let rows = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(vec![7, 8, 9])),
+            Arc::new(Int64Array::from(vec![1, 1, 1])),
+            Arc::new(Float64Array::from(vec![1.0, 2.0, 3.0])),
+        ],
+    )
+    .unwrap();
+    insert.bind(rows).unwrap();
+    assert_eq!(insert.execute_update().await.unwrap(), 3);
+    let total = rich + poor + 4;
+    assert_eq!(count(c, "big_orders").await, total);
+
+    // Each statement is one commit; the files are ZSTD Parquet with statistics.
+    let folder = lake.path().join("big_orders");
+    assert_eq!(commits(&folder).len(), 3 + 3, "{:?}", commits(&folder));
+    for file in data_files(&folder) {
+        assert!(
+            file.to_string_lossy().ends_with(".zstd.parquet"),
+            "{file:?}"
+        );
+        let reader = SerializedFileReader::new(std::fs::File::open(&file).unwrap()).unwrap();
+        let column = reader.metadata().row_group(0).column(0);
+        assert!(
+            matches!(column.compression(), Compression::ZSTD(_)),
+            "{file:?}"
+        );
+        assert!(column.statistics().is_some(), "{file:?} has statistics");
+    }
+
+    assert_eq!(count(c, "time_travel('big_orders', 0)").await, rich);
+    assert_eq!(count(c, "time_travel('big_orders', 1)").await, rich + poor);
+    let as_of_create = format!("time_travel('big_orders', '{after_create}')");
+    assert_eq!(count(c, &as_of_create).await, rich);
+    let now = chrono::Utc::now().to_rfc3339();
+    let as_of_now = format!("time_travel('big_orders', '{now}')");
+    assert_eq!(count(c, &as_of_now).await, total);
+
+    // A restart finds the table in the lake, with its history.
+    t.server.shutdown().await;
+    let mut t = start_with(config(lake.path())).await;
+    assert_eq!(count(&mut t.client, "big_orders").await, total);
+    assert_eq!(
+        count(&mut t.client, "time_travel('big_orders', 0)").await,
+        rich
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn create_table_variants() {
+    let lake = scratch_lake();
+    let mut t = start_with(config(lake.path())).await;
+    let c = &mut t.client;
+
+    let sql = "CREATE TABLE nation_by_region PARTITIONED BY (n_regionkey) AS SELECT * FROM nation";
+    assert_eq!(update(c, sql).await, 25);
+    for region in 0..5 {
+        let folder = lake
+            .path()
+            .join(format!("nation_by_region/n_regionkey={region}"));
+        assert!(folder.is_dir(), "{folder:?}");
+    }
+    assert_eq!(count(c, "nation_by_region WHERE n_regionkey = 1").await, 5);
+
+    let archive = lake.path().join("archive/events");
+    let sql = format!(
+        "CREATE TABLE events (id BIGINT, kind VARCHAR) LOCATION '{}'",
+        archive.display()
+    );
+    assert_eq!(update(c, &sql).await, 0);
+    assert_eq!(commits(&archive).len(), 1, "an empty table is one commit");
+    update(c, "INSERT INTO events VALUES (1, 'open'), (2, 'close')").await;
+    let kinds = query(c, "SELECT kind FROM events ORDER BY id").await;
+    let kinds: Vec<&str> = kinds[0]
+        .column(0)
+        .as_string::<i32>()
+        .iter()
+        .flatten()
+        .collect();
+    assert_eq!(kinds, ["open", "close"]);
+
+    let err = c
+        .execute_update("CREATE TABLE events AS SELECT 1")
+        .await
+        .unwrap_err();
+    assert_status(&err, Code::AlreadyExists, "CREATE OR REPLACE");
+    assert_eq!(
+        update(c, "CREATE TABLE IF NOT EXISTS events AS SELECT 1").await,
+        0
+    );
+    update(
+        c,
+        "CREATE OR REPLACE TABLE events AS SELECT CAST(3 AS BIGINT) AS id, 'again' AS kind",
+    )
+    .await;
+    assert_eq!(count(c, "events").await, 1);
+    assert_eq!(
+        count(c, "time_travel('events', 1)").await,
+        2,
+        "the replaced version stays readable"
+    );
+
+    let err = c
+        .execute_update("CREATE TABLE x (a INT) LOCATION '/etc/tarn'")
+        .await
+        .unwrap_err();
+    assert_status(&err, Code::PermissionDenied, "must lie inside");
+    assert!(!Path::new("/etc/tarn").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_inserts_all_land() {
+    let lake = scratch_lake();
+    let mut t = start_with(config(lake.path())).await;
+    update(&mut t.client, "CREATE TABLE t AS SELECT * FROM nation").await;
+    let uri = t.uri();
+    let (writers, rounds) = (4, 3);
+    let tasks: Vec<_> = (0..writers)
+        .map(|_| {
+            let uri = uri.clone();
+            tokio::spawn(async move {
+                let mut client = Client::connect(&uri).await.unwrap();
+                for _ in 0..rounds {
+                    update(&mut client, "INSERT INTO t SELECT * FROM nation").await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(count(&mut t.client, "t").await, 25 * (1 + writers * rounds));
+    assert_eq!(
+        commits(&lake.path().join("t")).len() as i64,
+        1 + writers * rounds
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drop_keeps_the_files_unless_purge_is_asked() {
+    let lake = scratch_lake();
+    let mut t = start_with(config(lake.path())).await;
+    let c = &mut t.client;
+    let folder = lake.path().join("kept");
+    update(c, "CREATE TABLE kept AS SELECT * FROM nation").await;
+    update(c, "DROP TABLE kept").await;
+    assert_status(
+        &c.query("SELECT * FROM kept").await.unwrap_err(),
+        Code::NotFound,
+        "kept",
+    );
+    assert_eq!(commits(&folder).len(), 1, "the data stays");
+
+    let sql = format!(
+        "CREATE EXTERNAL TABLE kept STORED AS DELTA LOCATION '{}'",
+        folder.display()
+    );
+    update(c, &sql).await;
+    assert_eq!(count(c, "kept").await, 25);
+    update(c, "DROP TABLE kept PURGE").await;
+    assert!(!folder.exists(), "PURGE deletes the table's files");
+
+    let err = c
+        .execute_update("DROP TABLE orders PURGE")
+        .await
+        .unwrap_err();
+    assert_status(&err, Code::Unimplemented, "Delta tables only");
+    assert!(count(c, "orders").await > 0, "nothing was dropped");
+    update(c, "DROP TABLE IF EXISTS nothing_here PURGE").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn time_travel_mistakes_get_clear_errors() {
+    let lake = scratch_lake();
+    let mut t = start_with(config(lake.path())).await;
+    let c = &mut t.client;
+    update(c, "CREATE TABLE n AS SELECT * FROM nation").await;
+    for (sql, text) in [
+        (
+            "SELECT * FROM time_travel('n', 9)",
+            "there is no version 9; versions run from 0 to 0",
+        ),
+        (
+            "SELECT * FROM time_travel('n', '2001-01-01')",
+            "did not exist yet",
+        ),
+        (
+            "SELECT * FROM time_travel('nation', 0)",
+            "not a Delta table",
+        ),
+        ("SELECT * FROM time_travel('n')", "time_travel takes"),
+        (
+            "SELECT * FROM time_travel('nowhere', 0)",
+            "no table 'nowhere'",
+        ),
+    ] {
+        let err = c.query(sql).await.unwrap_err();
+        assert_status(&err, Code::InvalidArgument, text);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_create_is_never_served() {
+    let lake = scratch_lake();
+    // What a create killed before its commit leaves: the marker and data files.
+    let half = lake.path().join("half");
+    std::fs::create_dir_all(half.join("_delta_log")).unwrap();
+    std::fs::write(half.join("_delta_log/_tarn_create_started"), "").unwrap();
+    std::fs::copy(
+        lake.path().join("nation.parquet"),
+        half.join("part-00000-x-c000.zstd.parquet"),
+    )
+    .unwrap();
+    let mut t = start_with(config(lake.path())).await;
+    let c = &mut t.client;
+    assert_status(
+        &c.query("SELECT * FROM half").await.unwrap_err(),
+        Code::NotFound,
+        "half",
+    );
+    // Creating it again writes a complete table; the stray file is not part of it.
+    assert_eq!(
+        update(c, "CREATE TABLE half AS SELECT * FROM nation").await,
+        25
+    );
+    assert_eq!(count(c, "half").await, 25);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn another_servers_commits_appear_after_refresh() {
+    let lake = scratch_lake();
+    let mut slow = config(lake.path());
+    slow.engine.listing_cache_ttl = Duration::from_secs(3600);
+    let mut writer = start_with(config(lake.path())).await;
+    update(
+        &mut writer.client,
+        "CREATE TABLE shared AS SELECT * FROM nation",
+    )
+    .await;
+    let mut reader = start_with(slow).await;
+    assert_eq!(count(&mut reader.client, "shared").await, 25);
+    update(
+        &mut writer.client,
+        "INSERT INTO shared SELECT * FROM nation",
+    )
+    .await;
+    assert_eq!(
+        count(&mut reader.client, "shared").await,
+        25,
+        "a snapshot is kept for the TTL"
+    );
+    update(&mut reader.client, "REFRESH TABLE shared").await;
+    assert_eq!(count(&mut reader.client, "shared").await, 50);
+}
