@@ -7,7 +7,10 @@ command before pytest runs). A missing binary fails the run.
 import os
 import pathlib
 import re
+import shutil
+import socket
 import subprocess
+import sys
 import threading
 import time
 
@@ -74,6 +77,96 @@ class RunningServer:
             self.process.kill()
             self.process.wait()
         self.process.stderr.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MotoServer:
+    """A real S3-compatible server (moto_server from PyPI) on 127.0.0.1.
+
+    It keeps objects in memory: a restart comes back empty, on the same port.
+    """
+
+    ACCESS_KEY = "testing"
+    SECRET_KEY = "super-secret-value"
+
+    def __init__(self):
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.process = None
+        self.start()
+
+    def start(self) -> None:
+        executable = shutil.which("moto_server") or str(pathlib.Path(sys.executable).parent / "moto_server")
+        self.process = subprocess.Popen(
+            [executable, "-H", "127.0.0.1", "-p", str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.client().list_buckets()
+                return
+            except Exception:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("moto_server did not start")
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait()
+
+    def client(self):
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=self.ACCESS_KEY,
+            aws_secret_access_key=self.SECRET_KEY,
+        )
+
+    def upload(self, folder: pathlib.Path, bucket: str, prefix: str) -> None:
+        client = self.client()
+        client.create_bucket(Bucket=bucket)
+        for path in folder.rglob("*"):
+            if path.is_file() and not path.name.startswith("."):
+                client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(folder)}")
+
+    def keys(self, bucket: str, prefix: str) -> list:
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+    def config(self, folder: pathlib.Path, url: str) -> pathlib.Path:
+        """A Tarn config whose lake is the bucket prefix `url`."""
+        path = folder / "s3.toml"
+        path.write_text(
+            f"""
+[stores.lake]
+url = "{url}"
+endpoint = "{self.endpoint}"
+region = "us-east-1"
+allow_http = true
+access_key_id = "{self.ACCESS_KEY}"
+secret_access_key = "{self.SECRET_KEY}"
+"""
+        )
+        return path
+
+    def storage_options(self) -> dict:
+        """The same bucket for the `deltalake` Python reader."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": self.ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": self.SECRET_KEY,
+            "AWS_REGION": "us-east-1",
+            "AWS_ALLOW_HTTP": "true",
+        }
 
 
 @pytest.fixture(scope="session")

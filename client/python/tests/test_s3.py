@@ -1,63 +1,20 @@
 """A lake in an S3-compatible bucket: a real moto_server process on 127.0.0.1."""
 
-import pathlib
-import shutil
-import socket
-import subprocess
-import sys
-import time
-
-import boto3
 import pytest
 
 import tarn
-from conftest import QUERIES, RunningServer
+from conftest import QUERIES, MotoServer, RunningServer
 from test_tpch import same, sort_key
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def s3(lake, tmp_path_factory):
     """moto_server with the demo lake uploaded under s3://tarn-test/lake/."""
-    port = free_port()
-    executable = shutil.which("moto_server") or str(pathlib.Path(sys.executable).parent / "moto_server")
-    process = subprocess.Popen([executable, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            client.list_buckets()
-            break
-        except Exception:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("moto_server did not start")
-            time.sleep(0.2)
-    client.create_bucket(Bucket="tarn-test")
-    for path in lake.rglob("*"):
-        if path.is_file() and not path.name.startswith("."):
-            client.upload_file(str(path), "tarn-test", f"lake/{path.relative_to(lake)}")
-    config = tmp_path_factory.mktemp("s3config") / "s3.toml"
-    config.write_text(
-        f"""
-[stores.lake]
-url = "s3://tarn-test/lake"
-endpoint = "{endpoint}"
-region = "us-east-1"
-allow_http = true
-access_key_id = "testing"
-secret_access_key = "super-secret-value"
-"""
-    )
-    yield {"process": process, "config": config, "endpoint": endpoint}
-    if process.poll() is None:
-        process.terminate()
-        process.wait()
+    moto = MotoServer()
+    moto.upload(lake, "tarn-test", "lake")
+    config = moto.config(tmp_path_factory.mktemp("s3config"), "s3://tarn-test/lake")
+    yield {"moto": moto, "config": config, "endpoint": moto.endpoint}
+    moto.stop()
 
 
 @pytest.fixture(scope="module")
@@ -102,25 +59,28 @@ def test_locations_outside_the_store_are_refused(s3_server):
 
 
 def test_copy_exports_into_the_bucket(s3, s3_server):
-    client = boto3.client("s3", endpoint_url=s3["endpoint"], region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
     with tarn.connect(s3_server.uri) as conn:
         conn.execute(
             "COPY (SELECT n_name, n_regionkey FROM nation) TO 's3://tarn-test/lake/exports/nation_by_region/' "
             "STORED AS PARQUET PARTITIONED BY (n_regionkey)"
         )
-        keys = [o["Key"] for o in client.list_objects_v2(Bucket="tarn-test", Prefix="lake/exports/")["Contents"]]
+        keys = s3["moto"].keys("tarn-test", "lake/exports/")
         assert any("n_regionkey=3/" in k for k in keys), keys
         conn.execute("CREATE EXTERNAL TABLE exported STORED AS PARQUET LOCATION 's3://tarn-test/lake/exports/nation_by_region/'")
         assert conn.arrow("SELECT count(*) AS n FROM exported").column("n").to_pylist() == [25]
 
 
-def test_a_stopped_store_gives_a_clear_error_and_the_server_survives(s3, s3_server):
-    s3["process"].terminate()
-    s3["process"].wait()
+def test_a_stopped_store_gives_a_clear_error_and_the_server_survives(s3, s3_server, lake):
+    moto = s3["moto"]
+    moto.stop()
     with tarn.connect(s3_server.uri) as conn:
         with pytest.raises(tarn.Error) as failure:
-            conn.arrow("SELECT count(*) FROM lineitem")
+            conn.arrow("SELECT count(*) FROM nation")
         message = str(failure.value)
-        assert "tarn-test" in message or s3["endpoint"] in message or "127.0.0.1" in message, message
+        assert "tarn-test" in message or moto.endpoint in message or "127.0.0.1" in message, message
         assert conn.arrow("SELECT 1 AS one").column("one").to_pylist() == [1]
+        # The store comes back (empty: moto keeps objects in memory) and is used again.
+        moto.start()
+        moto.upload(lake, "tarn-test", "lake")
+        assert conn.arrow("SELECT count(*) AS n FROM nation").column("n").to_pylist() == [25]
     assert s3_server.alive()
