@@ -245,15 +245,44 @@ pub async fn register(
     table: &LakeTable,
     freshness: Duration,
 ) -> Result<(), LakeError> {
-    let (ctx, owned) = (ctx.clone(), table.clone());
-    match tokio::spawn(async move { register_now(&ctx, &owned, freshness).await }).await {
-        Ok(result) => result,
-        Err(e) => Err(LakeError::Register {
-            name: table.name.clone(),
-            location: table.location.clone(),
-            message: crate::engine::task_failure(e).to_string(),
-        }),
+    let (task_ctx, owned) = (ctx.clone(), table.clone());
+    let result =
+        match tokio::spawn(async move { register_now(&task_ctx, &owned, freshness).await }).await {
+            Ok(result) => result,
+            Err(e) => Err(LakeError::Register {
+                name: table.name.clone(),
+                location: table.location.clone(),
+                message: crate::engine::task_failure(e).to_string(),
+            }),
+        };
+    match result {
+        Err(LakeError::Register { message, .. }) if table.format == FileFormat::Parquet => {
+            Err(LakeError::Register {
+                name: table.name.clone(),
+                location: table.location.clone(),
+                message: name_corrupt_files(ctx, table).await.unwrap_or(message),
+            })
+        }
+        other => other,
     }
+}
+
+/// Which Parquet files of `table` have an unreadable footer: the message
+/// names them, so the person can replace them. `None` when all read.
+async fn name_corrupt_files(ctx: &SessionContext, table: &LakeTable) -> Option<String> {
+    let url = url::Url::parse(&table.location).ok()?;
+    let store = crate::delta::root_store(&ctx.runtime_env(), &url).ok()?;
+    let prefix = match url.to_file_path() {
+        Ok(path) => ObjectPath::from_filesystem_path(path).ok()?,
+        Err(()) => ObjectPath::parse(url.path().trim_matches('/')).ok()?,
+    };
+    let objects: Vec<ObjectMeta> = store.list(Some(&prefix)).try_collect().await.ok()?;
+    let files = objects
+        .into_iter()
+        .filter(|o| o.location.as_ref().ends_with(table.extension))
+        .map(|o| (Arc::clone(&store), o));
+    let root = &url[..url::Position::BeforePath];
+    crate::footers::describe_corrupt(crate::footers::corrupt_files(root, files).await)
 }
 
 async fn register_now(
@@ -566,5 +595,42 @@ mod tests {
         );
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].to_string().contains("mixes file types"));
+    }
+
+    #[tokio::test]
+    async fn a_truncated_file_is_named_when_its_table_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = dir.path().join("t");
+        std::fs::create_dir_all(&table).unwrap();
+        std::fs::write(table.join("good.parquet"), parquet_bytes()).unwrap();
+        std::fs::write(table.join("cut.parquet"), &parquet_bytes()[..100]).unwrap();
+        let config = crate::storage::StoreConfig {
+            url: dir.path().display().to_string(),
+            ..Default::default()
+        };
+        let store = Store::open("lake", &config).unwrap();
+        let ctx = SessionContext::new();
+        let (loaded, problems) = load(&ctx, &[store], Duration::from_secs(1)).await;
+        assert!(loaded.is_empty());
+        let message = problems[0].to_string();
+        assert!(
+            message.contains("corrupt Parquet file") && message.contains("t/cut.parquet"),
+            "{message}"
+        );
+        assert!(!message.contains("good.parquet"), "{message}");
+    }
+
+    fn parquet_bytes() -> Vec<u8> {
+        let batch = arrow::array::RecordBatch::try_from_iter([(
+            "x",
+            Arc::new(arrow::array::Int64Array::from(vec![1, 2, 3])) as arrow::array::ArrayRef,
+        )])
+        .unwrap();
+        let mut bytes = Vec::new();
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new(&mut bytes, batch.schema(), None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        bytes
     }
 }

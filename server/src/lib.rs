@@ -10,6 +10,7 @@ pub mod delta;
 pub mod demo;
 pub mod engine;
 pub mod flight;
+pub mod footers;
 pub mod lake;
 pub mod runtime;
 pub mod server;

@@ -10,6 +10,7 @@
 //! - Results leave in wire types ([`WireTypes`]); the promised schema is the
 //!   streamed schema.
 
+mod corruption;
 pub mod error;
 mod ids;
 mod locations;
@@ -29,6 +30,7 @@ use arrow::datatypes::{Schema, SchemaRef};
 use datafusion::catalog::memory::MemorySourceConfig;
 use datafusion::common::{ParamValues, TableReference};
 use datafusion::datasource::source_as_provider;
+use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::TaskContext;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -352,15 +354,32 @@ impl Engine {
         // metadata, so it runs on the CPU runtime, where a reader that
         // panics on a corrupt file fails this statement, not the server.
         let ctx = self.ctx.clone();
-        let physical = self
+        let planned = plan.clone();
+        let outcome = self
             .cpu
             .spawn(async move {
                 let frame = ctx.execute_logical_plan(plan).await?;
                 frame.create_physical_plan().await
             })
-            .await
-            .map_err(task_failure)?
-            .map_err(EngineError::from_planning)?;
+            .await;
+        let failure = match outcome {
+            Ok(Ok(physical)) => Ok(physical),
+            Ok(Err(err)) => Err(EngineError::from_planning(err)),
+            Err(join) => Err(task_failure(join)),
+        };
+        let physical = match failure {
+            Ok(physical) => physical,
+            Err(err) if corruption::suggests_corruption(&err.to_string()) => {
+                let runtime = self.ctx.runtime_env();
+                return Err(
+                    match corruption::in_logical_plan(&runtime, &planned).await {
+                        Some(named) => EngineError::Execution(named),
+                        None => err,
+                    },
+                );
+            }
+            Err(err) => return Err(err),
+        };
         if !side_effects {
             return Ok(physical);
         }
@@ -528,11 +547,26 @@ impl Engine {
     /// Executes `plan` on the CPU runtime and gathers its batches.
     async fn collect(&self, plan: Arc<dyn ExecutionPlan>) -> EngineResult<Vec<RecordBatch>> {
         let task_ctx = self.ctx.task_ctx();
-        self.cpu
+        let checked = Arc::clone(&plan);
+        let outcome = self
+            .cpu
             .spawn(async move { datafusion::physical_plan::collect(plan, task_ctx).await })
-            .await
-            .map_err(task_failure)?
-            .map_err(EngineError::from_execution)
+            .await;
+        let err = match outcome {
+            Ok(Ok(batches)) => return Ok(batches),
+            Ok(Err(err)) => EngineError::from_execution(err),
+            Err(join) => task_failure(join),
+        };
+        if !corruption::suggests_corruption(&err.to_string()) {
+            return Err(err);
+        }
+        let runtime = self.ctx.runtime_env();
+        Err(
+            match corruption::in_physical_plans(&runtime, &[checked]).await {
+                Some(named) => EngineError::Execution(named),
+                None => err,
+            },
+        )
     }
 
     /// Streams the result of a planned query. The plan runs on the CPU
@@ -546,37 +580,45 @@ impl Engine {
         // Two batches in flight keep the network busy without buffering the result.
         let (tx, rx) = mpsc::channel(2);
         let failure_tx = tx.clone();
+        let (checked, runtime) = (plans.clone(), task_ctx.runtime_env());
         let driver = self.cpu.spawn(async move {
             for plan in plans {
                 let mut stream = match execute_stream(plan, Arc::clone(&task_ctx)) {
                     Ok(stream) => stream,
-                    Err(err) => {
-                        let _ = tx.send(Err(err)).await;
-                        return;
-                    }
+                    Err(err) => return Some(err),
                 };
                 while let Some(item) = stream.next().await {
-                    let failed = item.is_err();
-                    if matches!(&item, Ok(batch) if batch.num_rows() == 0) {
-                        continue;
-                    }
-                    if tx.send(item).await.is_err() || failed {
-                        // The receiver is gone (client disconnected) or the
-                        // query failed: dropping `stream` stops the work.
-                        return;
+                    let item = match item {
+                        Ok(batch) if batch.num_rows() == 0 => continue,
+                        Ok(batch) => batch,
+                        // Reported by the task below, with the file named if it can be.
+                        Err(err) => return Some(err),
+                    };
+                    if tx.send(Ok(item)).await.is_err() {
+                        // The client went away: dropping `stream` stops the work.
+                        return None;
                     }
                 }
             }
+            None
         });
-        // A panic in the driver (a reader crashing on a corrupt file) must
-        // end the stream with an error, never look like a complete result.
+        // A failure, even a panic in the driver (a reader crashing on a
+        // corrupt file), must end the stream with an error, never look like a
+        // complete result.
         self.cpu.spawn(async move {
-            if let Err(e) = driver.await {
-                let message = task_failure(e).to_string();
-                let _ = failure_tx
-                    .send(Err(datafusion::error::DataFusionError::Execution(message)))
-                    .await;
-            }
+            let err = match driver.await {
+                Ok(None) => return,
+                Ok(Some(err)) => err,
+                Err(e) => DataFusionError::Execution(task_failure(e).to_string()),
+            };
+            let err = match corruption::suggests_corruption(&err.to_string()) {
+                true => match corruption::in_physical_plans(&runtime, &checked).await {
+                    Some(named) => DataFusionError::Execution(named),
+                    None => err,
+                },
+                false => err,
+            };
+            let _ = failure_tx.send(Err(err)).await;
         });
         Box::pin(RecordBatchStreamAdapter::new(
             schema,

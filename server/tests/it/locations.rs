@@ -175,8 +175,10 @@ async fn corrupt_parquet_fails_clearly_and_the_rest_is_served() {
         Code::Internal,
         "{outcome}"
     );
+    // The message names the file, so the person knows what to replace.
     assert!(
-        outcome.to_string().contains("corrupt") || outcome.to_string().contains("zz-bad.parquet"),
+        outcome.to_string().contains("corrupt Parquet file")
+            && outcome.to_string().contains("orders/zz-bad.parquet"),
         "{outcome}"
     );
     let people = query(&mut t.client, "SELECT count(*) FROM people").await;
