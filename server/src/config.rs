@@ -13,7 +13,8 @@
 //! [lake]
 //! root = "data"                 # folder whose files and folders become tables
 //! demo_scale = 0.1              # TPC-H scale of a generated demo lake
-//! listing_cache_ttl = "10s"     # files others add or remove under a table appear within this time
+//! listing_cache_ttl = "10s"     # files (and Delta commits) of other writers appear within this time
+//! tables_store = "lake"         # the store where CREATE TABLE without LOCATION writes its Delta table
 //!
 //! [engine]
 //! target_partitions = 0         # parallelism of one query; 0 = one per core
@@ -42,6 +43,8 @@ pub const DEFAULT_BIND: &str = "127.0.0.1:50051";
 pub const DEFAULT_LAKE: &str = "data";
 /// The TPC-H scale factor of a generated demo lake.
 pub const DEFAULT_DEMO_SCALE: f64 = 0.1;
+/// The store `CREATE TABLE` writes to unless `[lake] tables_store` names another.
+pub const DEFAULT_TABLES_STORE: &str = "lake";
 
 /// The configuration file, as written.
 #[derive(Debug, Default, Deserialize)]
@@ -83,6 +86,8 @@ pub struct LakeSection {
     /// Files added or removed under a table become visible within this time.
     #[serde(with = "humantime_serde")]
     pub listing_cache_ttl: Option<Duration>,
+    /// The store where `CREATE TABLE` without `LOCATION` writes (default: "lake").
+    pub tables_store: Option<String>,
 }
 
 /// `[engine]`
@@ -154,6 +159,8 @@ pub struct ServeConfig {
     pub generate_demo: bool,
     /// TPC-H scale of a generated demo lake.
     pub demo_scale: f64,
+    /// The store new tables go to (`[lake] tables_store`).
+    pub tables_store: String,
     /// Engine settings. The server adds the lake to `engine.locations`.
     pub engine: EngineOptions,
     /// Transport settings.
@@ -169,6 +176,7 @@ impl ServeConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             generate_demo: false,
             demo_scale: DEFAULT_DEMO_SCALE,
+            tables_store: DEFAULT_TABLES_STORE.to_string(),
             lake,
             stores: Vec::new(),
             engine: EngineOptions::default(),
@@ -220,6 +228,10 @@ pub fn resolve(file: ConfigFile, overrides: Overrides) -> ServeConfig {
         generate_demo: lake == DEFAULT_LAKE && !file.stores.contains_key("lake"),
         lake,
         stores: file.stores.into_iter().collect(),
+        tables_store: file
+            .lake
+            .tables_store
+            .unwrap_or_else(|| DEFAULT_TABLES_STORE.to_string()),
         demo_scale: overrides
             .demo_scale
             .or(file.lake.demo_scale)

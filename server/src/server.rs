@@ -38,6 +38,11 @@ pub enum ServeError {
     /// A store is misconfigured.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// `[lake] tables_store` names no store.
+    #[error(
+        "[lake] tables_store = \"{0}\" names no store; declare [stores.{0}] or name one of the declared stores"
+    )]
+    UnknownStore(String),
     /// The demo lake cannot be generated.
     #[error(transparent)]
     Demo(#[from] demo::DemoError),
@@ -70,7 +75,11 @@ impl Server {
         let mut options = config.engine.clone();
         options.locations = LocationPolicy::for_stores(&stores);
         if options.tables_location.is_none() {
-            options.tables_location = stores.first().map(|lake| lake.display_url());
+            let store = stores
+                .iter()
+                .find(|s| s.name == config.tables_store)
+                .ok_or_else(|| ServeError::UnknownStore(config.tables_store.clone()))?;
+            options.tables_location = Some(store.display_url());
         }
         let engine = Arc::new(Engine::new(options)?);
         load_lake(&engine, &stores).await;

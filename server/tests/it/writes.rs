@@ -352,3 +352,27 @@ async fn another_servers_commits_appear_after_refresh() {
     update(&mut reader.client, "REFRESH TABLE shared").await;
     assert_eq!(count(&mut reader.client, "shared").await, 50);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn new_tables_go_to_the_configured_store() {
+    let lake = scratch_lake();
+    let archive = tempfile::tempdir().unwrap();
+    let mut config = config(lake.path());
+    config.stores.push((
+        "archive".into(),
+        tarn::storage::StoreConfig {
+            url: archive.path().display().to_string(),
+            ..Default::default()
+        },
+    ));
+    config.tables_store = "archive".into();
+    let mut t = start_with(config).await;
+    update(&mut t.client, "CREATE TABLE kept AS SELECT * FROM nation").await;
+    assert_eq!(commits(&archive.path().join("kept")).len(), 1);
+    assert!(!lake.path().join("kept").exists());
+
+    let mut wrong = ServeConfig::for_lake(lake.path());
+    wrong.tables_store = "nowhere".into();
+    let err = tarn::Server::start(wrong).await.unwrap_err();
+    assert!(err.to_string().contains("[stores.nowhere]"), "{err}");
+}
