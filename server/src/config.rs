@@ -326,4 +326,14 @@ mod tests {
         let err = toml::from_str::<ConfigFile>("[server]\nbnd = 1\n").unwrap_err();
         assert!(err.to_string().contains("bnd"), "{err}");
     }
+
+    #[test]
+    fn the_example_configs_parse() {
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/examples");
+        for name in ["tarn.toml", "s3.toml"] {
+            let file = ConfigFile::load(&examples.join(name)).unwrap();
+            let config = resolve(file, Overrides::default());
+            assert_eq!(config.tables_store, "lake", "{name}");
+        }
+    }
 }
