@@ -12,6 +12,7 @@ pub mod engine;
 pub mod flight;
 pub mod footers;
 pub mod lake;
+pub mod lineage;
 pub mod runtime;
 pub mod server;
 pub mod storage;
