@@ -95,7 +95,8 @@ async fn run(args: Args) -> Result<(), String> {
         ..Default::default()
     };
     let store = tarn::storage::Store::open("lake", &lake).map_err(|e| e.to_string())?;
-    let (tables, problems) = tarn::lake::load(engine.session(), &[store], engine.freshness()).await;
+    let (loaded, problems) = tarn::lake::load(engine.session(), &[store], engine.freshness()).await;
+    let tables: Vec<String> = loaded.into_iter().map(|t| t.name).collect();
     if !problems.is_empty() {
         return Err(format!("lake problems: {problems:?}"));
     }

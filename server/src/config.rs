@@ -16,6 +16,9 @@
 //! listing_cache_ttl = "10s"     # files (and Delta commits) of other writers appear within this time
 //! tables_store = "lake"         # the store where CREATE TABLE without LOCATION writes its Delta table
 //!
+//! [catalog]
+//! state_dir = "data/.tarn"      # tables, schema history, runs, lineage (default: LAKE/.tarn, or ./.tarn-state for a bucket)
+//!
 //! [engine]
 //! target_partitions = 0         # parallelism of one query; 0 = one per core
 //! cpu_threads = 0               # threads that execute queries; 0 = one per core
@@ -54,6 +57,8 @@ pub struct ConfigFile {
     pub server: ServerSection,
     /// `[lake]`
     pub lake: LakeSection,
+    /// `[catalog]`
+    pub catalog: CatalogSection,
     /// `[engine]`
     pub engine: EngineSection,
     /// `[stores.NAME]`: more stores whose tables are served beside the lake's.
@@ -88,6 +93,14 @@ pub struct LakeSection {
     pub listing_cache_ttl: Option<Duration>,
     /// The store where `CREATE TABLE` without `LOCATION` writes (default: "lake").
     pub tables_store: Option<String>,
+}
+
+/// `[catalog]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CatalogSection {
+    /// The folder of the catalog database.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// `[engine]`
@@ -161,6 +174,8 @@ pub struct ServeConfig {
     pub demo_scale: f64,
     /// The store new tables go to (`[lake] tables_store`).
     pub tables_store: String,
+    /// Where the catalog lives.
+    pub state_dir: PathBuf,
     /// Engine settings. The server adds the lake to `engine.locations`.
     pub engine: EngineOptions,
     /// Transport settings.
@@ -177,6 +192,7 @@ impl ServeConfig {
             generate_demo: false,
             demo_scale: DEFAULT_DEMO_SCALE,
             tables_store: DEFAULT_TABLES_STORE.to_string(),
+            state_dir: default_state_dir(&lake),
             lake,
             stores: Vec::new(),
             engine: EngineOptions::default(),
@@ -193,6 +209,8 @@ pub struct Overrides {
     pub bind: Option<SocketAddr>,
     /// `--lake`
     pub lake: Option<String>,
+    /// `--state-dir`
+    pub state_dir: Option<PathBuf>,
     /// `--demo-scale`
     pub demo_scale: Option<f64>,
     /// `--target-partitions`
@@ -208,6 +226,16 @@ pub struct Overrides {
 }
 
 /// Merges defaults, the file and the overrides (which win).
+/// The catalog's default folder: inside a local lake (hidden, so never a
+/// table), or `./.tarn-state` for a lake in a bucket.
+pub fn default_state_dir(lake: &str) -> PathBuf {
+    if lake.contains("://") && !lake.starts_with("file://") {
+        PathBuf::from(".tarn-state")
+    } else {
+        PathBuf::from(lake.trim_start_matches("file://")).join(".tarn")
+    }
+}
+
 pub fn resolve(file: ConfigFile, overrides: Overrides) -> ServeConfig {
     let engine_defaults = EngineOptions::default();
     let flight_defaults = FlightOptions::default();
@@ -219,6 +247,11 @@ pub fn resolve(file: ConfigFile, overrides: Overrides) -> ServeConfig {
         .view_types
         .or(file.engine.view_types)
         .unwrap_or(false);
+    // A configured `[stores.lake]` is the lake the catalog belongs to.
+    let state_lake = file
+        .stores
+        .get("lake")
+        .map_or_else(|| lake.clone(), |store| store.url.clone());
     ServeConfig {
         bind: overrides
             .bind
@@ -227,6 +260,10 @@ pub fn resolve(file: ConfigFile, overrides: Overrides) -> ServeConfig {
         // A configured `[stores.lake]` replaces the default folder.
         generate_demo: lake == DEFAULT_LAKE && !file.stores.contains_key("lake"),
         lake,
+        state_dir: overrides
+            .state_dir
+            .or(file.catalog.state_dir)
+            .unwrap_or_else(|| default_state_dir(&state_lake)),
         stores: file.stores.into_iter().collect(),
         tables_store: file
             .lake

@@ -191,7 +191,7 @@ pub async fn discover(store: &Store) -> Result<(Vec<LakeTable>, Vec<LakeError>),
 }
 
 /// Discovers every table of every store and registers it with `ctx`.
-/// Returns the names registered and the problems met (each skipped, none
+/// Returns the tables registered and the problems met (each skipped, none
 /// fatal: an unreachable store leaves the others served).
 ///
 /// Delta tables serve a snapshot that is renewed at most `freshness` after
@@ -200,7 +200,7 @@ pub async fn load(
     ctx: &SessionContext,
     stores: &[Store],
     freshness: Duration,
-) -> (Vec<String>, Vec<LakeError>) {
+) -> (Vec<LakeTable>, Vec<LakeError>) {
     let mut loaded = Vec::new();
     let mut problems = Vec::new();
     for store in stores {
@@ -219,7 +219,7 @@ pub async fn load(
             }
         };
         for table in &tables {
-            if loaded.contains(&table.name) {
+            if loaded.iter().any(|t: &LakeTable| t.name == table.name) {
                 problems.push(LakeError::DuplicateName {
                     name: table.name.clone(),
                     location: table.location.clone(),
@@ -228,7 +228,7 @@ pub async fn load(
                 continue;
             }
             match register(ctx, table, freshness).await {
-                Ok(()) => loaded.push(table.name.clone()),
+                Ok(()) => loaded.push(table.clone()),
                 Err(problem) => problems.push(problem),
             }
         }

@@ -4,6 +4,7 @@
 //! stream to clients over Arrow Flight SQL. See `ARCHITECTURE.md` for the
 //! codemap.
 
+pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod delta;

@@ -10,7 +10,7 @@
 //! (a subquery in an expression, a recursive CTE, an extension node) adds no
 //! edge and sets [`Lineage::complete`] to false.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
 use datafusion::common::Column;
@@ -112,8 +112,30 @@ pub struct Lineage {
     pub complete: bool,
 }
 
+/// The name lineage uses for a table: bare for Tarn's default schema
+/// (`orders` and `tarn.public.orders` are one table), qualified otherwise.
+pub fn table_name(reference: &datafusion::common::TableReference) -> String {
+    let default_catalog = reference
+        .catalog()
+        .is_none_or(|c| c == crate::engine::DEFAULT_CATALOG);
+    let default_schema = reference
+        .schema()
+        .is_none_or(|s| s == crate::engine::DEFAULT_SCHEMA);
+    if default_catalog && default_schema {
+        reference.table().to_string()
+    } else {
+        reference.to_string()
+    }
+}
+
 /// Traces `plan`.
 pub fn trace(plan: &LogicalPlan) -> Lineage {
+    trace_with_views(plan, &HashMap::new())
+}
+
+/// Traces `plan`, in which DataFusion expanded the views in `views` (name →
+/// the view's plan): a view is a dataset of its own, so edges stop at it.
+pub fn trace_with_views(plan: &LogicalPlan, views: &HashMap<String, LogicalPlan>) -> Lineage {
     let mut tables = BTreeSet::new();
     let mut complete = true;
     let mut indirect = BTreeSet::new();
@@ -123,6 +145,7 @@ pub fn trace(plan: &LogicalPlan) -> Lineage {
             tables: &mut tables,
             indirect: &mut indirect,
             complete: &mut complete,
+            views,
         },
     );
     Lineage {
@@ -137,6 +160,7 @@ struct Context<'a> {
     tables: &'a mut BTreeSet<String>,
     indirect: &'a mut BTreeSet<Edge>,
     complete: &'a mut bool,
+    views: &'a HashMap<String, LogicalPlan>,
 }
 
 type Columns = Vec<BTreeSet<Edge>>;
@@ -145,7 +169,7 @@ fn walk(plan: &LogicalPlan, cx: &mut Context) -> Columns {
     let width = plan.schema().fields().len();
     match plan {
         LogicalPlan::TableScan(scan) => {
-            let table = scan.table_name.to_string();
+            let table = table_name(&scan.table_name);
             cx.tables.insert(table.clone());
             let source_schema = scan.source.schema();
             let indices: Vec<usize> = match &scan.projection {
@@ -275,7 +299,30 @@ fn walk(plan: &LogicalPlan, cx: &mut Context) -> Columns {
             }
             columns
         }
-        LogicalPlan::SubqueryAlias(alias) => walk(&alias.input, cx),
+        LogicalPlan::SubqueryAlias(alias) => {
+            let name = table_name(&alias.alias);
+            match cx.views.get(&name) {
+                // The expansion of a view (not merely an alias that shares its name).
+                Some(view) if view == alias.input.as_ref() => {
+                    cx.tables.insert(name.clone());
+                    alias
+                        .schema
+                        .fields()
+                        .iter()
+                        .map(|field| {
+                            BTreeSet::from([Edge {
+                                source: SourceColumn {
+                                    table: name.clone(),
+                                    column: field.name().clone(),
+                                },
+                                transformation: Transformation::Identity,
+                            }])
+                        })
+                        .collect()
+                }
+                _ => walk(&alias.input, cx),
+            }
+        }
         LogicalPlan::Limit(limit) => walk(&limit.input, cx),
         LogicalPlan::Repartition(repartition) => walk(&repartition.input, cx),
         LogicalPlan::Subquery(subquery) => walk(&subquery.subquery, cx),

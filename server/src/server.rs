@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use crate::catalog::{self, Catalog, CatalogError, TableKind, TableRecord};
 use crate::config::ServeConfig;
 use crate::engine::{Engine, EngineError, LocationPolicy};
 use crate::storage::{Store, StoreConfig, StoreError};
@@ -43,6 +44,9 @@ pub enum ServeError {
         "[lake] tables_store = \"{0}\" names no store; declare [stores.{0}] or name one of the declared stores"
     )]
     UnknownStore(String),
+    /// The catalog cannot be opened or written.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
     /// The demo lake cannot be generated.
     #[error(transparent)]
     Demo(#[from] demo::DemoError),
@@ -81,8 +85,14 @@ impl Server {
                 .ok_or_else(|| ServeError::UnknownStore(config.tables_store.clone()))?;
             options.tables_location = Some(store.display_url());
         }
-        let engine = Arc::new(Engine::new(options)?);
-        load_lake(&engine, &stores).await;
+        let catalog = Arc::new(Catalog::open(&config.state_dir)?);
+        let engine = Arc::new(Engine::new(options)?.with_catalog(Arc::clone(&catalog)));
+        let loaded = load_lake(&engine, &stores).await;
+        record_lake(&engine, &catalog, &loaded).await?;
+        restore(&engine, &catalog).await;
+        catalog::system::register(engine.session(), catalog).map_err(|e| {
+            EngineError::Internal(format!("cannot register the system tables: {e}"))
+        })?;
 
         let listener = TcpListener::bind(config.bind)
             .await
@@ -170,11 +180,57 @@ fn open_stores(config: &ServeConfig) -> Result<Vec<Store>, ServeError> {
         .collect()
 }
 
-async fn load_lake(engine: &Engine, stores: &[Store]) {
+async fn load_lake(engine: &Engine, stores: &[Store]) -> Vec<lake::LakeTable> {
     let (loaded, problems) = lake::load(engine.session(), stores, engine.freshness()).await;
     for problem in problems {
         tracing::warn!("{problem}");
     }
     let urls: Vec<String> = stores.iter().map(Store::display_url).collect();
     tracing::info!(stores = %urls.join(", "), tables = loaded.len(), "lake loaded");
+    loaded
+}
+
+/// Records every table found in the lake with its schema: a table whose
+/// files gained columns since the last start gets a new schema version.
+async fn record_lake(
+    engine: &Engine,
+    catalog: &Catalog,
+    tables: &[lake::LakeTable],
+) -> Result<(), ServeError> {
+    for table in tables {
+        let Ok(provider) = engine.session().table_provider(table.name.as_str()).await else {
+            continue;
+        };
+        let record = TableRecord {
+            name: table.name.clone(),
+            kind: TableKind::Discovered,
+            location: Some(table.location.clone()),
+            format: Some(table.format.to_string()),
+            definition: None,
+        };
+        catalog.record_table(&record, provider.schema().as_ref(), None)?;
+    }
+    Ok(())
+}
+
+/// Recreates what SQL created and the lake does not show by itself (views,
+/// external tables, tables written elsewhere) and the settings made with SET.
+async fn restore(engine: &Engine, catalog: &Catalog) {
+    let definitions = catalog.definitions().unwrap_or_else(|e| {
+        tracing::warn!("cannot read the catalog's definitions: {e}");
+        Vec::new()
+    });
+    for (name, sql) in definitions {
+        if matches!(engine.session().table_exist(name.as_str()), Ok(true)) {
+            continue;
+        }
+        if let Err(e) = engine.replay(&sql).await {
+            tracing::warn!(table = %name, "cannot recreate '{name}' from the catalog: {e}");
+        }
+    }
+    for sql in catalog.settings().unwrap_or_default() {
+        if let Err(e) = engine.replay(&sql).await {
+            tracing::warn!("cannot restore the setting `{sql}`: {e}");
+        }
+    }
 }

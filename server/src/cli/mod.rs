@@ -54,6 +54,9 @@ pub struct ServeArgs {
     /// TOML configuration file
     #[arg(long, env = "TARN_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Folder for the catalog (tables, schema history, runs, lineage) [default: LAKE/.tarn for a local lake, ./.tarn-state for a bucket]
+    #[arg(long, env = "TARN_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     /// TPC-H scale factor of the demo lake generated on first start [default: 0.1]
     #[arg(long, env = "TARN_DEMO_SCALE", value_name = "SF")]
     pub demo_scale: Option<f64>,
@@ -119,6 +122,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     let overrides = Overrides {
         bind: args.bind,
         lake: args.lake,
+        state_dir: args.state_dir,
         demo_scale: args.demo_scale,
         target_partitions: args.target_partitions,
         cpu_threads: args.cpu_threads,

@@ -18,10 +18,12 @@ mod metadata;
 mod placeholders;
 mod prepared;
 mod results;
+mod runs;
 mod time_travel;
 pub mod wire;
 mod writes;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,6 +53,7 @@ pub use prepared::{PreparedStatementId, PreparedStatementInfo};
 pub use results::ResultId;
 pub use wire::WireTypes;
 
+use crate::catalog::Catalog;
 use crate::delta::DeltaLakeTable;
 use crate::runtime::CpuRuntime;
 use prepared::PreparedStatements;
@@ -130,6 +133,7 @@ pub struct Engine {
     results: ResultStore,
     prepared: PreparedStatements,
     options: EngineOptions,
+    catalog: Option<Arc<Catalog>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -206,7 +210,19 @@ impl Engine {
             results: ResultStore::new(options.result_ttl),
             prepared: PreparedStatements::new(options.prepared_statement_ttl),
             options,
+            catalog: None,
         })
+    }
+
+    /// Records every run, its lineage and the tables it creates in `catalog`.
+    pub fn with_catalog(mut self, catalog: Arc<Catalog>) -> Self {
+        self.catalog = Some(catalog);
+        self
+    }
+
+    /// The catalog runs are recorded in, if any.
+    pub fn catalog(&self) -> Option<&Arc<Catalog>> {
+        self.catalog.as_ref()
     }
 
     /// The DataFusion session, for registering tables.
@@ -308,7 +324,7 @@ impl Engine {
             return Ok(self.no_rows());
         }
         let plan = self.direct_plan(sql).await?;
-        let physical = self.to_physical(plan).await?;
+        let physical = self.to_physical(sql, plan).await?;
         Ok(PlannedQuery {
             schema: physical.schema(),
             plans: vec![physical],
@@ -324,25 +340,124 @@ impl Engine {
             return Ok(0);
         }
         let plan = self.direct_plan(sql).await?;
-        self.run_update(plan).await
+        self.run_update(sql, plan).await
     }
 
-    async fn run_update(&self, plan: LogicalPlan) -> EngineResult<u64> {
+    /// Runs `sql` as it was recorded earlier (views, settings restored at
+    /// start), without recording it again.
+    pub async fn replay(&self, sql: &str) -> EngineResult<()> {
+        let plan = self.direct_plan(sql).await?;
+        self.execute_plan(plan).await.map(|_| ())
+    }
+
+    async fn run_update(&self, sql: &str, plan: LogicalPlan) -> EngineResult<u64> {
         if !has_side_effects(&plan) {
             return Err(EngineError::WrongStatementKind(
                 "this statement returns rows: execute it as a query, not as an update".into(),
             ));
         }
-        let physical = self.to_physical(plan).await?;
+        let physical = self.to_physical(sql, plan).await?;
         let batches = self.collect(physical).await?;
         Ok(affected_rows(&batches))
     }
 
-    /// Logical plan to physical plan, running side effects on the way.
-    async fn to_physical(&self, plan: LogicalPlan) -> EngineResult<Arc<dyn ExecutionPlan>> {
+    /// Logical plan to physical plan, running side effects on the way, and
+    /// recording the run (and a write's lineage) in the catalog.
+    async fn to_physical(
+        &self,
+        sql: &str,
+        plan: LogicalPlan,
+    ) -> EngineResult<Arc<dyn ExecutionPlan>> {
+        let Some(catalog) = self.catalog.clone() else {
+            return self.execute_plan(plan).await.map(|(exec, _)| exec);
+        };
+        let views = self.views_in(&plan).await;
+        let run = runs::Run::describe(sql, &plan, &views);
+        run.start(&catalog)?;
+        let outcome = self.execute_plan(plan).await;
+        let rows = outcome.as_ref().ok().and_then(|(_, rows)| *rows);
+        let error = outcome.as_ref().err().map(|e| e.to_string());
+        run.end(&catalog, rows, error)?;
+        if outcome.is_ok() {
+            self.record_effect(&catalog, &run).await?;
+        }
+        outcome.map(|(exec, _)| exec)
+    }
+
+    /// The views `plan` reads (DataFusion expands them in place), by name.
+    async fn views_in(&self, plan: &LogicalPlan) -> HashMap<String, LogicalPlan> {
+        let mut aliases = Vec::new();
+        let _ = plan.apply_with_subqueries(|node| {
+            if let LogicalPlan::SubqueryAlias(alias) = node {
+                aliases.push(alias.alias.clone());
+            }
+            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        });
+        let mut views = HashMap::new();
+        for alias in aliases {
+            if let Ok(provider) = self.ctx.table_provider(alias.clone()).await
+                && let Some(view) = provider.downcast_ref::<datafusion::catalog::view::ViewTable>()
+            {
+                views.insert(
+                    crate::lineage::table_name(&alias),
+                    view.logical_plan().clone(),
+                );
+            }
+        }
+        views
+    }
+
+    /// Records what a successful statement changed: a table and its schema,
+    /// a dropped table, a setting.
+    async fn record_effect(&self, catalog: &Catalog, run: &runs::Run) -> EngineResult<()> {
+        let recorded = match &run.effect {
+            runs::Effect::None => return Ok(()),
+            runs::Effect::Drop(name) => catalog.drop_table(name),
+            runs::Effect::Setting(key) => catalog.record_setting(key, &run.sql),
+            runs::Effect::Table {
+                name,
+                kind,
+                definition,
+            } => {
+                let reference = TableReference::parse_str(name);
+                let Ok(provider) = self.ctx.table_provider(reference).await else {
+                    return Ok(());
+                };
+                let (location, format) = match provider.downcast_ref::<DeltaLakeTable>() {
+                    Some(delta) => (
+                        Some(delta.location().to_string()),
+                        Some("delta".to_string()),
+                    ),
+                    None => (None, None),
+                };
+                let record = crate::catalog::TableRecord {
+                    name: name.clone(),
+                    kind: *kind,
+                    location,
+                    format,
+                    definition: definition.clone(),
+                };
+                catalog
+                    .record_table(&record, provider.schema().as_ref(), Some(&run.id))
+                    .map(|_| ())
+            }
+        };
+        recorded.map_err(|e| {
+            EngineError::Internal(format!(
+                "the statement ran, but the catalog could not record it: {e}"
+            ))
+        })
+    }
+
+    /// Logical plan to physical plan, running side effects on the way;
+    /// returns the rows a write wrote.
+    async fn execute_plan(
+        &self,
+        plan: LogicalPlan,
+    ) -> EngineResult<(Arc<dyn ExecutionPlan>, Option<u64>)> {
         self.options.locations.check_plan(&plan)?;
         if let Some(rows) = self.run_table_write(&plan).await? {
-            return count_result(rows);
+            return count_result(rows).map(|exec| (exec, Some(rows)));
         }
         let side_effects = has_side_effects(&plan);
         let plan = if side_effects {
@@ -381,18 +496,19 @@ impl Engine {
             Err(err) => return Err(err),
         };
         if !side_effects {
-            return Ok(physical);
+            return Ok((physical, None));
         }
         // DML/COPY run now, not when (or if) the client fetches the count.
         let schema = physical.schema();
         let batches = self.collect(physical).await?;
+        let rows = affected_rows(&batches);
         let exec: Arc<dyn ExecutionPlan> = if batches.is_empty() {
             Arc::new(datafusion::physical_plan::empty::EmptyExec::new(schema))
         } else {
             MemorySourceConfig::try_new_from_batches(schema, batches)
                 .map_err(|e| EngineError::Internal(e.to_string()))?
         };
-        Ok(exec)
+        Ok((exec, Some(rows)))
     }
 
     /// Runs `plan` if it writes a Delta table; returns the rows written.
@@ -720,14 +836,15 @@ impl Engine {
         &self,
         id: &PreparedStatementId,
     ) -> EngineResult<PlannedQuery> {
-        if let Some(table) = refresh_target(&self.prepared.sql(id)?) {
+        let sql = self.prepared.sql(id)?;
+        if let Some(table) = refresh_target(&sql) {
             self.refresh_table(&table).await?;
             return Ok(self.no_rows());
         }
         let (plan, rows, schema) = self.prepared.instantiate(id)?;
         let mut plans = Vec::with_capacity(rows.len().max(1));
         for plan in bind_rows(plan, rows)? {
-            plans.push(self.to_physical(plan).await?);
+            plans.push(self.to_physical(&sql, plan).await?);
         }
         let schema = plans.first().map_or(schema, |p| p.schema());
         Ok(PlannedQuery {
@@ -740,14 +857,15 @@ impl Engine {
     /// Runs a prepared update once per bound parameter row; returns the total
     /// number of affected rows.
     pub async fn execute_prepared_update(&self, id: &PreparedStatementId) -> EngineResult<u64> {
-        if let Some(table) = refresh_target(&self.prepared.sql(id)?) {
+        let sql = self.prepared.sql(id)?;
+        if let Some(table) = refresh_target(&sql) {
             self.refresh_table(&table).await?;
             return Ok(0);
         }
         let (plan, rows, _) = self.prepared.instantiate(id)?;
         let mut total = 0;
         for plan in bind_rows(plan, rows)? {
-            total += self.run_update(plan).await?;
+            total += self.run_update(&sql, plan).await?;
         }
         Ok(total)
     }

@@ -1,0 +1,618 @@
+//! The persistent catalog: every table and view, its schema history, every
+//! run (statement) with its lineage, in SQLite (WAL mode) under the state
+//! folder.
+//!
+//! Invariants:
+//! - One server owns a state folder at a time (an OS file lock on `LOCK`).
+//! - Each change is one SQLite transaction: a crash leaves the catalog as it
+//!   was before or after, never half-written.
+//! - The SQL is plain (TEXT, INTEGER, no SQLite-only types), so the schema
+//!   ports to Postgres.
+//! - A catalog written by a newer Tarn is refused at start, never rewritten.
+
+pub mod system;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use arrow::datatypes::Schema;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::lineage::Lineage;
+
+/// The catalog schema this Tarn writes; older ones are migrated, newer refused.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tables (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    location TEXT,
+    format TEXT,
+    definition TEXT,
+    created_at TEXT NOT NULL,
+    created_by_run TEXT,
+    dropped_at TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS tables_live_name ON tables (name) WHERE dropped_at IS NULL;
+CREATE TABLE IF NOT EXISTS schema_versions (
+    table_id INTEGER NOT NULL REFERENCES tables (id),
+    version INTEGER NOT NULL,
+    schema_json TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    run_id TEXT,
+    PRIMARY KEY (table_id, version)
+);
+CREATE TABLE IF NOT EXISTS table_versions (
+    table_id INTEGER NOT NULL REFERENCES tables (id),
+    version INTEGER NOT NULL,
+    rows_total INTEGER,
+    files INTEGER,
+    bytes INTEGER,
+    committed_at TEXT NOT NULL,
+    run_id TEXT,
+    PRIMARY KEY (table_id, version)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    sql_text TEXT NOT NULL,
+    principal TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    ended_at TEXT,
+    rows_out INTEGER,
+    lineage_complete INTEGER,
+    error TEXT
+);
+CREATE TABLE IF NOT EXISTS run_inputs (
+    run_id TEXT NOT NULL REFERENCES runs (id),
+    table_name TEXT NOT NULL,
+    PRIMARY KEY (run_id, table_name)
+);
+CREATE TABLE IF NOT EXISTS table_lineage (
+    run_id TEXT NOT NULL REFERENCES runs (id),
+    source_table TEXT NOT NULL,
+    target_table TEXT NOT NULL,
+    PRIMARY KEY (run_id, source_table, target_table)
+);
+CREATE TABLE IF NOT EXISTS column_lineage (
+    run_id TEXT NOT NULL REFERENCES runs (id),
+    source_table TEXT NOT NULL,
+    source_column TEXT NOT NULL,
+    target_table TEXT NOT NULL,
+    target_column TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    subtype TEXT NOT NULL,
+    PRIMARY KEY (run_id, source_table, source_column, target_table, target_column, kind, subtype)
+);
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, statement TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    event_json TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TEXT NOT NULL,
+    delivered_at TEXT,
+    last_error TEXT
+);
+";
+
+/// Why the catalog cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// The state folder cannot be created or read.
+    #[error("cannot use the state folder {path}: {source}; pick another with --state-dir")]
+    Folder {
+        /// The folder.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Another server holds the catalog.
+    #[error(
+        "the catalog in {path} is in use by another Tarn server; stop that server, or give this one its own --state-dir"
+    )]
+    Locked {
+        /// The state folder.
+        path: PathBuf,
+    },
+    /// The catalog was written by a newer Tarn.
+    #[error(
+        "the catalog {path} has schema version {found}, newer than this Tarn understands ({supported}); run a newer Tarn, or another --state-dir"
+    )]
+    TooNew {
+        /// The database file.
+        path: PathBuf,
+        /// Its version.
+        found: i64,
+        /// Ours.
+        supported: i64,
+    },
+    /// SQLite failed (corrupt file, full disk, ...).
+    #[error("catalog {path}: {message}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// The cause.
+        message: String,
+    },
+}
+
+/// What kind of object a catalog table entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableKind {
+    /// Found in the lake.
+    Discovered,
+    /// Registered with `CREATE EXTERNAL TABLE`.
+    External,
+    /// Written by Tarn (`CREATE TABLE`).
+    Created,
+    /// A view (its SQL is the definition).
+    View,
+}
+
+impl TableKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Discovered => "discovered",
+            Self::External => "external",
+            Self::Created => "created",
+            Self::View => "view",
+        }
+    }
+}
+
+/// A table as the catalog records it.
+#[derive(Debug, Clone)]
+pub struct TableRecord {
+    /// Its name.
+    pub name: String,
+    /// How it came to be.
+    pub kind: TableKind,
+    /// Where its files are.
+    pub location: Option<String>,
+    /// Its format (`parquet`, `delta`, ...).
+    pub format: Option<String>,
+    /// For views and external tables: the statement that recreates it.
+    pub definition: Option<String>,
+}
+
+/// A statement being run.
+#[derive(Debug, Clone)]
+pub struct RunStart {
+    /// Unique id (UUID v7: sortable by time).
+    pub id: String,
+    /// The SQL text.
+    pub sql: String,
+    /// Who ran it.
+    pub principal: String,
+    /// `query`, `write`, `ddl`.
+    pub kind: &'static str,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct RunEnd {
+    /// `COMPLETE` or `FAIL`.
+    pub state: &'static str,
+    /// Rows written (for writes).
+    pub rows_out: Option<u64>,
+    /// The failure.
+    pub error: Option<String>,
+}
+
+/// The lineage of a write: its target and the traced plan.
+#[derive(Debug, Clone)]
+pub struct WriteLineage {
+    /// The table written.
+    pub target: String,
+    /// Its columns, by position of the plan's output.
+    pub target_columns: Vec<String>,
+    /// The traced plan.
+    pub lineage: Lineage,
+}
+
+/// The catalog.
+pub struct Catalog {
+    connection: Mutex<Connection>,
+    path: PathBuf,
+    // Held for the server's lifetime: the OS releases it if the process dies.
+    _lock: File,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Catalog({})", self.path.display())
+    }
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+impl Catalog {
+    /// Opens (or creates) the catalog in `state_dir`.
+    pub fn open(state_dir: &Path) -> Result<Self, CatalogError> {
+        let folder_error = |source| CatalogError::Folder {
+            path: state_dir.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(state_dir).map_err(folder_error)?;
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(state_dir.join("LOCK"))
+            .map_err(folder_error)?;
+        if lock.try_lock().is_err() {
+            return Err(CatalogError::Locked {
+                path: state_dir.to_path_buf(),
+            });
+        }
+        let path = state_dir.join("catalog.sqlite");
+        let sqlite = |e: rusqlite::Error| CatalogError::Sqlite {
+            path: path.clone(),
+            message: e.to_string(),
+        };
+        let connection = Connection::open(&path).map_err(sqlite)?;
+        connection
+            .pragma_update(None, "journal_mode", "WAL")
+            .map_err(sqlite)?;
+        connection
+            // WAL + NORMAL: a process crash loses nothing; a power cut may
+            // lose the last commits, never corrupt the file.
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(sqlite)?;
+        connection
+            .pragma_update(None, "foreign_keys", "ON")
+            .map_err(sqlite)?;
+        let found: Option<i64> = connection
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |row| row.get::<_, String>(0),
+            )
+            .optional()
+            .or_else(|e| match e {
+                // A new file has no meta table yet.
+                rusqlite::Error::SqliteFailure(_, Some(ref m)) if m.contains("no such table") => {
+                    Ok(None)
+                }
+                other => Err(other),
+            })
+            .map_err(sqlite)?
+            .and_then(|v| v.parse().ok());
+        if let Some(found) = found
+            && found > SCHEMA_VERSION
+        {
+            return Err(CatalogError::TooNew {
+                path,
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        connection.execute_batch(SCHEMA).map_err(sqlite)?;
+        connection
+            .execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![SCHEMA_VERSION.to_string()],
+            )
+            .map_err(sqlite)?;
+        Ok(Self {
+            connection: Mutex::new(connection),
+            path,
+            _lock: lock,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, CatalogError> {
+        let mut guard = match self.connection.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&mut guard).map_err(|e| CatalogError::Sqlite {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Records that a run started.
+    pub fn start_run(&self, run: &RunStart) -> Result<(), CatalogError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO runs (id, sql_text, principal, kind, state, started_at) VALUES (?1, ?2, ?3, ?4, 'RUNNING', ?5)",
+                params![run.id, run.sql, run.principal, run.kind, now()],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Records how a run ended, the tables it read and, for a write, its
+    /// lineage: all in one transaction.
+    pub fn end_run(
+        &self,
+        id: &str,
+        end: &RunEnd,
+        inputs: &[String],
+        write: Option<&WriteLineage>,
+    ) -> Result<(), CatalogError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let complete = write.map(|w| w.lineage.complete);
+            tx.execute(
+                "UPDATE runs SET state = ?2, ended_at = ?3, rows_out = ?4, error = ?5, lineage_complete = ?6 WHERE id = ?1",
+                params![
+                    id,
+                    end.state,
+                    now(),
+                    end.rows_out.map(|r| r as i64),
+                    end.error,
+                    complete
+                ],
+            )?;
+            for table in inputs {
+                tx.execute(
+                    "INSERT OR IGNORE INTO run_inputs (run_id, table_name) VALUES (?1, ?2)",
+                    params![id, table],
+                )?;
+            }
+            if let Some(write) = write.filter(|_| end.state == "COMPLETE") {
+                record_lineage(&tx, id, write)?;
+            }
+            tx.commit()
+        })
+    }
+
+    /// Records `table` with its current `schema`: a new entry, or a new
+    /// schema version when the schema changed. Returns the schema version.
+    pub fn record_table(
+        &self,
+        table: &TableRecord,
+        schema: &Schema,
+        run_id: Option<&str>,
+    ) -> Result<i64, CatalogError> {
+        let schema_json = schema_json(schema);
+        let fingerprint = fingerprint(&schema_json);
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let existing: Option<(i64, String)> = tx
+                .query_row(
+                    "SELECT id, kind FROM tables WHERE name = ?1 AND dropped_at IS NULL",
+                    params![table.name],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()?;
+            let table_id = match existing {
+                Some((id, _)) => {
+                    // How a table came to be does not change when it is written to.
+                    tx.execute(
+                        "UPDATE tables SET location = coalesce(?2, location), format = coalesce(?3, format), definition = coalesce(?4, definition) WHERE id = ?1",
+                        params![id, table.location, table.format, table.definition],
+                    )?;
+                    id
+                }
+                None => {
+                    tx.execute(
+                        "INSERT INTO tables (name, kind, location, format, definition, created_at, created_by_run) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        params![table.name, table.kind.as_str(), table.location, table.format, table.definition, now(), run_id],
+                    )?;
+                    tx.last_insert_rowid()
+                }
+            };
+            let latest: Option<(i64, String)> = tx
+                .query_row(
+                    "SELECT version, fingerprint FROM schema_versions WHERE table_id = ?1 ORDER BY version DESC LIMIT 1",
+                    params![table_id],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()?;
+            let version = match latest {
+                Some((version, known)) if known == fingerprint => version,
+                Some((version, _)) => insert_schema(&tx, table_id, version + 1, &schema_json, &fingerprint, run_id)?,
+                None => insert_schema(&tx, table_id, 1, &schema_json, &fingerprint, run_id)?,
+            };
+            tx.commit()?;
+            Ok(version)
+        })
+    }
+
+    /// Marks `name` dropped (its history stays).
+    pub fn drop_table(&self, name: &str) -> Result<(), CatalogError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE tables SET dropped_at = ?2 WHERE name = ?1 AND dropped_at IS NULL",
+                params![name, now()],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Statements that recreate the views and external tables created
+    /// through SQL, oldest first.
+    pub fn definitions(&self) -> Result<Vec<(String, String)>, CatalogError> {
+        self.with(|c| {
+            let mut statement = c.prepare(
+                "SELECT name, definition FROM tables WHERE dropped_at IS NULL AND definition IS NOT NULL ORDER BY id",
+            )?;
+            let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            rows.collect()
+        })
+    }
+
+    /// Remembers a `SET` statement, so settings survive a restart.
+    pub fn record_setting(&self, key: &str, statement: &str) -> Result<(), CatalogError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO settings (key, statement) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET statement = excluded.statement",
+                params![key, statement],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// The remembered `SET` statements.
+    pub fn settings(&self) -> Result<Vec<String>, CatalogError> {
+        self.with(|c| {
+            let mut statement = c.prepare("SELECT statement FROM settings ORDER BY key")?;
+            let rows = statement.query_map([], |row| row.get(0))?;
+            rows.collect()
+        })
+    }
+
+    /// Runs a read-only query against the catalog (for the system tables).
+    pub(crate) fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, CatalogError> {
+        self.with(|c| f(c))
+    }
+}
+
+fn insert_schema(
+    tx: &rusqlite::Transaction,
+    table_id: i64,
+    version: i64,
+    schema_json: &str,
+    fingerprint: &str,
+    run_id: Option<&str>,
+) -> rusqlite::Result<i64> {
+    tx.execute(
+        "INSERT INTO schema_versions (table_id, version, schema_json, fingerprint, created_at, run_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![table_id, version, schema_json, fingerprint, now(), run_id],
+    )?;
+    Ok(version)
+}
+
+fn record_lineage(
+    tx: &rusqlite::Transaction,
+    run_id: &str,
+    write: &WriteLineage,
+) -> rusqlite::Result<()> {
+    for source in &write.lineage.tables {
+        tx.execute(
+            "INSERT OR IGNORE INTO table_lineage (run_id, source_table, target_table) VALUES (?1, ?2, ?3)",
+            params![run_id, source, write.target],
+        )?;
+    }
+    let insert = |source: &crate::lineage::Edge, target_column: &str| {
+        tx.execute(
+            "INSERT OR IGNORE INTO column_lineage (run_id, source_table, source_column, target_table, target_column, kind, subtype) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                run_id,
+                source.source.table,
+                source.source.column,
+                write.target,
+                target_column,
+                source.transformation.kind(),
+                source.transformation.subtype()
+            ],
+        )
+        .map(|_| ())
+    };
+    for (edges, column) in write.lineage.columns.iter().zip(&write.target_columns) {
+        for edge in edges {
+            insert(edge, column)?;
+        }
+    }
+    // Indirect edges shape every row: they are recorded against the table ('*').
+    for edge in &write.lineage.indirect {
+        insert(edge, "*")?;
+    }
+    Ok(())
+}
+
+/// A schema as JSON: `[{"name", "type", "nullable"}]`, stable across releases.
+pub fn schema_json(schema: &Schema) -> String {
+    let fields: Vec<serde_json::Value> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "name": f.name(),
+                "type": f.data_type().to_string(),
+                "nullable": f.is_nullable(),
+            })
+        })
+        .collect();
+    serde_json::Value::Array(fields).to_string()
+}
+
+fn fingerprint(schema_json: &str) -> String {
+    // FNV-1a: stable, dependency-free; collisions only cost a missed version.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in schema_json.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::{DataType, Field};
+
+    #[test]
+    fn schema_changes_become_versions_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = TableRecord {
+            name: "t".into(),
+            kind: TableKind::Discovered,
+            location: Some("file:///lake/t/".into()),
+            format: Some("parquet".into()),
+            definition: None,
+        };
+        let one = Schema::new(vec![Field::new("a", DataType::Int64, true)]);
+        let two = Schema::new(vec![
+            Field::new("a", DataType::Int64, true),
+            Field::new("b", DataType::Utf8, true),
+        ]);
+        {
+            let catalog = Catalog::open(dir.path()).unwrap();
+            assert_eq!(catalog.record_table(&table, &one, None).unwrap(), 1);
+            assert_eq!(catalog.record_table(&table, &one, None).unwrap(), 1);
+            assert_eq!(catalog.record_table(&table, &two, None).unwrap(), 2);
+            assert!(matches!(
+                Catalog::open(dir.path()),
+                Err(CatalogError::Locked { .. })
+            ));
+        }
+        let catalog = Catalog::open(dir.path()).unwrap();
+        assert_eq!(catalog.record_table(&table, &two, None).unwrap(), 2);
+    }
+
+    #[test]
+    fn a_newer_or_corrupt_catalog_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Catalog::open(dir.path()).unwrap());
+        let db = Connection::open(dir.path().join("catalog.sqlite")).unwrap();
+        db.execute(
+            "UPDATE meta SET value = '99' WHERE key = 'schema_version'",
+            [],
+        )
+        .unwrap();
+        drop(db);
+        let err = Catalog::open(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("schema version 99"), "{err}");
+
+        let other = tempfile::tempdir().unwrap();
+        std::fs::write(other.path().join("catalog.sqlite"), vec![7u8; 4096]).unwrap();
+        let err = Catalog::open(other.path()).unwrap_err();
+        assert!(err.to_string().contains("catalog.sqlite"), "{err}");
+    }
+}
