@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -36,10 +37,27 @@ def lake(tmp_path_factory) -> pathlib.Path:
 
 
 class RunningServer:
-    def __init__(self, lake, extra_args=()):
+    """`tarn serve` on `lake`. Its catalog goes to `state_dir`, by default a
+    fresh temporary folder (many servers share the demo lake)."""
+
+    def __init__(self, lake, extra_args=(), state_dir=None):
         lake_args = ["--lake", str(lake)] if lake is not None else []
+        if state_dir is None:
+            self._state = tempfile.TemporaryDirectory()
+            state_dir = self._state.name
         self.process = subprocess.Popen(
-            [str(tarn_binary()), "serve", *lake_args, "--bind", "127.0.0.1:0", "--log", "warn", *extra_args],
+            [
+                str(tarn_binary()),
+                "serve",
+                *lake_args,
+                "--bind",
+                "127.0.0.1:0",
+                "--log",
+                "warn",
+                "--state-dir",
+                str(state_dir),
+                *extra_args,
+            ],
             stderr=subprocess.PIPE,
             text=True,
         )

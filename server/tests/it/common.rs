@@ -25,6 +25,7 @@ pub fn demo_lake() -> &'static Path {
 pub struct TestServer {
     pub server: Server,
     pub client: Client,
+    _state: tempfile::TempDir,
 }
 
 impl TestServer {
@@ -38,13 +39,22 @@ pub async fn start() -> TestServer {
     start_with(ServeConfig::for_lake(demo_lake())).await
 }
 
-/// Starts a server with `config`.
-pub async fn start_with(config: ServeConfig) -> TestServer {
+/// Starts a server with `config`. Servers on the shared demo lake each get
+/// a catalog of their own (many run at once; the demo lake is never written).
+pub async fn start_with(mut config: ServeConfig) -> TestServer {
+    let state = tempfile::tempdir().expect("a temporary folder");
+    if Path::new(&config.lake) == demo_lake() {
+        config.state_dir = state.path().to_path_buf();
+    }
     let server = Server::start(config).await.expect("the server starts");
     let client = Client::connect(&format!("grpc://{}", server.local_addr()))
         .await
         .expect("the client connects");
-    TestServer { server, client }
+    TestServer {
+        server,
+        client,
+        _state: state,
+    }
 }
 
 /// Rows of a Parquet file, read from its footer with the parquet crate (not DataFusion).

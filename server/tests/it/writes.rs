@@ -331,6 +331,9 @@ async fn another_servers_commits_appear_after_refresh() {
     let lake = scratch_lake();
     let mut slow = config(lake.path());
     slow.engine.listing_cache_ttl = Duration::from_secs(3600);
+    // Two servers on one lake: each needs a catalog of its own.
+    let reader_state = tempfile::tempdir().unwrap();
+    slow.state_dir = reader_state.path().to_path_buf();
     let mut writer = start_with(config(lake.path())).await;
     update(
         &mut writer.client,
