@@ -2,6 +2,7 @@
 //! Every test starts its own server on 127.0.0.1:0 and talks to it over a
 //! real socket with the client crate.
 
+mod catalog;
 mod cli;
 mod common;
 mod errors;

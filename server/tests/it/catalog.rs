@@ -1,0 +1,237 @@
+//! The catalog over Flight SQL: lineage of a chain of statements, written
+//! out by hand; a restart that loses nothing; schema versions; bad catalogs.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::Int64Type;
+use tarn::config::ServeConfig;
+use tarn_client::Client;
+
+use crate::common::{demo_lake, query, start_with};
+
+fn scratch_lake() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for table in ["lineitem", "orders"] {
+        let file = format!("{table}.parquet");
+        std::fs::copy(demo_lake().join(&file), dir.path().join(&file)).unwrap();
+    }
+    dir
+}
+
+/// Every row of a result as strings ("NULL" for nulls), for comparing by hand.
+async fn rows(client: &mut Client, sql: &str) -> Vec<Vec<String>> {
+    let batches = query(client, sql).await;
+    let mut out = Vec::new();
+    for batch in &batches {
+        for row in 0..batch.num_rows() {
+            out.push(
+                (0..batch.num_columns())
+                    .map(|c| cell(batch, c, row))
+                    .collect(),
+            );
+        }
+    }
+    out
+}
+
+fn cell(batch: &RecordBatch, column: usize, row: usize) -> String {
+    let array = batch.column(column);
+    if array.is_null(row) {
+        return "NULL".into();
+    }
+    arrow::util::display::array_value_to_string(array, row).unwrap()
+}
+
+fn table(text: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split(',').map(|c| c.trim().to_string()).collect())
+        .collect()
+}
+
+async fn run(client: &mut Client, sql: &str) {
+    client
+        .execute_update(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+const CHAIN: [&str; 4] = [
+    "CREATE TABLE a AS SELECT o.o_orderpriority AS priority, sum(l.l_extendedprice) AS revenue, count(*) AS n \
+     FROM lineitem l JOIN orders o ON l.l_orderkey = o.o_orderkey \
+     WHERE l.l_shipmode = 'AIR' GROUP BY o.o_orderpriority",
+    "INSERT INTO a SELECT o_orderpriority, sum(o_totalprice), count(*) FROM orders \
+     WHERE o_orderstatus = 'F' GROUP BY o_orderpriority",
+    "CREATE VIEW v AS SELECT priority, revenue * 2 AS double_revenue FROM a",
+    "CREATE TABLE b AS SELECT * FROM v WHERE priority <> '5-LOW'",
+];
+
+const COLUMN_EDGES: &str = "
+    a, *, lineitem, l_orderkey, INDIRECT, JOIN
+    a, *, lineitem, l_shipmode, INDIRECT, FILTER
+    a, *, orders, o_orderkey, INDIRECT, JOIN
+    a, *, orders, o_orderpriority, INDIRECT, GROUP_BY
+    a, *, orders, o_orderstatus, INDIRECT, FILTER
+    a, priority, orders, o_orderpriority, DIRECT, IDENTITY
+    a, revenue, lineitem, l_extendedprice, DIRECT, AGGREGATION
+    a, revenue, orders, o_totalprice, DIRECT, AGGREGATION
+    b, *, v, priority, INDIRECT, FILTER
+    b, double_revenue, v, double_revenue, DIRECT, IDENTITY
+    b, priority, v, priority, DIRECT, IDENTITY
+    v, double_revenue, a, revenue, DIRECT, TRANSFORMATION
+    v, priority, a, priority, DIRECT, IDENTITY
+";
+
+const EDGES_SQL: &str = "SELECT DISTINCT target_table, target_column, source_table, source_column, kind, subtype \
+     FROM system.column_lineage ORDER BY 1, 2, 3, 4, 5, 6";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chain_of_statements_has_exactly_the_expected_lineage() {
+    let lake = scratch_lake();
+    let mut t = start_with(ServeConfig::for_lake(lake.path())).await;
+    let c = &mut t.client;
+    for sql in CHAIN {
+        run(c, sql).await;
+    }
+    assert_eq!(rows(c, EDGES_SQL).await, table(COLUMN_EDGES));
+    assert_eq!(
+        rows(
+            c,
+            "SELECT DISTINCT source_table, target_table FROM system.table_lineage ORDER BY 2, 1"
+        )
+        .await,
+        table("lineitem, a\norders, a\nv, b\na, v")
+    );
+    let upstream = "SELECT depth, target_table, target_column, source_table, source_column, subtype \
+                    FROM lineage_upstream('b.double_revenue') ORDER BY 1, 4, 5";
+    assert_eq!(
+        rows(c, upstream).await,
+        table(
+            "1, b, double_revenue, v, double_revenue, IDENTITY
+             2, v, double_revenue, a, revenue, TRANSFORMATION
+             3, a, revenue, lineitem, l_extendedprice, AGGREGATION
+             3, a, revenue, orders, o_totalprice, AGGREGATION"
+        )
+    );
+    let downstream = "SELECT DISTINCT target_table FROM lineage_downstream('lineitem') ORDER BY 1";
+    assert_eq!(rows(c, downstream).await, table("a\nb\nv"));
+
+    // Each statement is a run with its inputs; reads are runs too.
+    let runs = rows(
+        c,
+        "SELECT kind, state, rows_out, replace(inputs, ',', '+') FROM system.runs \
+         WHERE sql NOT LIKE '%system.%' AND sql NOT LIKE '%lineage_%' ORDER BY run_id",
+    )
+    .await;
+    assert_eq!(
+        runs,
+        table(
+            "write, COMPLETE, 5, lineitem+orders
+             write, COMPLETE, 5, orders
+             ddl, COMPLETE, 0, a
+             write, COMPLETE, 8, v"
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_loses_nothing() {
+    let lake = scratch_lake();
+    let mut t = start_with(ServeConfig::for_lake(lake.path())).await;
+    for sql in CHAIN {
+        run(&mut t.client, sql).await;
+    }
+    run(&mut t.client, "SET datafusion.execution.batch_size = 1234").await;
+    let queries = [
+        EDGES_SQL,
+        "SELECT table_name, kind, location, format, schema_version FROM system.tables ORDER BY 1",
+        "SELECT table_name, version, columns FROM system.schema_versions ORDER BY 1, 2",
+        "SELECT run_id, sql, state, rows_out FROM system.runs WHERE kind <> 'query' ORDER BY 1",
+        "SELECT * FROM v ORDER BY priority",
+    ];
+    let mut before = Vec::new();
+    for sql in queries {
+        before.push(rows(&mut t.client, sql).await);
+    }
+    assert!(before[1].iter().any(|r| r[0] == "v" && r[1] == "view"));
+    t.server.shutdown().await;
+
+    let mut t = start_with(ServeConfig::for_lake(lake.path())).await;
+    for (sql, earlier) in queries.iter().zip(&before) {
+        assert_eq!(&rows(&mut t.client, sql).await, earlier, "{sql}");
+    }
+    let setting = rows(&mut t.client, "SHOW datafusion.execution.batch_size").await;
+    assert_eq!(setting[0][1], "1234");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn files_with_a_new_column_add_a_schema_version() {
+    let lake = tempfile::tempdir().unwrap();
+    let events = lake.path().join("events");
+    std::fs::create_dir_all(&events).unwrap();
+    write_parquet(&events.join("part-1.parquet"), &[1], false);
+    let t = start_with(ServeConfig::for_lake(lake.path())).await;
+    t.server.shutdown().await;
+
+    write_parquet(&events.join("part-2.parquet"), &[2], true);
+    let mut t = start_with(ServeConfig::for_lake(lake.path())).await;
+    let versions = rows(
+        &mut t.client,
+        "SELECT version, columns FROM system.schema_versions WHERE table_name = 'events' ORDER BY 1",
+    )
+    .await;
+    assert_eq!(versions.len(), 2, "{versions:?}");
+    assert!(!versions[0][1].contains("extra") && versions[1][1].contains("extra"));
+    let columns = rows(
+        &mut t.client,
+        "SELECT column_name FROM system.columns WHERE table_name = 'events' ORDER BY ordinal",
+    )
+    .await;
+    assert_eq!(columns, table("id\nextra"));
+    let counted = query(&mut t.client, "SELECT count(extra) FROM events").await;
+    assert_eq!(counted[0].column(0).as_primitive::<Int64Type>().value(0), 1);
+}
+
+/// A Parquet file with an Int64 `id` (and, if asked, a Utf8 `extra`).
+fn write_parquet(path: &Path, ids: &[i64], extra: bool) {
+    let mut columns: Vec<(&str, Arc<dyn Array>)> =
+        vec![("id", Arc::new(arrow::array::Int64Array::from(ids.to_vec())))];
+    if extra {
+        columns.push((
+            "extra",
+            Arc::new(arrow::array::StringArray::from(vec!["new"; ids.len()])),
+        ));
+    }
+    let batch = RecordBatch::try_from_iter(columns).unwrap();
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_catalog_stops_the_start_with_a_clear_message() {
+    let lake = scratch_lake();
+    let state = tempfile::tempdir().unwrap();
+    let mut config = ServeConfig::for_lake(lake.path());
+    config.state_dir = state.path().to_path_buf();
+
+    // In use by another server.
+    let first = tarn::Server::start(config.clone()).await.unwrap();
+    let err = tarn::Server::start(config.clone()).await.unwrap_err();
+    assert!(
+        err.to_string().contains("in use by another Tarn server"),
+        "{err}"
+    );
+    first.shutdown().await;
+
+    // Not a database.
+    std::fs::write(state.path().join("catalog.sqlite"), vec![42u8; 8192]).unwrap();
+    let _ = std::fs::remove_file(state.path().join("catalog.sqlite-wal"));
+    let _ = std::fs::remove_file(state.path().join("catalog.sqlite-shm"));
+    let err = tarn::Server::start(config.clone()).await.unwrap_err();
+    assert!(err.to_string().contains("catalog.sqlite"), "{err}");
+}
