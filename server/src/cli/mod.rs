@@ -1,5 +1,6 @@
-//! The `tarn` command line: `serve`, `sql` and `demo`.
+//! The `tarn` command line: `serve`, `sql`, `lineage` and `demo`.
 
+mod lineage;
 mod output;
 mod split;
 mod sql;
@@ -34,6 +35,8 @@ pub enum Command {
     Sql(sql::SqlArgs),
     /// Write the demo lake (TPC-H, a partitioned `sales` table, `awkward_types`) into a folder.
     Demo(DemoArgs),
+    /// Show where a table or column comes from (--upstream) or what it feeds (--downstream), as a tree.
+    Lineage(lineage::LineageArgs),
 }
 
 /// `tarn serve`
@@ -96,6 +99,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Sql(args) => sql::run(args),
+        Command::Lineage(args) => lineage::run(args),
         Command::Demo(args) => match demo::generate(&args.lake, args.scale) {
             Ok(()) => {
                 println!(
