@@ -19,6 +19,11 @@
 //! [catalog]
 //! state_dir = "data/.tarn"      # tables, schema history, runs, lineage (default: LAKE/.tarn, or ./.tarn-state for a bucket)
 //!
+//! [openlineage]               # events for every write (START, then COMPLETE or FAIL)
+//! file = "lineage.jsonl"        # one JSON event per line
+//! endpoint = "http://127.0.0.1:5000"  # POST {endpoint}/api/v1/lineage (Marquez)
+//! namespace = "tarn"            # the job namespace
+//!
 //! [engine]
 //! target_partitions = 0         # parallelism of one query; 0 = one per core
 //! cpu_threads = 0               # threads that execute queries; 0 = one per core
@@ -59,6 +64,8 @@ pub struct ConfigFile {
     pub lake: LakeSection,
     /// `[catalog]`
     pub catalog: CatalogSection,
+    /// `[openlineage]`
+    pub openlineage: crate::catalog::openlineage::OpenLineageConfig,
     /// `[engine]`
     pub engine: EngineSection,
     /// `[stores.NAME]`: more stores whose tables are served beside the lake's.
@@ -176,6 +183,8 @@ pub struct ServeConfig {
     pub tables_store: String,
     /// Where the catalog lives.
     pub state_dir: PathBuf,
+    /// Where OpenLineage events go.
+    pub openlineage: crate::catalog::openlineage::OpenLineageConfig,
     /// Engine settings. The server adds the lake to `engine.locations`.
     pub engine: EngineOptions,
     /// Transport settings.
@@ -193,6 +202,7 @@ impl ServeConfig {
             demo_scale: DEFAULT_DEMO_SCALE,
             tables_store: DEFAULT_TABLES_STORE.to_string(),
             state_dir: default_state_dir(&lake),
+            openlineage: Default::default(),
             lake,
             stores: Vec::new(),
             engine: EngineOptions::default(),
@@ -211,6 +221,10 @@ pub struct Overrides {
     pub lake: Option<String>,
     /// `--state-dir`
     pub state_dir: Option<PathBuf>,
+    /// `--openlineage-file`
+    pub openlineage_file: Option<PathBuf>,
+    /// `--openlineage-url`
+    pub openlineage_url: Option<String>,
     /// `--demo-scale`
     pub demo_scale: Option<f64>,
     /// `--target-partitions`
@@ -264,6 +278,11 @@ pub fn resolve(file: ConfigFile, overrides: Overrides) -> ServeConfig {
             .state_dir
             .or(file.catalog.state_dir)
             .unwrap_or_else(|| default_state_dir(&state_lake)),
+        openlineage: crate::catalog::openlineage::OpenLineageConfig {
+            file: overrides.openlineage_file.or(file.openlineage.file),
+            endpoint: overrides.openlineage_url.or(file.openlineage.endpoint),
+            namespace: file.openlineage.namespace,
+        },
         stores: file.stores.into_iter().collect(),
         tables_store: file
             .lake

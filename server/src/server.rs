@@ -62,6 +62,8 @@ pub struct Server {
     engine: Arc<Engine>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
+    /// Sends queued OpenLineage events (undelivered ones wait in the catalog).
+    delivery: Option<JoinHandle<()>>,
 }
 
 impl Server {
@@ -85,7 +87,10 @@ impl Server {
                 .ok_or_else(|| ServeError::UnknownStore(config.tables_store.clone()))?;
             options.tables_location = Some(store.display_url());
         }
-        let catalog = Arc::new(Catalog::open(&config.state_dir)?);
+        let catalog = Arc::new(
+            Catalog::open(&config.state_dir)?.with_openlineage(config.openlineage.clone()),
+        );
+        let delivery = catalog::openlineage::spawn_delivery(Arc::clone(&catalog));
         let engine = Arc::new(Engine::new(options)?.with_catalog(Arc::clone(&catalog)));
         let loaded = load_lake(&engine, &stores).await;
         record_lake(&engine, &catalog, &loaded).await?;
@@ -133,6 +138,7 @@ impl Server {
             engine,
             shutdown: Some(shutdown),
             task,
+            delivery,
         })
     }
 
@@ -152,6 +158,10 @@ impl Server {
             let _ = tx.send(());
         }
         let _ = (&mut self.task).await;
+        if let Some(delivery) = self.delivery.take() {
+            delivery.abort();
+            let _ = delivery.await;
+        }
     }
 
     /// Serves until the task ends (Ctrl-C handling is the caller's).

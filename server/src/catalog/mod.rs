@@ -10,8 +10,10 @@
 //!   ports to Postgres.
 //! - A catalog written by a newer Tarn is refused at start, never rewritten.
 
+pub mod openlineage;
 pub mod system;
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -93,6 +95,7 @@ CREATE TABLE IF NOT EXISTS column_lineage (
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, statement TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY,
+    sink TEXT NOT NULL,
     run_id TEXT NOT NULL,
     event_json TEXT NOT NULL,
     created_at TEXT NOT NULL,
@@ -214,6 +217,10 @@ pub struct WriteLineage {
     pub target: String,
     /// Its columns, by position of the plan's output.
     pub target_columns: Vec<String>,
+    /// Their types.
+    pub target_types: Vec<String>,
+    /// Where the target's files are, when known before it is written.
+    pub target_location: Option<String>,
     /// The traced plan.
     pub lineage: Lineage,
 }
@@ -222,6 +229,7 @@ pub struct WriteLineage {
 pub struct Catalog {
     connection: Mutex<Connection>,
     path: PathBuf,
+    pub(crate) openlineage: Option<openlineage::OpenLineageConfig>,
     // Held for the server's lifetime: the OS releases it if the process dies.
     _lock: File,
 }
@@ -308,8 +316,15 @@ impl Catalog {
         Ok(Self {
             connection: Mutex::new(connection),
             path,
+            openlineage: None,
             _lock: lock,
         })
+    }
+
+    /// Queues OpenLineage events for each write, for `config`'s sinks.
+    pub fn with_openlineage(mut self, config: openlineage::OpenLineageConfig) -> Self {
+        self.openlineage = (!config.sinks().is_empty()).then_some(config);
+        self
     }
 
     /// The database file.
@@ -331,14 +346,110 @@ impl Catalog {
         })
     }
 
-    /// Records that a run started.
-    pub fn start_run(&self, run: &RunStart) -> Result<(), CatalogError> {
+    /// Records that a run started (and queues its START event for a write).
+    pub fn start_run(
+        &self,
+        run: &RunStart,
+        write: Option<&WriteLineage>,
+    ) -> Result<(), CatalogError> {
         self.with(|c| {
-            c.execute(
+            let tx = c.transaction()?;
+            tx.execute(
                 "INSERT INTO runs (id, sql_text, principal, kind, state, started_at) VALUES (?1, ?2, ?3, ?4, 'RUNNING', ?5)",
                 params![run.id, run.sql, run.principal, run.kind, now()],
-            )
-            .map(|_| ())
+            )?;
+            if let Some(write) = write {
+                let event = openlineage::EventRun {
+                    id: &run.id,
+                    sql: &run.sql,
+                    event_type: "START",
+                    write,
+                    rows: None,
+                    error: None,
+                };
+                self.enqueue(&tx, &event)?;
+            }
+            tx.commit()
+        })
+    }
+
+    /// Puts the event for `run` into the outbox, once per sink.
+    fn enqueue(
+        &self,
+        tx: &rusqlite::Transaction,
+        run: &openlineage::EventRun,
+    ) -> rusqlite::Result<()> {
+        let Some(config) = &self.openlineage else {
+            return Ok(());
+        };
+        let mut locations = BTreeMap::new();
+        {
+            let mut statement =
+                tx.prepare("SELECT name, location FROM tables WHERE dropped_at IS NULL AND location IS NOT NULL")?;
+            let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            for row in rows {
+                let (name, location): (String, String) = row?;
+                locations.insert(name, location);
+            }
+        }
+        let event = openlineage::run_event(config, run, &locations).to_string();
+        let at = now();
+        for sink in config.sinks() {
+            tx.execute(
+                "INSERT INTO outbox (sink, run_id, event_json, created_at, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+                params![sink, run.id, event, at],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The next events `sink` should get, oldest first, up to the first
+    /// that is waiting for a retry.
+    pub(crate) fn due_events(&self, sink: &str) -> Result<Vec<(i64, String)>, CatalogError> {
+        let at = now();
+        self.with(|c| {
+            let mut statement = c.prepare(
+                "SELECT id, event_json, next_attempt_at FROM outbox WHERE sink = ?1 AND delivered_at IS NULL ORDER BY id LIMIT 100",
+            )?;
+            let rows = statement.query_map(params![sink], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?))
+            })?;
+            let mut due = Vec::new();
+            for row in rows {
+                let (id, event, next) = row?;
+                if next > at {
+                    break;
+                }
+                due.push((id, event));
+            }
+            Ok(due)
+        })
+    }
+
+    /// Marks an outbox event delivered, or schedules its retry.
+    pub(crate) fn delivered(&self, id: i64, error: Option<String>) -> Result<(), CatalogError> {
+        self.with(|c| {
+            match error {
+                None => c.execute(
+                    "UPDATE outbox SET delivered_at = ?2, last_error = NULL WHERE id = ?1",
+                    params![id, now()],
+                )?,
+                Some(error) => {
+                    let attempts: i64 = c.query_row(
+                        "SELECT attempts FROM outbox WHERE id = ?1",
+                        params![id],
+                        |row| row.get(0),
+                    )?;
+                    let backoff_ms = (500_i64 << attempts.min(5)).min(10_000);
+                    let next = (chrono::Utc::now() + chrono::Duration::milliseconds(backoff_ms))
+                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                    c.execute(
+                        "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3 WHERE id = ?1",
+                        params![id, next, error],
+                    )?
+                }
+            };
+            Ok(())
         })
     }
 
@@ -373,6 +484,21 @@ impl Catalog {
             }
             if let Some(write) = write.filter(|_| end.state == "COMPLETE") {
                 record_lineage(&tx, id, write)?;
+            }
+            if let Some(write) = write {
+                let sql: String =
+                    tx.query_row("SELECT sql_text FROM runs WHERE id = ?1", params![id], |row| {
+                        row.get(0)
+                    })?;
+                let event = openlineage::EventRun {
+                    id,
+                    sql: &sql,
+                    event_type: end.state,
+                    write,
+                    rows: end.rows_out,
+                    error: end.error.as_deref(),
+                };
+                self.enqueue(&tx, &event)?;
             }
             tx.commit()
         })

@@ -60,6 +60,12 @@ pub struct ServeArgs {
     /// Folder for the catalog (tables, schema history, runs, lineage) [default: LAKE/.tarn for a local lake, ./.tarn-state for a bucket]
     #[arg(long, env = "TARN_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Append an OpenLineage event (JSON line) for every write to this file
+    #[arg(long, env = "TARN_OPENLINEAGE_FILE", value_name = "FILE")]
+    pub openlineage_file: Option<PathBuf>,
+    /// Send OpenLineage events to this server (POST URL/api/v1/lineage, e.g. Marquez); retried until it accepts them
+    #[arg(long, env = "TARN_OPENLINEAGE_URL", value_name = "URL")]
+    pub openlineage_url: Option<String>,
     /// TPC-H scale factor of the demo lake generated on first start [default: 0.1]
     #[arg(long, env = "TARN_DEMO_SCALE", value_name = "SF")]
     pub demo_scale: Option<f64>,
@@ -127,6 +133,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         bind: args.bind,
         lake: args.lake,
         state_dir: args.state_dir,
+        openlineage_file: args.openlineage_file,
+        openlineage_url: args.openlineage_url,
         demo_scale: args.demo_scale,
         target_partitions: args.target_partitions,
         cpu_threads: args.cpu_threads,

@@ -372,15 +372,16 @@ impl Engine {
             return self.execute_plan(plan).await.map(|(exec, _)| exec);
         };
         let views = self.views_in(&plan).await;
-        let run = runs::Run::describe(sql, &plan, &views);
+        let run = runs::Run::describe(sql, &plan, &views, self.options.tables_location.as_deref());
         run.start(&catalog)?;
         let outcome = self.execute_plan(plan).await;
         let rows = outcome.as_ref().ok().and_then(|(_, rows)| *rows);
         let error = outcome.as_ref().err().map(|e| e.to_string());
-        run.end(&catalog, rows, error)?;
+        // The table first, so the run's COMPLETE event knows its location.
         if outcome.is_ok() {
             self.record_effect(&catalog, &run).await?;
         }
+        run.end(&catalog, rows, error)?;
         outcome.map(|(exec, _)| exec)
     }
 

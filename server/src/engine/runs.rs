@@ -42,6 +42,7 @@ impl Run {
         sql: &str,
         plan: &LogicalPlan,
         views: &std::collections::HashMap<String, LogicalPlan>,
+        tables_location: Option<&str>,
     ) -> Self {
         let mut run = Run {
             id: uuid::Uuid::now_v7().to_string(),
@@ -53,15 +54,39 @@ impl Run {
         };
         let write = |target: String, columns: Vec<String>, input: &LogicalPlan| WriteLineage {
             target,
+            target_types: input
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.data_type().to_string())
+                .collect(),
             target_columns: columns,
+            target_location: None,
             lineage: lineage::trace_with_views(input, views),
         };
         if let Some(statement) = TableStatementNode::of(plan) {
             match statement {
-                TableStatement::Create { name, input, .. } => {
+                TableStatement::Create {
+                    name,
+                    input,
+                    location,
+                    ..
+                } => {
                     let target = table_name(name);
+                    let folder = match (location, tables_location) {
+                        (Some(location), _) => super::writes::location_url(location).ok(),
+                        (None, Some(folder)) => super::writes::location_url(&format!(
+                            "{}/{}",
+                            folder.trim_end_matches('/'),
+                            name.table()
+                        ))
+                        .ok(),
+                        (None, None) => None,
+                    };
                     run.kind = "write";
-                    run.write = Some(write(target.clone(), field_names(input), input));
+                    let mut lineage = write(target.clone(), field_names(input), input);
+                    lineage.target_location = folder.map(|url| url.to_string());
+                    run.write = Some(lineage);
                     run.effect = Effect::Table {
                         name: target,
                         kind: TableKind::Created,
@@ -160,7 +185,7 @@ impl Run {
             principal: ANONYMOUS.to_string(),
             kind: self.kind,
         };
-        catalog.start_run(&start).map_err(|e| {
+        catalog.start_run(&start, self.write.as_ref()).map_err(|e| {
             EngineError::Internal(format!(
                 "the catalog cannot record the statement, so it did not run: {e}"
             ))

@@ -1,0 +1,160 @@
+"""OpenLineage export: every write emits START and COMPLETE (or FAIL) events
+that validate against the published JSON Schema files (copied into
+fixtures/openlineage with their license), to a JSON-lines file and to an
+HTTP endpoint; events queued while the endpoint is down arrive after it
+returns, even across a restart of Tarn."""
+
+import http.server
+import json
+import pathlib
+import shutil
+import threading
+import time
+
+import jsonschema
+import pytest
+import referencing
+
+import tarn
+from conftest import RunningServer, free_port
+
+SPEC = pathlib.Path(__file__).parent / "fixtures" / "openlineage"
+
+CHAIN = [
+    "CREATE TABLE a AS SELECT o.o_orderpriority AS priority, sum(l.l_extendedprice) AS revenue, count(*) AS n "
+    "FROM lineitem l JOIN orders o ON l.l_orderkey = o.o_orderkey WHERE l.l_shipmode = 'AIR' GROUP BY o.o_orderpriority",
+    "INSERT INTO a SELECT o_orderpriority, sum(o_totalprice), count(*) FROM orders WHERE o_orderstatus = 'F' GROUP BY o_orderpriority",
+    "CREATE VIEW v AS SELECT priority, revenue * 2 AS double_revenue FROM a",
+    "CREATE TABLE b AS SELECT * FROM v WHERE priority <> '5-LOW'",
+]
+
+
+def registry() -> referencing.Registry:
+    resources = []
+    for path in [SPEC / "OpenLineage.json", *sorted((SPEC / "facets").glob("*.json"))]:
+        schema = json.loads(path.read_text())
+        resources.append((schema["$id"], referencing.Resource.from_contents(schema)))
+    return referencing.Registry().with_resources(resources)
+
+
+def validate(event: dict, schemas: referencing.Registry) -> None:
+    """The event against RunEvent, and every facet against its own schema."""
+
+    def check(instance, url):
+        jsonschema.Draft202012Validator({"$ref": url}, registry=schemas).validate(instance)
+
+    check(event, event["schemaURL"])
+    facets = [*event["run"].get("facets", {}).values(), *event["job"].get("facets", {}).values()]
+    for dataset in event.get("inputs", []) + event.get("outputs", []):
+        facets += dataset.get("facets", {}).values()
+        facets += dataset.get("outputFacets", {}).values()
+    for facet in facets:
+        check(facet, facet["_schemaURL"])
+    assert facets, "events carry facets"
+
+
+class Receiver:
+    """A Marquez-like endpoint: collects what is POSTed to /api/v1/lineage."""
+
+    def __init__(self, port: int):
+        received = self.received = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.path == "/api/v1/lineage":
+                    received.append(json.loads(body))
+                    self.send_response(201)
+                else:
+                    self.send_response(404)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def wait_for(condition, what: str, seconds: float = 30):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def lines(path: pathlib.Path) -> list:
+    return [json.loads(l) for l in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.fixture
+def scratch(lake, tmp_path):
+    folder = tmp_path / "lake"
+    folder.mkdir()
+    for table in ["lineitem.parquet", "orders.parquet"]:
+        shutil.copy(lake / table, folder / table)
+    return folder
+
+
+def test_events_validate_and_survive_an_endpoint_outage_and_a_restart(scratch, tmp_path):
+    schemas = registry()
+    events_file = tmp_path / "events.jsonl"
+    state = tmp_path / "state"
+    port = free_port()
+    args = ["--openlineage-file", str(events_file), "--openlineage-url", f"http://127.0.0.1:{port}"]
+    server = RunningServer(scratch, extra_args=args, state_dir=state)
+    try:
+        with tarn.connect(server.uri) as conn:
+            for sql in CHAIN:
+                conn.execute(sql)
+            with pytest.raises(tarn.Error):
+                conn.execute("CREATE TABLE broken AS SELECT CAST(o_comment AS INT) AS n FROM orders")
+        wait_for(lambda: len(lines(events_file)) == 10, "10 events in the file")
+    finally:
+        server.stop()
+
+    events = lines(events_file)
+    for event in events:
+        validate(event, schemas)
+    kinds = [(e["eventType"], e["outputs"][0]["name"].rsplit("/", 1)[-1]) for e in events]
+    assert kinds == [
+        ("START", "a"), ("COMPLETE", "a"),
+        ("START", "a"), ("COMPLETE", "a"),
+        ("START", "v"), ("COMPLETE", "v"),
+        ("START", "b"), ("COMPLETE", "b"),
+        ("START", "broken"), ("FAIL", "broken"),
+    ], kinds
+    first = events[1]
+    assert first["job"]["facets"]["sql"]["query"] == CHAIN[0]
+    output = first["outputs"][0]
+    assert output["namespace"] == "file" and output["name"] == str(scratch.resolve() / "a")
+    assert output["outputFacets"]["outputStatistics"]["rowCount"] == 5
+    revenue = output["facets"]["columnLineage"]["fields"]["revenue"]["inputFields"]
+    assert revenue == [{
+        "namespace": "file", "name": str(scratch.resolve() / "lineitem.parquet"), "field": "l_extendedprice",
+        "transformations": [{"type": "DIRECT", "subtype": "AGGREGATION", "description": "", "masking": False}],
+    }]
+    indirect = {(f["field"], f["transformations"][0]["subtype"]) for f in output["facets"]["columnLineage"]["dataset"]}
+    assert indirect == {("l_orderkey", "JOIN"), ("o_orderkey", "JOIN"), ("l_shipmode", "FILTER"), ("o_orderpriority", "GROUP_BY")}
+    assert [f["name"] for f in output["facets"]["schema"]["fields"]] == ["priority", "revenue", "n"]
+    assert "errorMessage" in events[9]["run"]["facets"]
+    assert all(e["run"]["runId"] == events[i - i % 2]["run"]["runId"] for i, e in enumerate(events))
+
+    # The endpoint was down the whole time: the events wait in the catalog's
+    # outbox, through a restart, and arrive in order once it listens.
+    receiver = Receiver(port)
+    restarted = RunningServer(scratch, extra_args=args, state_dir=state)
+    try:
+        wait_for(lambda: len(receiver.received) == 10, "10 events at the endpoint")
+        assert [(e["eventType"], e["run"]["runId"]) for e in receiver.received] == [
+            (e["eventType"], e["run"]["runId"]) for e in events
+        ]
+        time.sleep(1)
+        assert len(lines(events_file)) == 10, "the file got each event once"
+    finally:
+        restarted.stop()
+        receiver.stop()

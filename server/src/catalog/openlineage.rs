@@ -1,0 +1,275 @@
+//! OpenLineage export: START and COMPLETE/FAIL run events (spec 2-0-2) for
+//! every write, with `sql`, `schema`, `columnLineage` and `outputStatistics`
+//! facets, delivered to a JSON-lines file and/or a Marquez-compatible
+//! `POST {endpoint}/api/v1/lineage`.
+//!
+//! Events go into the catalog's outbox in the same transaction as the run
+//! they describe; [`spawn_delivery`] sends them, in order per sink, retrying
+//! with backoff while a sink fails. An event is never lost: it leaves the
+//! outbox (is marked delivered) only once its sink accepted it.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::{Catalog, WriteLineage};
+
+const PRODUCER: &str = concat!(
+    "https://example.invalid/tarn/tree/v",
+    env!("CARGO_PKG_VERSION")
+);
+const RUN_EVENT: &str = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent";
+const SQL_FACET: &str =
+    "https://openlineage.io/spec/facets/1-1-0/SQLJobFacet.json#/$defs/SQLJobFacet";
+const SCHEMA_FACET: &str =
+    "https://openlineage.io/spec/facets/1-2-0/SchemaDatasetFacet.json#/$defs/SchemaDatasetFacet";
+const COLUMN_LINEAGE_FACET: &str = "https://openlineage.io/spec/facets/1-2-0/ColumnLineageDatasetFacet.json#/$defs/ColumnLineageDatasetFacet";
+const OUTPUT_STATISTICS_FACET: &str = "https://openlineage.io/spec/facets/1-0-2/OutputStatisticsOutputDatasetFacet.json#/$defs/OutputStatisticsOutputDatasetFacet";
+const ERROR_FACET: &str = "https://openlineage.io/spec/facets/1-0-1/ErrorMessageRunFacet.json#/$defs/ErrorMessageRunFacet";
+
+/// Where events go (`[openlineage]`).
+#[derive(Debug, Clone, Default, serde::Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpenLineageConfig {
+    /// Append each event as one JSON line to this file.
+    pub file: Option<PathBuf>,
+    /// POST each event to `{endpoint}/api/v1/lineage` (Marquez and compatible servers).
+    pub endpoint: Option<String>,
+    /// The job namespace (default "tarn").
+    pub namespace: Option<String>,
+}
+
+impl OpenLineageConfig {
+    /// The sinks events are queued for.
+    pub(crate) fn sinks(&self) -> Vec<&'static str> {
+        let mut sinks = Vec::new();
+        if self.file.is_some() {
+            sinks.push("file");
+        }
+        if self.endpoint.is_some() {
+            sinks.push("http");
+        }
+        sinks
+    }
+
+    fn namespace(&self) -> &str {
+        self.namespace.as_deref().unwrap_or("tarn")
+    }
+}
+
+/// A dataset's OpenLineage identity from its location: `file` + absolute
+/// path for local files, `s3://bucket` + key prefix in a bucket; tables
+/// without files (views) are named in the job namespace.
+pub(crate) fn dataset_id(namespace: &str, table: &str, location: Option<&str>) -> (String, String) {
+    if let Some(location) = location
+        && let Ok(url) = url::Url::parse(location)
+    {
+        let path = url.path().trim_end_matches('/');
+        return match url.scheme() {
+            "file" => ("file".to_string(), path.to_string()),
+            scheme => (
+                format!("{scheme}://{}", url.host_str().unwrap_or_default()),
+                path.trim_start_matches('/').to_string(),
+            ),
+        };
+    }
+    (namespace.to_string(), table.to_string())
+}
+
+/// What an event says about its run.
+pub(crate) struct EventRun<'a> {
+    pub id: &'a str,
+    pub sql: &'a str,
+    pub event_type: &'static str,
+    pub write: &'a WriteLineage,
+    pub rows: Option<u64>,
+    pub error: Option<&'a str>,
+}
+
+/// A RunEvent. `locations` maps table names to their locations.
+pub(crate) fn run_event(
+    config: &OpenLineageConfig,
+    run: &EventRun,
+    locations: &BTreeMap<String, String>,
+) -> Value {
+    let namespace = config.namespace();
+    let id = |table: &str| dataset_id(namespace, table, locations.get(table).map(String::as_str));
+    let target_location = run
+        .write
+        .target_location
+        .clone()
+        .or_else(|| locations.get(&run.write.target).cloned())
+        .or_else(|| {
+            run.write
+                .target
+                .contains("://")
+                .then(|| run.write.target.clone())
+        });
+    let (out_ns, out_name) = dataset_id(namespace, &run.write.target, target_location.as_deref());
+    let inputs: Vec<Value> = run
+        .write
+        .lineage
+        .tables
+        .iter()
+        .map(|table| {
+            let (ns, name) = id(table);
+            json!({"namespace": ns, "name": name})
+        })
+        .collect();
+    let input_field = |edge: &crate::lineage::Edge| {
+        let (ns, name) = id(&edge.source.table);
+        json!({
+            "namespace": ns,
+            "name": name,
+            "field": edge.source.column,
+            "transformations": [{
+                "type": edge.transformation.kind(),
+                "subtype": edge.transformation.subtype(),
+                "description": "",
+                "masking": false,
+            }],
+        })
+    };
+    let mut fields = serde_json::Map::new();
+    for (column, edges) in run
+        .write
+        .target_columns
+        .iter()
+        .zip(&run.write.lineage.columns)
+    {
+        let inputs: Vec<Value> = edges.iter().map(input_field).collect();
+        fields.insert(column.clone(), json!({"inputFields": inputs}));
+    }
+    let dataset: Vec<Value> = run.write.lineage.indirect.iter().map(input_field).collect();
+    let schema: Vec<Value> = run
+        .write
+        .target_columns
+        .iter()
+        .zip(&run.write.target_types)
+        .enumerate()
+        .map(|(i, (name, data_type))| json!({"name": name, "type": data_type, "ordinal_position": i + 1}))
+        .collect();
+    let mut output = json!({
+        "namespace": out_ns,
+        "name": out_name,
+        "facets": {
+            "schema": {"_producer": PRODUCER, "_schemaURL": SCHEMA_FACET, "fields": schema},
+            "columnLineage": {
+                "_producer": PRODUCER,
+                "_schemaURL": COLUMN_LINEAGE_FACET,
+                "fields": fields,
+                "dataset": dataset,
+            },
+        },
+    });
+    if let Some(rows) = run.rows {
+        output["outputFacets"] = json!({
+            "outputStatistics": {"_producer": PRODUCER, "_schemaURL": OUTPUT_STATISTICS_FACET, "rowCount": rows}
+        });
+    }
+    let mut run_facets = serde_json::Map::new();
+    if let Some(error) = run.error {
+        run_facets.insert(
+            "errorMessage".into(),
+            json!({"_producer": PRODUCER, "_schemaURL": ERROR_FACET, "message": error, "programmingLanguage": "SQL"}),
+        );
+    }
+    json!({
+        "eventType": run.event_type,
+        "eventTime": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "producer": PRODUCER,
+        "schemaURL": RUN_EVENT,
+        "run": {"runId": run.id, "facets": run_facets},
+        "job": {
+            "namespace": namespace,
+            "name": format!("write.{}", run.write.target),
+            "facets": {"sql": {"_producer": PRODUCER, "_schemaURL": SQL_FACET, "query": run.sql, "dialect": "datafusion"}},
+        },
+        "inputs": inputs,
+        "outputs": [output],
+    })
+}
+
+/// Delivers queued events until the process ends: each sink in order,
+/// retrying a failing sink with backoff (0.5 s doubling to 10 s).
+pub fn spawn_delivery(catalog: Arc<Catalog>) -> Option<tokio::task::JoinHandle<()>> {
+    let config = catalog.openlineage.clone()?;
+    if config.sinks().is_empty() {
+        return None;
+    }
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .ok();
+    Some(tokio::spawn(async move {
+        loop {
+            let mut idle = true;
+            for sink in config.sinks() {
+                let due = {
+                    let catalog = Arc::clone(&catalog);
+                    tokio::task::spawn_blocking(move || catalog.due_events(sink))
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .unwrap_or_default()
+                };
+                for (id, event) in due {
+                    idle = false;
+                    let outcome = match sink {
+                        "file" => write_line(config.file.as_ref(), &event),
+                        _ => post(http.as_ref(), config.endpoint.as_deref(), &event).await,
+                    };
+                    let catalog = Arc::clone(&catalog);
+                    let failed = outcome.is_err();
+                    let _ =
+                        tokio::task::spawn_blocking(move || catalog.delivered(id, outcome.err()))
+                            .await;
+                    if failed {
+                        // Keep the order: later events wait for this one.
+                        break;
+                    }
+                }
+            }
+            if idle {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }))
+}
+
+fn write_line(file: Option<&PathBuf>, event: &str) -> Result<(), String> {
+    let path = file.ok_or("no file configured")?;
+    let mut out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    out.write_all(format!("{event}\n").as_bytes())
+        .and_then(|()| out.sync_data())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+async fn post(
+    client: Option<&reqwest::Client>,
+    endpoint: Option<&str>,
+    event: &str,
+) -> Result<(), String> {
+    let (client, endpoint) = client.zip(endpoint).ok_or("no endpoint configured")?;
+    let url = format!("{}/api/v1/lineage", endpoint.trim_end_matches('/'));
+    let response = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(event.to_string())
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("{url}: HTTP {}", response.status()))
+    }
+}
