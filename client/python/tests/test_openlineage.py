@@ -158,3 +158,26 @@ def test_events_validate_and_survive_an_endpoint_outage_and_a_restart(scratch, t
     finally:
         restarted.stop()
         receiver.stop()
+
+
+def test_the_python_package_walks_lineage_and_lists_runs(scratch):
+    server = RunningServer(scratch)
+    try:
+        with tarn.connect(server.uri) as conn:
+            for sql in CHAIN:
+                conn.execute(sql)
+            upstream = conn.lineage("b.double_revenue")
+            edges = list(zip(*[upstream.column(c).to_pylist() for c in ["depth", "target_table", "source_table", "source_column", "subtype"]]))
+            assert edges == [
+                (1, "b", "v", "double_revenue", "IDENTITY"),
+                (2, "v", "a", "revenue", "TRANSFORMATION"),
+                (3, "a", "lineitem", "l_extendedprice", "AGGREGATION"),
+                (3, "a", "orders", "o_totalprice", "AGGREGATION"),
+            ]
+            downstream = conn.lineage("lineitem", downstream=True)
+            assert set(downstream.column("target_table").to_pylist()) == {"a", "v", "b"}
+            runs = conn.runs()
+            writes = [s for s, k in zip(runs.column("sql").to_pylist(), runs.column("kind").to_pylist()) if k != "query"]
+            assert writes == CHAIN
+    finally:
+        server.stop()

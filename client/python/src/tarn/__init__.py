@@ -92,6 +92,21 @@ class Connection:
         """The Arrow schema of ``table``."""
         return self._inner.adbc_get_table_schema(table, db_schema_filter=schema)
 
+    def lineage(self, name: str, downstream: bool = False, depth: int = 10) -> pa.Table:
+        """The recorded lineage of a table (``"b"``) or column (``"b.revenue"``).
+
+        Upstream (where it comes from) by default, or ``downstream=True`` (what
+        it feeds); one row per edge: depth, target_table, target_column,
+        source_table, source_column, kind (DIRECT/INDIRECT), subtype.
+        """
+        function = "lineage_downstream" if downstream else "lineage_upstream"
+        quoted = name.replace("'", "''")
+        return self.arrow(f"SELECT * FROM {function}('{quoted}', {int(depth)}) ORDER BY depth, source_table, source_column")
+
+    def runs(self) -> pa.Table:
+        """Every recorded run (statement): id, SQL, kind, state, times, rows, inputs."""
+        return self.arrow("SELECT * FROM system.runs ORDER BY run_id")
+
 
 def connect(uri: str = DEFAULT_URI, **kwargs: Any) -> Connection:
     """Connects to a Tarn server (``grpc://host:port``).
