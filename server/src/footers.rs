@@ -50,12 +50,77 @@ pub fn describe_corrupt(corrupt: Vec<String>) -> Option<String> {
     })
 }
 
+/// Names the columns on which the Parquet `files` disagree, with the files
+/// of each type: `None` when every file has the same type for every column
+/// it has (files may add columns: that is schema evolution, not a conflict).
+pub async fn schema_conflicts(
+    root: &str,
+    files: impl IntoIterator<Item = (Arc<dyn ObjectStore>, ObjectMeta)>,
+) -> Option<String> {
+    use std::collections::BTreeMap;
+    // column -> type -> files
+    let mut types: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
+    for (store, object) in files.into_iter().take(MAX_CHECKED) {
+        let (path, size) = (object.location.clone(), object.size);
+        let Ok(Ok(schema)) =
+            tokio::spawn(async move { arrow_schema(store, path, size).await }).await
+        else {
+            continue;
+        };
+        let file = format!("{}/{}", root.trim_end_matches('/'), object.location);
+        for field in schema.fields() {
+            types
+                .entry(field.name().clone())
+                .or_default()
+                .entry(field.data_type().to_string())
+                .or_default()
+                .push(file.clone());
+        }
+    }
+    let conflicts: Vec<String> = types
+        .into_iter()
+        .filter(|(_, by_type)| by_type.len() > 1)
+        .map(|(column, by_type)| {
+            let sides: Vec<String> = by_type
+                .into_iter()
+                .map(|(data_type, files)| format!("{data_type} in {}", files.join(", ")))
+                .collect();
+            format!("column '{column}' is {}", sides.join(" but "))
+        })
+        .collect();
+    (!conflicts.is_empty()).then(|| {
+        format!(
+            "its files disagree on column types: {}; rewrite or move the files that differ",
+            conflicts.join("; ")
+        )
+    })
+}
+
+async fn arrow_schema(
+    store: Arc<dyn ObjectStore>,
+    path: ObjectPath,
+    size: u64,
+) -> Result<arrow::datatypes::Schema, String> {
+    let metadata = decode_footer(store, path, size).await?;
+    let file = metadata.file_metadata();
+    parquet::arrow::parquet_to_arrow_schema(file.schema_descr(), file.key_value_metadata())
+        .map_err(|e| e.to_string())
+}
+
 /// Reads and decodes the footer of one Parquet file.
 async fn read_footer(
     store: Arc<dyn ObjectStore>,
     path: ObjectPath,
     size: u64,
 ) -> Result<(), String> {
+    decode_footer(store, path, size).await.map(|_| ())
+}
+
+async fn decode_footer(
+    store: Arc<dyn ObjectStore>,
+    path: ObjectPath,
+    size: u64,
+) -> Result<parquet::file::metadata::ParquetMetaData, String> {
     if size < 12 {
         return Err(format!("{size} bytes is too short for a Parquet file"));
     }
@@ -75,6 +140,5 @@ async fn read_footer(
         .await
         .map_err(|e| e.to_string())?;
     parquet::file::metadata::ParquetMetaDataReader::decode_metadata(&footer)
-        .map(|_| ())
         .map_err(|e| e.to_string())
 }

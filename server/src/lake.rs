@@ -267,8 +267,9 @@ pub async fn register(
     }
 }
 
-/// Which Parquet files of `table` have an unreadable footer: the message
-/// names them, so the person can replace them. `None` when all read.
+/// Why the Parquet files of `table` cannot be one table, naming the files:
+/// unreadable footers, or columns whose type differs between files. `None`
+/// when neither explains the failure.
 async fn name_corrupt_files(ctx: &SessionContext, table: &LakeTable) -> Option<String> {
     let url = url::Url::parse(&table.location).ok()?;
     let store = crate::delta::root_store(&ctx.runtime_env(), &url).ok()?;
@@ -277,12 +278,17 @@ async fn name_corrupt_files(ctx: &SessionContext, table: &LakeTable) -> Option<S
         Err(()) => ObjectPath::parse(url.path().trim_matches('/')).ok()?,
     };
     let objects: Vec<ObjectMeta> = store.list(Some(&prefix)).try_collect().await.ok()?;
-    let files = objects
+    let files: Vec<(Arc<dyn object_store::ObjectStore>, ObjectMeta)> = objects
         .into_iter()
         .filter(|o| o.location.as_ref().ends_with(table.extension))
-        .map(|o| (Arc::clone(&store), o));
+        .map(|o| (Arc::clone(&store), o))
+        .collect();
     let root = &url[..url::Position::BeforePath];
-    crate::footers::describe_corrupt(crate::footers::corrupt_files(root, files).await)
+    match crate::footers::describe_corrupt(crate::footers::corrupt_files(root, files.clone()).await)
+    {
+        Some(corrupt) => Some(corrupt),
+        None => crate::footers::schema_conflicts(root, files).await,
+    }
 }
 
 async fn register_now(
@@ -618,6 +624,43 @@ mod tests {
             "{message}"
         );
         assert!(!message.contains("good.parquet"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn files_that_disagree_on_a_column_type_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = dir.path().join("events");
+        std::fs::create_dir_all(&table).unwrap();
+        std::fs::write(table.join("part-1.parquet"), parquet_bytes()).unwrap();
+        let text = arrow::array::RecordBatch::try_from_iter([(
+            "x",
+            Arc::new(arrow::array::StringArray::from(vec!["one"])) as arrow::array::ArrayRef,
+        )])
+        .unwrap();
+        let mut bytes = Vec::new();
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new(&mut bytes, text.schema(), None).unwrap();
+        writer.write(&text).unwrap();
+        writer.close().unwrap();
+        std::fs::write(table.join("part-2.parquet"), bytes).unwrap();
+        let config = crate::storage::StoreConfig {
+            url: dir.path().display().to_string(),
+            ..Default::default()
+        };
+        let store = Store::open("lake", &config).unwrap();
+        let (loaded, problems) =
+            load(&SessionContext::new(), &[store], Duration::from_secs(1)).await;
+        assert!(
+            loaded.is_empty(),
+            "a table is never read with the wrong types"
+        );
+        let message = problems[0].to_string();
+        assert!(
+            message.contains("column 'x' is Int64 in")
+                && message.contains("events/part-1.parquet but Utf8 in")
+                && message.contains("events/part-2.parquet"),
+            "{message}"
+        );
     }
 
     fn parquet_bytes() -> Vec<u8> {
