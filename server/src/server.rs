@@ -93,6 +93,7 @@ impl Server {
         let delivery = catalog::openlineage::spawn_delivery(Arc::clone(&catalog));
         let engine = Arc::new(Engine::new(options)?.with_catalog(Arc::clone(&catalog)));
         let loaded = load_lake(&engine, &stores).await;
+        let loaded = forget_dropped(&engine, &catalog, loaded)?;
         record_lake(&engine, &catalog, &loaded).await?;
         restore(&engine, &catalog).await;
         catalog::system::register(engine.session(), catalog).map_err(|e| {
@@ -198,6 +199,32 @@ async fn load_lake(engine: &Engine, stores: &[Store]) -> Vec<lake::LakeTable> {
     let urls: Vec<String> = stores.iter().map(Store::display_url).collect();
     tracing::info!(stores = %urls.join(", "), tables = loaded.len(), "lake loaded");
     loaded
+}
+
+/// Unregisters lake tables that were dropped with `DROP TABLE` (which keeps
+/// files): dropping is remembered across restarts.
+fn forget_dropped(
+    engine: &Engine,
+    catalog: &Catalog,
+    loaded: Vec<lake::LakeTable>,
+) -> Result<Vec<lake::LakeTable>, ServeError> {
+    let dropped = catalog.dropped_locations()?;
+    Ok(loaded
+        .into_iter()
+        .filter(|table| {
+            if !dropped.contains(&table.location) {
+                return true;
+            }
+            let _ = engine.session().deregister_table(table.name.as_str());
+            tracing::info!(
+                table = %table.name,
+                "not serving '{}': it was dropped (its files at {} were kept); CREATE EXTERNAL TABLE brings it back, DROP TABLE ... PURGE deletes them",
+                table.name,
+                table.location
+            );
+            false
+        })
+        .collect())
 }
 
 /// Records every table found in the lake with its schema: a table whose

@@ -580,6 +580,19 @@ impl Catalog {
         })
     }
 
+    /// Locations of tables dropped with `DROP TABLE` (their files kept) that
+    /// no live table has: the lake still shows them, but they stay dropped.
+    pub fn dropped_locations(&self) -> Result<std::collections::HashSet<String>, CatalogError> {
+        self.with(|c| {
+            let mut statement = c.prepare(
+                "SELECT DISTINCT location FROM tables t WHERE dropped_at IS NOT NULL AND location IS NOT NULL \
+                 AND NOT EXISTS (SELECT 1 FROM tables l WHERE l.dropped_at IS NULL AND l.location = t.location)",
+            )?;
+            let rows = statement.query_map([], |row| row.get(0))?;
+            rows.collect()
+        })
+    }
+
     /// Remembers a `SET` statement, so settings survive a restart.
     pub fn record_setting(&self, key: &str, statement: &str) -> Result<(), CatalogError> {
         self.with(|c| {

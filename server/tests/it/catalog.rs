@@ -262,3 +262,38 @@ async fn tarn_lineage_prints_the_tree_down_to_lineitem_columns() {
          \x20       └── orders.o_totalprice  (DIRECT/AGGREGATION)\n"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dropped_table_stays_dropped_after_a_restart() {
+    let lake = scratch_lake();
+    let mut t = start_with(ServeConfig::for_lake(lake.path())).await;
+    run(&mut t.client, "CREATE TABLE kept AS SELECT * FROM orders").await;
+    run(&mut t.client, "DROP TABLE kept").await;
+    run(&mut t.client, "DROP TABLE lineitem").await;
+    t.server.shutdown().await;
+    assert!(
+        lake.path().join("kept/_delta_log").is_dir(),
+        "DROP keeps the files"
+    );
+
+    let mut t = start_with(ServeConfig::for_lake(lake.path())).await;
+    for table in ["kept", "lineitem"] {
+        let err = t
+            .client
+            .query(&format!("SELECT * FROM {table}"))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("not found"), "{table}: {err}");
+    }
+    let location = lake.path().join("kept").display().to_string();
+    run(
+        &mut t.client,
+        &format!("CREATE EXTERNAL TABLE kept STORED AS DELTA LOCATION '{location}'"),
+    )
+    .await;
+    assert!(
+        !rows(&mut t.client, "SELECT * FROM kept LIMIT 1")
+            .await
+            .is_empty()
+    );
+}

@@ -112,6 +112,9 @@ fn help_documents_every_serve_option() {
         "--result-ttl",
         "--view-types",
         "--target-partitions",
+        "--state-dir",
+        "--openlineage-file",
+        "--openlineage-url",
     ] {
         assert!(help.contains(option), "{option} missing from:\n{help}");
     }
