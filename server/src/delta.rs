@@ -434,6 +434,19 @@ pub async fn purge(root: Arc<dyn ObjectStore>, location: &Url) -> Result<(), Del
     Ok(())
 }
 
+/// The size of one table version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VersionStats {
+    /// The Delta version.
+    pub version: u64,
+    /// Rows in the table at this version.
+    pub rows: Option<u64>,
+    /// Data files.
+    pub files: u64,
+    /// Bytes of data files.
+    pub bytes: u64,
+}
+
 /// A Delta table registered with the engine.
 pub struct DeltaLakeTable {
     location: Url,
@@ -578,6 +591,29 @@ impl DeltaLakeTable {
         let rows = rows_added(&table).await;
         self.install(Snapshot::of(table, &self.location).await?);
         Ok(rows)
+    }
+
+    /// The served version with its row, file and byte counts (rows are
+    /// `None` when a file lacks statistics).
+    pub fn version_stats(&self) -> Option<VersionStats> {
+        let snapshot = self.snapshot();
+        let version = snapshot.table.version()?;
+        let state = snapshot.table.snapshot().ok()?;
+        let mut stats = VersionStats {
+            version,
+            rows: Some(0),
+            files: 0,
+            bytes: 0,
+        };
+        for file in state.log_data().iter() {
+            stats.files += 1;
+            stats.bytes += u64::try_from(file.size()).unwrap_or(0);
+            stats.rows = stats
+                .rows
+                .zip(file.num_records())
+                .map(|(total, rows)| total + rows as u64);
+        }
+        Some(stats)
     }
 
     /// An earlier version of this table, for time travel.

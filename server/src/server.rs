@@ -246,6 +246,12 @@ async fn record_lake(
             definition: None,
         };
         catalog.record_table(&record, provider.schema().as_ref(), None)?;
+        if let Some(stats) = provider
+            .downcast_ref::<crate::delta::DeltaLakeTable>()
+            .and_then(crate::delta::DeltaLakeTable::version_stats)
+        {
+            catalog.record_table_version(&table.name, &stats, None)?;
+        }
     }
     Ok(())
 }

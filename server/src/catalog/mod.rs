@@ -557,6 +557,31 @@ impl Catalog {
         })
     }
 
+    /// Records the size of a version of the table `name` (idempotent).
+    pub fn record_table_version(
+        &self,
+        name: &str,
+        stats: &crate::delta::VersionStats,
+        run_id: Option<&str>,
+    ) -> Result<(), CatalogError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO table_versions (table_id, version, rows_total, files, bytes, committed_at, run_id) \
+                 SELECT id, ?2, ?3, ?4, ?5, ?6, ?7 FROM tables WHERE name = ?1 AND dropped_at IS NULL",
+                params![
+                    name,
+                    stats.version as i64,
+                    stats.rows.map(|r| r as i64),
+                    stats.files as i64,
+                    stats.bytes as i64,
+                    now(),
+                    run_id
+                ],
+            )
+            .map(|_| ())
+        })
+    }
+
     /// Marks `name` dropped (its history stays).
     pub fn drop_table(&self, name: &str) -> Result<(), CatalogError> {
         self.with(|c| {

@@ -86,6 +86,20 @@ const TABLES: &[SystemTableDef] = &[
         ],
     },
     SystemTableDef {
+        name: "table_versions",
+        sql: "SELECT t.name, v.version, v.rows_total, v.files, v.bytes, v.committed_at, v.run_id \
+              FROM table_versions v JOIN tables t ON t.id = v.table_id ORDER BY t.name, v.version",
+        columns: &[
+            ("table_name", TEXT),
+            ("version", INT),
+            ("rows", INT),
+            ("files", INT),
+            ("bytes", INT),
+            ("recorded_at", TEXT),
+            ("run_id", TEXT),
+        ],
+    },
+    SystemTableDef {
         name: "runs",
         sql: "SELECT id, sql_text, principal, kind, state, started_at, ended_at, rows_out, \
               lineage_complete, error, \

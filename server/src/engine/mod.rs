@@ -440,7 +440,17 @@ impl Engine {
                 };
                 catalog
                     .record_table(&record, provider.schema().as_ref(), Some(&run.id))
-                    .map(|_| ())
+                    .and_then(|_| {
+                        match provider
+                            .downcast_ref::<DeltaLakeTable>()
+                            .and_then(DeltaLakeTable::version_stats)
+                        {
+                            Some(stats) => {
+                                catalog.record_table_version(name, &stats, Some(&run.id))
+                            }
+                            None => Ok(()),
+                        }
+                    })
             }
         };
         recorded.map_err(|e| {

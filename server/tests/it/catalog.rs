@@ -116,6 +116,15 @@ async fn a_chain_of_statements_has_exactly_the_expected_lineage() {
              3, a, revenue, orders, o_totalprice, AGGREGATION"
         )
     );
+    // Every version a write committed, with its size.
+    assert_eq!(
+        rows(
+            c,
+            "SELECT table_name, version, rows, files FROM system.table_versions ORDER BY 1, 2"
+        )
+        .await,
+        table("a, 0, 5, 1\na, 1, 10, 2\nb, 0, 8, 1")
+    );
     let downstream = "SELECT DISTINCT target_table FROM lineage_downstream('lineitem') ORDER BY 1";
     assert_eq!(rows(c, downstream).await, table("a\nb\nv"));
 
