@@ -58,6 +58,50 @@ fn collect_scans(
     }
 }
 
+/// Names the files of a table of Parquet files that disagree on a column's type.
+pub(crate) async fn conflicts_in_listing(
+    runtime: &RuntimeEnv,
+    listing: &ListingTable,
+) -> Option<String> {
+    let mut named = Vec::new();
+    for (root, store, files) in listing_files(runtime, listing).await {
+        let files = files.into_iter().map(|f| (Arc::clone(&store), f));
+        named.extend(footers::schema_conflicts(&root, files).await);
+    }
+    (!named.is_empty()).then(|| named.join("; "))
+}
+
+/// The Parquet files of a listing table, grouped by store.
+async fn listing_files(
+    runtime: &RuntimeEnv,
+    listing: &ListingTable,
+) -> Vec<(String, Arc<dyn ObjectStore>, Vec<ObjectMeta>)> {
+    let mut groups = Vec::new();
+    if listing.options().format.get_ext() != "parquet" {
+        return groups;
+    }
+    let extension = &listing.options().file_extension;
+    for path in listing.table_paths() {
+        let root = path.object_store();
+        let Ok(store) = runtime.object_store(&root) else {
+            continue;
+        };
+        let Ok(objects) = store
+            .list(Some(path.prefix()))
+            .try_collect::<Vec<ObjectMeta>>()
+            .await
+        else {
+            continue;
+        };
+        let files = objects
+            .into_iter()
+            .filter(|o| o.location.as_ref().ends_with(extension.as_str()))
+            .collect();
+        groups.push((root.as_str().to_string(), Arc::clone(&store), files));
+    }
+    groups
+}
+
 /// Names corrupt Parquet files of the tables `plan` reads (for failures
 /// while planning, before there is a physical plan).
 pub(crate) async fn in_logical_plan(runtime: &RuntimeEnv, plan: &LogicalPlan) -> Option<String> {
@@ -72,30 +116,8 @@ pub(crate) async fn in_logical_plan(runtime: &RuntimeEnv, plan: &LogicalPlan) ->
     });
     let mut groups = Vec::new();
     for table in &tables {
-        let Some(listing) = table.downcast_ref::<ListingTable>() else {
-            continue;
-        };
-        if listing.options().format.get_ext() != "parquet" {
-            continue;
-        }
-        let extension = &listing.options().file_extension;
-        for path in listing.table_paths() {
-            let root = path.object_store();
-            let Ok(store) = runtime.object_store(&root) else {
-                continue;
-            };
-            let Ok(objects) = store
-                .list(Some(path.prefix()))
-                .try_collect::<Vec<ObjectMeta>>()
-                .await
-            else {
-                continue;
-            };
-            let files = objects
-                .into_iter()
-                .filter(|o| o.location.as_ref().ends_with(extension.as_str()))
-                .collect();
-            groups.push((root.as_str().to_string(), Arc::clone(&store), files));
+        if let Some(listing) = table.downcast_ref::<ListingTable>() {
+            groups.extend(listing_files(runtime, listing).await);
         }
     }
     check(groups).await

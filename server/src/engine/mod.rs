@@ -29,8 +29,10 @@ use std::time::Duration;
 
 use arrow::array::{Array, RecordBatch, UInt64Array};
 use arrow::datatypes::{Schema, SchemaRef};
+use datafusion::catalog::TableProvider;
 use datafusion::catalog::memory::MemorySourceConfig;
 use datafusion::common::{ParamValues, TableReference};
+use datafusion::datasource::listing::{ListingTable, ListingTableConfig};
 use datafusion::datasource::source_as_provider;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
@@ -786,6 +788,61 @@ impl Engine {
             .map_err(EngineError::from_planning)?;
         if let Some(table) = provider.downcast_ref::<DeltaLakeTable>() {
             table.refresh().await?;
+            return Ok(());
+        }
+        if let Some(listing) = provider.downcast_ref::<ListingTable>() {
+            self.reinfer_schema(name, listing, provider.schema())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Re-reads the schema of a table of files: files with new columns
+    /// widen it (a new schema version in the catalog); files that disagree
+    /// on a column's type are named and the table keeps its old schema.
+    async fn reinfer_schema(
+        &self,
+        name: &str,
+        listing: &ListingTable,
+        current: SchemaRef,
+    ) -> EngineResult<()> {
+        let state = self.ctx.state();
+        let config = ListingTableConfig::new_with_multi_paths(listing.table_paths().clone())
+            .with_listing_options(listing.options().clone());
+        let refreshed = match config
+            .infer_schema(&state)
+            .await
+            .and_then(ListingTable::try_new)
+        {
+            Ok(table) => table,
+            Err(err) => {
+                let runtime = self.ctx.runtime_env();
+                let named = corruption::conflicts_in_listing(&runtime, listing).await;
+                return Err(EngineError::Plan(format!(
+                    "cannot refresh '{name}': {}",
+                    named.unwrap_or_else(|| err.strip_backtrace())
+                )));
+            }
+        };
+        if refreshed.schema() == current {
+            return Ok(());
+        }
+        let schema = refreshed.schema();
+        self.ctx
+            .deregister_table(name)
+            .and_then(|_| self.ctx.register_table(name, Arc::new(refreshed)))
+            .map_err(EngineError::from_planning)?;
+        if let Some(catalog) = &self.catalog {
+            let record = crate::catalog::TableRecord {
+                name: crate::lineage::table_name(&TableReference::parse_str(name)),
+                kind: crate::catalog::TableKind::Discovered,
+                location: None,
+                format: None,
+                definition: None,
+            };
+            catalog.record_table(&record, &schema, None).map_err(|e| {
+                EngineError::Internal(format!("the catalog could not record the new schema: {e}"))
+            })?;
         }
         Ok(())
     }

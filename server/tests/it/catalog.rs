@@ -306,3 +306,47 @@ async fn a_dropped_table_stays_dropped_after_a_restart() {
             .is_empty()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refresh_table_widens_the_schema_and_names_a_conflicting_file() {
+    let lake = tempfile::tempdir().unwrap();
+    let events = lake.path().join("events");
+    std::fs::create_dir_all(&events).unwrap();
+    write_parquet(&events.join("part-1.parquet"), &[1], false);
+    let mut t = start_with(ServeConfig::for_lake(lake.path())).await;
+
+    write_parquet(&events.join("part-2.parquet"), &[2], true);
+    run(&mut t.client, "REFRESH TABLE events").await;
+    let versions = rows(
+        &mut t.client,
+        "SELECT version FROM system.schema_versions WHERE table_name = 'events' ORDER BY 1",
+    )
+    .await;
+    assert_eq!(versions, table("1\n2"));
+    let counted = query(&mut t.client, "SELECT count(extra) FROM events").await;
+    assert_eq!(counted[0].column(0).as_primitive::<Int64Type>().value(0), 1);
+
+    // A file whose `id` is text cannot join the table: named, not mis-read.
+    let text = RecordBatch::try_from_iter([(
+        "id",
+        Arc::new(arrow::array::StringArray::from(vec!["three"])) as Arc<dyn Array>,
+    )])
+    .unwrap();
+    let file = std::fs::File::create(events.join("part-3.parquet")).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, text.schema(), None).unwrap();
+    writer.write(&text).unwrap();
+    writer.close().unwrap();
+    let err = t
+        .client
+        .execute_update("REFRESH TABLE events")
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("column 'id' is Int64 in")
+            && message.contains("events/part-1.parquet")
+            && message.contains("but Utf8 in")
+            && message.contains("events/part-3.parquet"),
+        "{message}"
+    );
+}
