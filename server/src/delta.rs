@@ -233,15 +233,25 @@ async fn commit_time(table: &DeltaTable) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp_millis(millis)
 }
 
-/// The `commitInfo` action of the loaded version of `table`. (`history()`
-/// starts at the newest commit in the store, which may be another writer's.)
+/// The `commitInfo` action of the loaded version of `table`.
 async fn commit_info(table: &DeltaTable) -> Option<serde_json::Value> {
+    commit_actions(table)
+        .await?
+        .into_iter()
+        .find_map(|mut action| action.get_mut("commitInfo").map(serde_json::Value::take))
+}
+
+/// The actions of the loaded version's commit file. (`history()` starts at
+/// the newest commit in the store, which may be another writer's.)
+async fn commit_actions(table: &DeltaTable) -> Option<Vec<serde_json::Value>> {
     let version = table.version()?;
     let bytes = table.log_store().read_commit_entry(version).await.ok()??;
-    bytes
-        .split(|b| *b == b'\n')
-        .filter_map(|line| serde_json::from_slice::<serde_json::Value>(line).ok())
-        .find_map(|mut action| action.get_mut("commitInfo").map(serde_json::Value::take))
+    Some(
+        bytes
+            .split(|b| *b == b'\n')
+            .filter_map(|line| serde_json::from_slice::<serde_json::Value>(line).ok())
+            .collect(),
+    )
 }
 
 /// Parquet settings for every file Tarn writes.
@@ -273,7 +283,7 @@ pub async fn create(
     new: &NewTable,
     session: Arc<SessionState>,
     input: LogicalPlan,
-) -> Result<(DeltaTable, u64), DeltaError> {
+) -> Result<(DeltaTable, WriteStats), DeltaError> {
     let location = &new.location;
     if let Ok(folder) = location.to_file_path() {
         // deltalake resolves local table folders, so they must exist first.
@@ -318,8 +328,8 @@ pub async fn create(
         .map_err(|e| write_error(location, e))?;
     // The commit is what counts; a leftover marker is harmless.
     let _ = root.delete(&marker_path(location)).await;
-    let rows = rows_added(&table).await;
-    Ok((table, rows))
+    let stats = write_stats(&table).await;
+    Ok((table, stats))
 }
 
 /// The table at `location`, if there is one; an error if the folder holds
@@ -390,16 +400,43 @@ fn write_error(location: &Url, err: DeltaTableError) -> DeltaError {
     }
 }
 
-/// The rows the commit `table` was just loaded at (a write's own) added.
-async fn rows_added(table: &DeltaTable) -> u64 {
-    commit_info(table)
-        .await
-        .and_then(|info| {
+/// What a write added: rows, bytes and files.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Rows written.
+    pub rows: u64,
+    /// Bytes of the data files written (`None` when unknown).
+    pub bytes: Option<u64>,
+    /// Data files written.
+    pub files: u64,
+}
+
+/// What the commit `table` was just loaded at (a write's own) added.
+async fn write_stats(table: &DeltaTable) -> WriteStats {
+    let Some(actions) = commit_actions(table).await else {
+        return WriteStats::default();
+    };
+    let mut stats = WriteStats {
+        bytes: Some(0),
+        ..Default::default()
+    };
+    for action in &actions {
+        if let Some(add) = action.get("add") {
+            stats.files += 1;
+            stats.bytes = stats
+                .bytes
+                .zip(add.get("size").and_then(|s| s.as_u64()))
+                .map(|(a, b)| a + b);
+        }
+        if let Some(rows) = action.get("commitInfo").and_then(|info| {
             info.get("operationMetrics")?
                 .get("num_added_rows")?
                 .as_u64()
-        })
-        .unwrap_or(0)
+        }) {
+            stats.rows = rows;
+        }
+    }
+    stats
 }
 
 /// Deletes every file of the table at `location`: data files first, the log
@@ -566,7 +603,7 @@ impl DeltaLakeTable {
         session: Arc<SessionState>,
         input: LogicalPlan,
         overwrite: bool,
-    ) -> Result<u64, DeltaError> {
+    ) -> Result<WriteStats, DeltaError> {
         let mut base = self.snapshot().table;
         base.update_incremental(None)
             .await
@@ -588,9 +625,9 @@ impl DeltaLakeTable {
             .with_writer_properties(writer_properties())
             .await
             .map_err(|e| DeltaError::table(&self.location, e))?;
-        let rows = rows_added(&table).await;
+        let stats = write_stats(&table).await;
         self.install(Snapshot::of(table, &self.location).await?);
-        Ok(rows)
+        Ok(stats)
     }
 
     /// The served version with its row, file and byte counts (rows are

@@ -132,7 +132,11 @@ def test_events_validate_and_survive_an_endpoint_outage_and_a_restart(scratch, t
     assert first["job"]["facets"]["sql"]["query"] == CHAIN[0]
     output = first["outputs"][0]
     assert output["namespace"] == "file" and output["name"] == str(scratch.resolve() / "a")
-    assert output["outputFacets"]["outputStatistics"]["rowCount"] == 5
+    statistics = output["outputFacets"]["outputStatistics"]
+    assert statistics["rowCount"] == 5 and statistics["fileCount"] == 1
+    first_commit = lines(scratch / "a" / "_delta_log" / "00000000000000000000.json")
+    added = [action["add"]["path"] for action in first_commit if "add" in action]
+    assert statistics["size"] == sum((scratch / "a" / path).stat().st_size for path in added)
     revenue = output["facets"]["columnLineage"]["fields"]["revenue"]["inputFields"]
     assert revenue == [{
         "namespace": "file", "name": str(scratch.resolve() / "lineitem.parquet"), "field": "l_extendedprice",

@@ -68,6 +68,7 @@ CREATE TABLE IF NOT EXISTS runs (
     started_at TEXT NOT NULL,
     ended_at TEXT,
     rows_out INTEGER,
+    bytes_out INTEGER,
     lineage_complete INTEGER,
     error TEXT
 );
@@ -206,6 +207,10 @@ pub struct RunEnd {
     pub state: &'static str,
     /// Rows written (for writes).
     pub rows_out: Option<u64>,
+    /// Bytes of data files written, when known.
+    pub bytes_out: Option<u64>,
+    /// Data files written, when known.
+    pub files_out: Option<u64>,
     /// The failure.
     pub error: Option<String>,
 }
@@ -365,6 +370,8 @@ impl Catalog {
                     event_type: "START",
                     write,
                     rows: None,
+                    bytes: None,
+                    files: None,
                     error: None,
                 };
                 self.enqueue(&tx, &event)?;
@@ -466,14 +473,15 @@ impl Catalog {
             let tx = c.transaction()?;
             let complete = write.map(|w| w.lineage.complete);
             tx.execute(
-                "UPDATE runs SET state = ?2, ended_at = ?3, rows_out = ?4, error = ?5, lineage_complete = ?6 WHERE id = ?1",
+                "UPDATE runs SET state = ?2, ended_at = ?3, rows_out = ?4, error = ?5, lineage_complete = ?6, bytes_out = ?7 WHERE id = ?1",
                 params![
                     id,
                     end.state,
                     now(),
                     end.rows_out.map(|r| r as i64),
                     end.error,
-                    complete
+                    complete,
+                    end.bytes_out.map(|b| b as i64)
                 ],
             )?;
             for table in inputs {
@@ -496,6 +504,8 @@ impl Catalog {
                     event_type: end.state,
                     write,
                     rows: end.rows_out,
+                    bytes: end.bytes_out,
+                    files: end.files_out,
                     error: end.error.as_deref(),
                 };
                 self.enqueue(&tx, &event)?;

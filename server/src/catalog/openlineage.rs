@@ -87,6 +87,8 @@ pub(crate) struct EventRun<'a> {
     pub event_type: &'static str,
     pub write: &'a WriteLineage,
     pub rows: Option<u64>,
+    pub bytes: Option<u64>,
+    pub files: Option<u64>,
     pub error: Option<&'a str>,
 }
 
@@ -167,9 +169,15 @@ pub(crate) fn run_event(
         },
     });
     if let Some(rows) = run.rows {
-        output["outputFacets"] = json!({
-            "outputStatistics": {"_producer": PRODUCER, "_schemaURL": OUTPUT_STATISTICS_FACET, "rowCount": rows}
-        });
+        let mut statistics =
+            json!({"_producer": PRODUCER, "_schemaURL": OUTPUT_STATISTICS_FACET, "rowCount": rows});
+        if let Some(bytes) = run.bytes {
+            statistics["size"] = json!(bytes);
+        }
+        if let Some(files) = run.files {
+            statistics["fileCount"] = json!(files);
+        }
+        output["outputFacets"] = json!({ "outputStatistics": statistics });
     }
     let mut run_facets = serde_json::Map::new();
     if let Some(error) = run.error {

@@ -101,7 +101,7 @@ const TABLES: &[SystemTableDef] = &[
     },
     SystemTableDef {
         name: "runs",
-        sql: "SELECT id, sql_text, principal, kind, state, started_at, ended_at, rows_out, \
+        sql: "SELECT id, sql_text, principal, kind, state, started_at, ended_at, rows_out, bytes_out, \
               lineage_complete, error, \
               (SELECT group_concat(table_name, ',') FROM run_inputs i WHERE i.run_id = r.id) \
               FROM runs r ORDER BY started_at, id",
@@ -114,6 +114,7 @@ const TABLES: &[SystemTableDef] = &[
             ("started_at", TEXT),
             ("ended_at", TEXT),
             ("rows_out", INT),
+            ("bytes_out", INT),
             ("lineage_complete", BOOL),
             ("error", TEXT),
             ("inputs", TEXT),

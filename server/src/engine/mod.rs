@@ -56,7 +56,7 @@ pub use results::ResultId;
 pub use wire::WireTypes;
 
 use crate::catalog::Catalog;
-use crate::delta::DeltaLakeTable;
+use crate::delta::{DeltaLakeTable, WriteStats};
 use crate::runtime::CpuRuntime;
 use prepared::PreparedStatements;
 use results::ResultStore;
@@ -377,13 +377,13 @@ impl Engine {
         let run = runs::Run::describe(sql, &plan, &views, self.options.tables_location.as_deref());
         run.start(&catalog)?;
         let outcome = self.execute_plan(plan).await;
-        let rows = outcome.as_ref().ok().and_then(|(_, rows)| *rows);
+        let stats = outcome.as_ref().ok().and_then(|(_, stats)| *stats);
         let error = outcome.as_ref().err().map(|e| e.to_string());
         // The table first, so the run's COMPLETE event knows its location.
         if outcome.is_ok() {
             self.record_effect(&catalog, &run).await?;
         }
-        run.end(&catalog, rows, error)?;
+        run.end(&catalog, stats, error)?;
         outcome.map(|(exec, _)| exec)
     }
 
@@ -467,10 +467,10 @@ impl Engine {
     async fn execute_plan(
         &self,
         plan: LogicalPlan,
-    ) -> EngineResult<(Arc<dyn ExecutionPlan>, Option<u64>)> {
+    ) -> EngineResult<(Arc<dyn ExecutionPlan>, Option<WriteStats>)> {
         self.options.locations.check_plan(&plan)?;
-        if let Some(rows) = self.run_table_write(&plan).await? {
-            return count_result(rows).map(|exec| (exec, Some(rows)));
+        if let Some(stats) = self.run_table_write(&plan).await? {
+            return count_result(stats.rows).map(|exec| (exec, Some(stats)));
         }
         let side_effects = has_side_effects(&plan);
         let plan = if side_effects {
@@ -521,11 +521,16 @@ impl Engine {
             MemorySourceConfig::try_new_from_batches(schema, batches)
                 .map_err(|e| EngineError::Internal(e.to_string()))?
         };
-        Ok((exec, Some(rows)))
+        let stats = WriteStats {
+            rows,
+            bytes: None,
+            files: 0,
+        };
+        Ok((exec, Some(stats)))
     }
 
-    /// Runs `plan` if it writes a Delta table; returns the rows written.
-    async fn run_table_write(&self, plan: &LogicalPlan) -> EngineResult<Option<u64>> {
+    /// Runs `plan` if it writes a Delta table; returns what it wrote.
+    async fn run_table_write(&self, plan: &LogicalPlan) -> EngineResult<Option<WriteStats>> {
         if let Some(statement) = writes::TableStatementNode::of(plan) {
             return match statement.clone() {
                 writes::TableStatement::Create {
@@ -547,9 +552,10 @@ impl Engine {
                         .await
                         .map(Some)
                 }
-                writes::TableStatement::DropPurge { name, if_exists } => {
-                    self.purge_table(name, if_exists).await.map(|()| Some(0))
-                }
+                writes::TableStatement::DropPurge { name, if_exists } => self
+                    .purge_table(name, if_exists)
+                    .await
+                    .map(|()| Some(WriteStats::default())),
             };
         }
         let LogicalPlan::Dml(dml) = plan else {
@@ -569,7 +575,7 @@ impl Engine {
             .spawn(async move {
                 match provider.downcast_ref::<DeltaLakeTable>() {
                     Some(table) => table.append(state, input, overwrite).await,
-                    None => Ok(0),
+                    None => Ok(WriteStats::default()),
                 }
             })
             .await
@@ -578,10 +584,14 @@ impl Engine {
     }
 
     /// `CREATE [OR REPLACE] TABLE [IF NOT EXISTS] ...`: a new Delta table.
-    async fn create_table(&self, new: NewTableRequest, input: LogicalPlan) -> EngineResult<u64> {
+    async fn create_table(
+        &self,
+        new: NewTableRequest,
+        input: LogicalPlan,
+    ) -> EngineResult<WriteStats> {
         let existing = self.ctx.table_provider(new.name.clone()).await.ok();
         match &existing {
-            Some(_) if new.if_not_exists => return Ok(0),
+            Some(_) if new.if_not_exists => return Ok(WriteStats::default()),
             Some(_) if !new.or_replace => {
                 return Err(EngineError::AlreadyExists(format!(
                     "table '{}' already exists; use CREATE OR REPLACE TABLE, or DROP TABLE it first",
@@ -614,7 +624,7 @@ impl Engine {
             replace: new.or_replace,
         };
         let (state, task_root) = (Arc::new(self.ctx.state()), Arc::clone(&root));
-        let (table, rows) = self
+        let (table, stats) = self
             .cpu
             .spawn(async move { crate::delta::create(task_root, &request, state, input).await })
             .await
@@ -628,7 +638,7 @@ impl Engine {
         self.ctx
             .register_table(new.name, Arc::new(provider))
             .map_err(EngineError::from_planning)?;
-        Ok(rows)
+        Ok(stats)
     }
 
     /// Where a new table goes without a `LOCATION`: a folder named after it.

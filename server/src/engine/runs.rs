@@ -196,12 +196,14 @@ impl Run {
     pub(crate) fn end(
         &self,
         catalog: &Catalog,
-        rows: Option<u64>,
+        written: Option<crate::delta::WriteStats>,
         error: Option<String>,
     ) -> EngineResult<()> {
         let end = RunEnd {
             state: if error.is_none() { "COMPLETE" } else { "FAIL" },
-            rows_out: rows,
+            rows_out: written.map(|w| w.rows),
+            bytes_out: written.and_then(|w| w.bytes),
+            files_out: written.map(|w| w.files).filter(|files| *files > 0),
             error,
         };
         catalog

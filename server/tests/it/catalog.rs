@@ -116,6 +116,29 @@ async fn a_chain_of_statements_has_exactly_the_expected_lineage() {
              3, a, revenue, orders, o_totalprice, AGGREGATION"
         )
     );
+    // Delta writes know the bytes they wrote, and it matches the table's files.
+    assert_eq!(
+        rows(
+            c,
+            "SELECT count(*) FROM system.runs r WHERE kind = 'write' AND bytes_out > 0"
+        )
+        .await,
+        table("3")
+    );
+    let bytes_on_disk: u64 = std::fs::read_dir(lake.path().join("b"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "parquet"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    assert_eq!(
+        rows(
+            c,
+            "SELECT bytes_out FROM system.runs WHERE sql LIKE 'CREATE TABLE b%'"
+        )
+        .await,
+        table(&bytes_on_disk.to_string())
+    );
     // Every version a write committed, with its size.
     assert_eq!(
         rows(
