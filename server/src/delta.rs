@@ -409,6 +409,10 @@ pub struct WriteStats {
     pub bytes: Option<u64>,
     /// Data files written.
     pub files: u64,
+    /// Rows read from the sources, when known.
+    pub rows_in: Option<u64>,
+    /// Bytes read from files, when known.
+    pub bytes_in: Option<u64>,
 }
 
 /// What the commit `table` was just loaded at (a write's own) added.

@@ -69,6 +69,8 @@ CREATE TABLE IF NOT EXISTS runs (
     ended_at TEXT,
     rows_out INTEGER,
     bytes_out INTEGER,
+    rows_in INTEGER,
+    bytes_in INTEGER,
     lineage_complete INTEGER,
     error TEXT
 );
@@ -211,6 +213,10 @@ pub struct RunEnd {
     pub bytes_out: Option<u64>,
     /// Data files written, when known.
     pub files_out: Option<u64>,
+    /// Rows the statement read from its sources, when known.
+    pub rows_in: Option<u64>,
+    /// Bytes it read from files, when known.
+    pub bytes_in: Option<u64>,
     /// The failure.
     pub error: Option<String>,
 }
@@ -355,6 +361,7 @@ impl Catalog {
     pub fn start_run(
         &self,
         run: &RunStart,
+        inputs: &[String],
         write: Option<&WriteLineage>,
     ) -> Result<(), CatalogError> {
         self.with(|c| {
@@ -363,6 +370,12 @@ impl Catalog {
                 "INSERT INTO runs (id, sql_text, principal, kind, state, started_at) VALUES (?1, ?2, ?3, ?4, 'RUNNING', ?5)",
                 params![run.id, run.sql, run.principal, run.kind, now()],
             )?;
+            for table in inputs {
+                tx.execute(
+                    "INSERT OR IGNORE INTO run_inputs (run_id, table_name) VALUES (?1, ?2)",
+                    params![run.id, table],
+                )?;
+            }
             if let Some(write) = write {
                 let event = openlineage::EventRun {
                     id: &run.id,
@@ -473,7 +486,7 @@ impl Catalog {
             let tx = c.transaction()?;
             let complete = write.map(|w| w.lineage.complete);
             tx.execute(
-                "UPDATE runs SET state = ?2, ended_at = ?3, rows_out = ?4, error = ?5, lineage_complete = ?6, bytes_out = ?7 WHERE id = ?1",
+                "UPDATE runs SET state = ?2, ended_at = ?3, rows_out = ?4, error = ?5, lineage_complete = coalesce(?6, lineage_complete), bytes_out = ?7, rows_in = ?8, bytes_in = ?9 WHERE id = ?1",
                 params![
                     id,
                     end.state,
@@ -481,7 +494,9 @@ impl Catalog {
                     end.rows_out.map(|r| r as i64),
                     end.error,
                     complete,
-                    end.bytes_out.map(|b| b as i64)
+                    end.bytes_out.map(|b| b as i64),
+                    end.rows_in.map(|r| r as i64),
+                    end.bytes_in.map(|b| b as i64)
                 ],
             )?;
             for table in inputs {

@@ -102,7 +102,7 @@ const TABLES: &[SystemTableDef] = &[
     SystemTableDef {
         name: "runs",
         sql: "SELECT id, sql_text, principal, kind, state, started_at, ended_at, rows_out, bytes_out, \
-              lineage_complete, error, \
+              rows_in, bytes_in, lineage_complete, error, \
               (SELECT group_concat(table_name, ',') FROM run_inputs i WHERE i.run_id = r.id) \
               FROM runs r ORDER BY started_at, id",
         columns: &[
@@ -115,6 +115,8 @@ const TABLES: &[SystemTableDef] = &[
             ("ended_at", TEXT),
             ("rows_out", INT),
             ("bytes_out", INT),
+            ("rows_in", INT),
+            ("bytes_in", INT),
             ("lineage_complete", BOOL),
             ("error", TEXT),
             ("inputs", TEXT),

@@ -119,6 +119,8 @@ pub struct PlannedQuery {
     schema: SchemaRef,
     plans: Vec<Arc<dyn ExecutionPlan>>,
     task_ctx: Arc<TaskContext>,
+    /// The catalog runs that end when the result has been streamed.
+    runs: Vec<Arc<runs::StreamingRun>>,
 }
 
 impl PlannedQuery {
@@ -326,11 +328,12 @@ impl Engine {
             return Ok(self.no_rows());
         }
         let plan = self.direct_plan(sql).await?;
-        let physical = self.to_physical(sql, plan).await?;
+        let (physical, run) = self.to_physical(sql, plan).await?;
         Ok(PlannedQuery {
             schema: physical.schema(),
             plans: vec![physical],
             task_ctx: self.ctx.task_ctx(),
+            runs: run.into_iter().collect(),
         })
     }
 
@@ -358,7 +361,7 @@ impl Engine {
                 "this statement returns rows: execute it as a query, not as an update".into(),
             ));
         }
-        let physical = self.to_physical(sql, plan).await?;
+        let (physical, _) = self.to_physical(sql, plan).await?;
         let batches = self.collect(physical).await?;
         Ok(affected_rows(&batches))
     }
@@ -369,14 +372,21 @@ impl Engine {
         &self,
         sql: &str,
         plan: LogicalPlan,
-    ) -> EngineResult<Arc<dyn ExecutionPlan>> {
+    ) -> EngineResult<(Arc<dyn ExecutionPlan>, Option<Arc<runs::StreamingRun>>)> {
         let Some(catalog) = self.catalog.clone() else {
-            return self.execute_plan(plan).await.map(|(exec, _)| exec);
+            return self.execute_plan(plan).await.map(|(exec, _)| (exec, None));
         };
         let views = self.views_in(&plan).await;
         let run = runs::Run::describe(sql, &plan, &views, self.options.tables_location.as_deref());
         run.start(&catalog)?;
         let outcome = self.execute_plan(plan).await;
+        if run.is_query()
+            && let Ok((exec, _)) = outcome
+        {
+            // A query's run ends when its result has been streamed.
+            let streaming = runs::StreamingRun::new(run.id.clone(), catalog);
+            return Ok((exec, Some(Arc::new(streaming))));
+        }
         let stats = outcome.as_ref().ok().and_then(|(_, stats)| *stats);
         let error = outcome.as_ref().err().map(|e| e.to_string());
         // The table first, so the run's COMPLETE event knows its location.
@@ -384,7 +394,7 @@ impl Engine {
             self.record_effect(&catalog, &run).await?;
         }
         run.end(&catalog, stats, error)?;
-        outcome.map(|(exec, _)| exec)
+        outcome.map(|(exec, _)| (exec, None))
     }
 
     /// The views `plan` reads (DataFusion expands them in place), by name.
@@ -513,8 +523,10 @@ impl Engine {
         }
         // DML/COPY run now, not when (or if) the client fetches the count.
         let schema = physical.schema();
+        let ran = Arc::clone(&physical);
         let batches = self.collect(physical).await?;
         let rows = affected_rows(&batches);
+        let (rows_in, bytes_in) = runs::input_metrics(&[ran]);
         let exec: Arc<dyn ExecutionPlan> = if batches.is_empty() {
             Arc::new(datafusion::physical_plan::empty::EmptyExec::new(schema))
         } else {
@@ -525,6 +537,8 @@ impl Engine {
             rows,
             bytes: None,
             files: 0,
+            rows_in,
+            bytes_in,
         };
         Ok((exec, Some(stats)))
     }
@@ -715,40 +729,61 @@ impl Engine {
             schema,
             plans,
             task_ctx,
+            runs,
         } = query;
         // Two batches in flight keep the network busy without buffering the result.
         let (tx, rx) = mpsc::channel(2);
         let failure_tx = tx.clone();
         let (checked, runtime) = (plans.clone(), task_ctx.runtime_env());
         let driver = self.cpu.spawn(async move {
+            let mut sent = 0_u64;
             for plan in plans {
                 let mut stream = match execute_stream(plan, Arc::clone(&task_ctx)) {
                     Ok(stream) => stream,
-                    Err(err) => return Some(err),
+                    Err(err) => return (sent, Some(err), false),
                 };
                 while let Some(item) = stream.next().await {
                     let item = match item {
                         Ok(batch) if batch.num_rows() == 0 => continue,
                         Ok(batch) => batch,
                         // Reported by the task below, with the file named if it can be.
-                        Err(err) => return Some(err),
+                        Err(err) => return (sent, Some(err), false),
                     };
+                    let rows = item.num_rows() as u64;
                     if tx.send(Ok(item)).await.is_err() {
                         // The client went away: dropping `stream` stops the work.
-                        return None;
+                        return (sent, None, true);
                     }
+                    sent += rows;
                 }
             }
-            None
+            (sent, None, false)
         });
         // A failure, even a panic in the driver (a reader crashing on a
         // corrupt file), must end the stream with an error, never look like a
         // complete result.
         self.cpu.spawn(async move {
-            let err = match driver.await {
-                Ok(None) => return,
-                Ok(Some(err)) => err,
-                Err(e) => DataFusionError::Execution(task_failure(e).to_string()),
+            let (sent, failure, abandoned) = match driver.await {
+                Ok(outcome) => outcome,
+                Err(e) => (
+                    0,
+                    Some(DataFusionError::Execution(task_failure(e).to_string())),
+                    false,
+                ),
+            };
+            let (rows_in, bytes_in) = runs::input_metrics(&checked);
+            let end = runs::StreamEnd {
+                rows_out: sent,
+                rows_in,
+                bytes_in,
+                error: failure.as_ref().map(|e| e.to_string()),
+                abandoned,
+            };
+            for run in &runs {
+                run.finish(&end);
+            }
+            let Some(err) = failure else {
+                return;
             };
             let err = match corruption::suggests_corruption(&err.to_string()) {
                 true => match corruption::in_physical_plans(&runtime, &checked).await {
@@ -774,6 +809,7 @@ impl Engine {
             schema: empty.schema(),
             plans: vec![empty],
             task_ctx: self.ctx.task_ctx(),
+            runs: Vec::new(),
         }
     }
 
@@ -921,14 +957,18 @@ impl Engine {
         }
         let (plan, rows, schema) = self.prepared.instantiate(id)?;
         let mut plans = Vec::with_capacity(rows.len().max(1));
+        let mut runs = Vec::new();
         for plan in bind_rows(plan, rows)? {
-            plans.push(self.to_physical(&sql, plan).await?);
+            let (physical, run) = self.to_physical(&sql, plan).await?;
+            plans.push(physical);
+            runs.extend(run);
         }
         let schema = plans.first().map_or(schema, |p| p.schema());
         Ok(PlannedQuery {
             schema,
             plans,
             task_ctx: self.ctx.task_ctx(),
+            runs,
         })
     }
 

@@ -185,11 +185,13 @@ impl Run {
             principal: ANONYMOUS.to_string(),
             kind: self.kind,
         };
-        catalog.start_run(&start, self.write.as_ref()).map_err(|e| {
-            EngineError::Internal(format!(
-                "the catalog cannot record the statement, so it did not run: {e}"
-            ))
-        })
+        catalog
+            .start_run(&start, &self.inputs, self.write.as_ref())
+            .map_err(|e| {
+                EngineError::Internal(format!(
+                    "the catalog cannot record the statement, so it did not run: {e}"
+                ))
+            })
     }
 
     /// Records the end, the inputs and a write's lineage.
@@ -204,16 +206,121 @@ impl Run {
             rows_out: written.map(|w| w.rows),
             bytes_out: written.and_then(|w| w.bytes),
             files_out: written.map(|w| w.files).filter(|files| *files > 0),
+            rows_in: written.and_then(|w| w.rows_in),
+            bytes_in: written.and_then(|w| w.bytes_in),
             error,
         };
         catalog
-            .end_run(&self.id, &end, &self.inputs, self.write.as_ref())
+            .end_run(&self.id, &end, &[], self.write.as_ref())
             .map_err(|e| {
                 EngineError::Internal(format!(
                     "the statement ran, but the catalog could not record its end: {e}"
                 ))
             })
     }
+}
+
+impl Run {
+    /// Whether this run only reads (its end is known when its result has
+    /// been streamed, not when it is planned).
+    pub(crate) fn is_query(&self) -> bool {
+        self.kind == "query"
+    }
+}
+
+/// A query's run between planning and the end of its result stream. It is
+/// ended exactly once: by [`StreamingRun::finish`], or as ABORT when the
+/// result is dropped unfetched (expired or cancelled).
+#[derive(Debug)]
+pub(crate) struct StreamingRun {
+    id: String,
+    catalog: std::sync::Arc<Catalog>,
+    ended: std::sync::atomic::AtomicBool,
+}
+
+/// How a streamed result ended.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StreamEnd {
+    pub(crate) rows_out: u64,
+    pub(crate) rows_in: Option<u64>,
+    pub(crate) bytes_in: Option<u64>,
+    pub(crate) error: Option<String>,
+    pub(crate) abandoned: bool,
+}
+
+impl StreamingRun {
+    pub(crate) fn new(id: String, catalog: std::sync::Arc<Catalog>) -> Self {
+        Self {
+            id,
+            catalog,
+            ended: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Records how the stream ended (the first call wins).
+    pub(crate) fn finish(&self, end: &StreamEnd) {
+        if self.ended.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let state = match (&end.error, end.abandoned) {
+            (Some(_), _) => "FAIL",
+            (None, true) => "ABORT",
+            (None, false) => "COMPLETE",
+        };
+        let record = RunEnd {
+            state,
+            rows_out: Some(end.rows_out),
+            bytes_out: None,
+            files_out: None,
+            rows_in: end.rows_in,
+            bytes_in: end.bytes_in,
+            error: end.error.clone(),
+        };
+        if let Err(e) = self.catalog.end_run(&self.id, &record, &[], None) {
+            tracing::warn!(run = %self.id, "the catalog could not record the end of a query: {e}");
+        }
+    }
+}
+
+impl Drop for StreamingRun {
+    fn drop(&mut self) {
+        self.finish(&StreamEnd {
+            abandoned: true,
+            error: None,
+            ..Default::default()
+        });
+    }
+}
+
+/// Rows read by the leaves of `plans` and bytes scanned from files, from
+/// the plans' metrics after they ran.
+pub(crate) fn input_metrics(
+    plans: &[std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>],
+) -> (Option<u64>, Option<u64>) {
+    fn walk(
+        plan: &std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+        rows: &mut Option<u64>,
+        bytes: &mut Option<u64>,
+    ) {
+        if let Some(metrics) = plan.metrics() {
+            if plan.children().is_empty()
+                && let Some(out) = metrics.output_rows()
+            {
+                *rows = Some(rows.unwrap_or(0) + out as u64);
+            }
+            if let Some(scanned) = metrics.sum_by_name("bytes_scanned") {
+                *bytes = Some(bytes.unwrap_or(0) + scanned.as_usize() as u64);
+            }
+        }
+        for child in plan.children() {
+            walk(child, rows, bytes);
+        }
+    }
+    let (mut rows, mut bytes) = (None, None);
+    for plan in plans {
+        walk(plan, &mut rows, &mut bytes);
+    }
+    (rows, bytes)
 }
 
 fn field_names(plan: &LogicalPlan) -> Vec<String> {

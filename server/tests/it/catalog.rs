@@ -139,6 +139,25 @@ async fn a_chain_of_statements_has_exactly_the_expected_lineage() {
         .await,
         table(&bytes_on_disk.to_string())
     );
+    // A read is a run too: rows out, rows and bytes read, recorded when streamed.
+    assert_eq!(
+        query(c, "SELECT * FROM b")
+            .await
+            .iter()
+            .map(|b| b.num_rows())
+            .sum::<usize>(),
+        8
+    );
+    let read = "SELECT state, rows_out, rows_in, bytes_in > 0, inputs FROM system.runs WHERE sql = 'SELECT * FROM b'";
+    let mut recorded = Vec::new();
+    for _ in 0..50 {
+        recorded = rows(c, read).await;
+        if recorded.first().is_some_and(|r| r[0] != "RUNNING") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(recorded, table("COMPLETE, 8, 8, true, b"));
     // Every version a write committed, with its size.
     assert_eq!(
         rows(
@@ -164,7 +183,8 @@ async fn a_chain_of_statements_has_exactly_the_expected_lineage() {
             "write, COMPLETE, 5, lineitem+orders
              write, COMPLETE, 5, orders
              ddl, COMPLETE, 0, a
-             write, COMPLETE, 8, v"
+             write, COMPLETE, 8, v
+             query, COMPLETE, 8, b"
         )
     );
 }
