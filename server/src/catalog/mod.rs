@@ -786,6 +786,46 @@ mod tests {
     }
 
     #[test]
+    fn a_full_disk_is_a_clear_error_and_loses_nothing_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path()).unwrap();
+        // SQLite reports a full disk when the file may not grow: the same error path.
+        catalog
+            .with(|c| c.pragma_update(None, "max_page_count", 40))
+            .unwrap();
+        let mut started = Vec::new();
+        let err = loop {
+            let run = RunStart {
+                id: format!("run-{}", started.len()),
+                sql: "x".repeat(2000),
+                principal: "test".into(),
+                kind: "query",
+            };
+            match catalog.start_run(&run, &["t".to_string()], None) {
+                Ok(()) => started.push(run.id),
+                Err(err) => break err,
+            }
+            assert!(started.len() < 10_000, "the page limit never hit");
+        };
+        let message = err.to_string();
+        assert!(
+            message.contains("full") && message.contains("catalog.sqlite"),
+            "{message}"
+        );
+        // Every run recorded before stays, with its input; nothing half-written.
+        let counted: (i64, i64) = catalog
+            .read(|c| {
+                c.query_row(
+                    "SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM run_inputs)",
+                    [],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+            })
+            .unwrap();
+        assert_eq!(counted, (started.len() as i64, started.len() as i64));
+    }
+
+    #[test]
     fn a_newer_or_corrupt_catalog_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         drop(Catalog::open(dir.path()).unwrap());
