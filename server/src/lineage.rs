@@ -13,7 +13,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
-use datafusion::common::Column;
+use datafusion::common::{Column, DFSchema};
 use datafusion::logical_expr::{Expr, LogicalPlan};
 
 /// How a source column reaches its target (OpenLineage 1-2-0 types).
@@ -236,7 +236,11 @@ fn walk(plan: &LogicalPlan, cx: &mut Context) -> Columns {
                 keys.extend(refs(r, &join.right, &right, cx));
             }
             if let Some(filter) = &join.filter {
-                keys.extend(refs_by_schema(filter, &join.schema, &both, cx));
+                // The filter sees both sides, whatever the join keeps.
+                match join.left.schema().join(join.right.schema()) {
+                    Ok(sides) => keys.extend(refs_in(filter, &sides, &both, cx)),
+                    Err(_) => *cx.complete = false,
+                }
             }
             add_indirect(cx, keys, Transformation::Join);
             let (l, r) = (left.len(), right.len());
@@ -418,30 +422,19 @@ fn refs(
     input: &Columns,
     cx: &mut Context,
 ) -> BTreeSet<Edge> {
+    refs_in(expr, input_plan.schema(), input, cx)
+}
+
+/// The sources of every column `expr` refers to, resolved in `schema`
+/// whose columns are `columns`.
+fn refs_in(expr: &Expr, schema: &DFSchema, columns: &Columns, cx: &mut Context) -> BTreeSet<Edge> {
     if has_subquery(expr) {
         // Tables read by the subquery influence the result, but how exactly is not traced.
         *cx.complete = false;
     }
     expr.column_refs()
         .into_iter()
-        .flat_map(|column| column_sources(column, input_plan, input, cx))
-        .collect()
-}
-
-/// Column references of a join filter, resolved against the joined schema.
-fn refs_by_schema(
-    expr: &Expr,
-    schema: &datafusion::common::DFSchemaRef,
-    both: &Columns,
-    cx: &mut Context,
-) -> BTreeSet<Edge> {
-    if has_subquery(expr) {
-        *cx.complete = false;
-    }
-    expr.column_refs()
-        .into_iter()
-        .filter_map(|column| schema.index_of_column(column).ok())
-        .flat_map(|i| both.get(i).cloned().unwrap_or_default())
+        .flat_map(|column| sources_in(column, schema, columns, cx))
         .collect()
 }
 
@@ -451,8 +444,17 @@ fn column_sources(
     input: &Columns,
     cx: &mut Context,
 ) -> BTreeSet<Edge> {
-    match input_plan.schema().index_of_column(column) {
-        Ok(i) => input.get(i).cloned().unwrap_or_default(),
+    sources_in(column, input_plan.schema(), input, cx)
+}
+
+fn sources_in(
+    column: &Column,
+    schema: &DFSchema,
+    columns: &Columns,
+    cx: &mut Context,
+) -> BTreeSet<Edge> {
+    match schema.index_of_column(column) {
+        Ok(i) => columns.get(i).cloned().unwrap_or_default(),
         // An outer reference (correlated subquery) or something unforeseen.
         Err(_) => {
             *cx.complete = false;

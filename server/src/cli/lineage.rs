@@ -7,7 +7,6 @@ use std::process::ExitCode;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use clap::Args;
-use tarn_client::Client;
 
 use super::fail;
 
@@ -46,18 +45,8 @@ struct Edge {
 
 /// Runs `tarn lineage`.
 pub fn run(args: LineageArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return fail(&format!("cannot start the runtime: {e}")),
-    };
-    runtime.block_on(async move {
-        let mut client = match Client::connect(&args.host).await {
-            Ok(c) => c,
-            Err(e) => return fail(&e.to_string()),
-        };
+    let host = args.host.clone();
+    super::with_client(&host, move |mut client| async move {
         let function = if args.downstream {
             "lineage_downstream"
         } else {

@@ -183,6 +183,28 @@ fn init_logging(filter: &str) {
         .try_init();
 }
 
+/// Runs `work` with a client connected to `host`, on a runtime of its own;
+/// a failure to start or to connect is reported and ends the command.
+pub(crate) fn with_client<F, Fut>(host: &str, work: F) -> ExitCode
+where
+    F: FnOnce(tarn_client::Client) -> Fut,
+    Fut: std::future::Future<Output = ExitCode>,
+{
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("cannot start the runtime: {e}")),
+    };
+    runtime.block_on(async move {
+        match tarn_client::Client::connect(host).await {
+            Ok(client) => work(client).await,
+            Err(e) => fail(&e.to_string()),
+        }
+    })
+}
+
 pub(crate) fn fail(message: &str) -> ExitCode {
     eprintln!("error: {message}");
     ExitCode::FAILURE

@@ -53,18 +53,8 @@ pub struct SqlArgs {
 
 /// Runs `tarn sql`.
 pub fn run(args: SqlArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return fail(&format!("cannot start the runtime: {e}")),
-    };
-    runtime.block_on(async move {
-        let mut client = match Client::connect(&args.host).await {
-            Ok(c) => c,
-            Err(e) => return fail(&e.to_string()),
-        };
+    let host = args.host.clone();
+    super::with_client(&host, move |mut client| async move {
         let mut shell = Shell {
             client: &mut client,
             args: &args,
