@@ -338,19 +338,9 @@ async fn existing_table(
     root: Arc<dyn ObjectStore>,
     location: &Url,
 ) -> Result<Option<DeltaTable>, DeltaError> {
-    let folder = object_path(location)?;
-    let objects: Vec<object_store::ObjectMeta> = root
-        .list(Some(&folder))
-        .try_collect()
-        .await
-        .map_err(|e| DeltaError::table(location, e))?;
-    let has_log = objects.iter().any(|o| {
-        o.location
-            .prefix_match(&folder)
-            .is_some_and(|mut p| p.next().is_some_and(|p| p.as_ref() == LOG_FOLDER))
-    });
-    if !has_log {
-        return match objects.is_empty() {
+    let (log, data) = list_folder(root.as_ref(), location).await?;
+    if log.is_empty() {
+        return match data.is_empty() {
             true => Ok(None),
             false => Err(DeltaError::NotEmpty {
                 location: location.to_string(),
@@ -443,21 +433,30 @@ async fn write_stats(table: &DeltaTable) -> WriteStats {
     stats
 }
 
-/// Deletes every file of the table at `location`: data files first, the log
-/// last, so an interrupted purge leaves a table that errors on the missing
-/// files (and can be purged again), never a folder of stale plain files.
-pub async fn purge(root: Arc<dyn ObjectStore>, location: &Url) -> Result<(), DeltaError> {
+/// The objects under the table folder `location`: those of its
+/// `_delta_log/`, and the others.
+async fn list_folder(
+    root: &dyn ObjectStore,
+    location: &Url,
+) -> Result<(Vec<object_store::ObjectMeta>, Vec<object_store::ObjectMeta>), DeltaError> {
     let folder = object_path(location)?;
     let objects: Vec<object_store::ObjectMeta> = root
         .list(Some(&folder))
         .try_collect()
         .await
         .map_err(|e| DeltaError::table(location, e))?;
-    let (log, data): (Vec<_>, Vec<_>) = objects.into_iter().partition(|o| {
+    Ok(objects.into_iter().partition(|o| {
         o.location
             .prefix_match(&folder)
             .is_some_and(|mut p| p.next().is_some_and(|p| p.as_ref() == LOG_FOLDER))
-    });
+    }))
+}
+
+/// Deletes every file of the table at `location`: data files first, the log
+/// last, so an interrupted purge leaves a table that errors on the missing
+/// files (and can be purged again), never a folder of stale plain files.
+pub async fn purge(root: Arc<dyn ObjectStore>, location: &Url) -> Result<(), DeltaError> {
+    let (log, data) = list_folder(root.as_ref(), location).await?;
     for object in data.iter().chain(log.iter()) {
         match root.delete(&object.location).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}

@@ -25,14 +25,8 @@ pub struct LineageArgs {
     /// How many steps to follow
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub depth: i64,
-    /// Server address
-    #[arg(
-        long,
-        short = 'H',
-        env = "TARN_HOST",
-        default_value = "grpc://127.0.0.1:50051"
-    )]
-    pub host: String,
+    #[command(flatten)]
+    pub server: super::HostArg,
 }
 
 /// One edge, as the server returns it.
@@ -45,7 +39,7 @@ struct Edge {
 
 /// Runs `tarn lineage`.
 pub fn run(args: LineageArgs) -> ExitCode {
-    let host = args.host.clone();
+    let host = args.server.host.clone();
     super::with_client(&host, move |mut client| async move {
         let function = if args.downstream {
             "lineage_downstream"

@@ -183,6 +183,19 @@ fn init_logging(filter: &str) {
         .try_init();
 }
 
+/// The server a client command talks to.
+#[derive(Debug, Clone, Args)]
+pub struct HostArg {
+    /// Server address
+    #[arg(
+        long,
+        short = 'H',
+        env = "TARN_HOST",
+        default_value = "grpc://127.0.0.1:50051"
+    )]
+    pub host: String,
+}
+
 /// Runs `work` with a client connected to `host`, on a runtime of its own;
 /// a failure to start or to connect is reported and ends the command.
 pub(crate) fn with_client<F, Fut>(host: &str, work: F) -> ExitCode

@@ -23,14 +23,8 @@ use super::{fail, split};
 Examples:\n  tarn sql -c \"SELECT count(*) FROM lineitem\"\n  tarn sql queries.sql --format csv > out.csv\n  tarn sql -c \"SELECT * FROM orders\" -o orders.parquet"
 )]
 pub struct SqlArgs {
-    /// Server address
-    #[arg(
-        long,
-        short = 'H',
-        env = "TARN_HOST",
-        default_value = "grpc://127.0.0.1:50051"
-    )]
-    pub host: String,
+    #[command(flatten)]
+    pub server: super::HostArg,
     /// SQL (or a meta-command) to run; repeat for several
     #[arg(short = 'c', long = "command", value_name = "SQL")]
     pub commands: Vec<String>,
@@ -53,7 +47,7 @@ pub struct SqlArgs {
 
 /// Runs `tarn sql`.
 pub fn run(args: SqlArgs) -> ExitCode {
-    let host = args.host.clone();
+    let host = args.server.host.clone();
     super::with_client(&host, move |mut client| async move {
         let mut shell = Shell {
             client: &mut client,
@@ -230,7 +224,7 @@ impl Shell<'_> {
         println!(
             "tarn sql {} connected to {}. End statements with ';', \\? for help, \\q to quit.",
             env!("CARGO_PKG_VERSION"),
-            self.args.host
+            self.args.server.host
         );
         let mut buffer = String::new();
         loop {
