@@ -30,6 +30,8 @@
 //! batch_size = 8192             # rows per record batch
 //! prepared_statement_ttl = "1h" # idle prepared statements are dropped after this
 //! view_types = false            # send Utf8View/BinaryView as they are (most clients cannot read them)
+//! max_sql_length = 1048576      # longest SQL text accepted, bytes
+//! max_expression_depth = 1000   # deepest nesting accepted (operators chained in one expression, UNIONs, joins)
 //!
 //! [engine.datafusion]           # any DataFusion setting, applied last
 //! "execution.parquet.pushdown_filters" = true
@@ -125,6 +127,10 @@ pub struct EngineSection {
     pub prepared_statement_ttl: Option<Duration>,
     /// Send view types unchanged.
     pub view_types: Option<bool>,
+    /// Longest SQL text accepted, bytes.
+    pub max_sql_length: Option<usize>,
+    /// Deepest nesting of a statement accepted.
+    pub max_expression_depth: Option<usize>,
     /// Any DataFusion setting, e.g. `"execution.parquet.pushdown_filters" = "false"`
     /// (the `datafusion.` prefix is optional).
     pub datafusion: std::collections::BTreeMap<String, toml::Value>,
@@ -341,6 +347,16 @@ pub fn resolve(file: ConfigFile, overrides: Overrides) -> ServeConfig {
                 .listing_cache_ttl
                 .unwrap_or(engine_defaults.listing_cache_ttl),
             tables_location: None,
+            limits: crate::engine::StatementLimits {
+                max_sql_length: file
+                    .engine
+                    .max_sql_length
+                    .unwrap_or(engine_defaults.limits.max_sql_length),
+                max_expression_depth: file
+                    .engine
+                    .max_expression_depth
+                    .unwrap_or(engine_defaults.limits.max_expression_depth),
+            },
         },
         flight: FlightOptions {
             max_message_size: file

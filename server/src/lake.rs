@@ -252,7 +252,10 @@ pub async fn register(
             Err(e) => Err(LakeError::Register {
                 name: table.name.clone(),
                 location: table.location.clone(),
-                message: crate::engine::task_failure(e).to_string(),
+                message: format!(
+                    "reading its files failed: {}; one of them is probably corrupt",
+                    crate::runtime::TaskFailure::from(e)
+                ),
             }),
         };
     match result {
@@ -588,7 +591,7 @@ mod tests {
             url: root.display().to_string(),
             ..Default::default()
         };
-        let store = Store::open("lake", &config).unwrap();
+        let store = Store::open_alone("lake", &config).unwrap();
         let (tables, problems) = discover(&store).await.unwrap();
         let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
@@ -614,7 +617,7 @@ mod tests {
             url: dir.path().display().to_string(),
             ..Default::default()
         };
-        let store = Store::open("lake", &config).unwrap();
+        let store = Store::open_alone("lake", &config).unwrap();
         let ctx = SessionContext::new();
         let (loaded, problems) = load(&ctx, &[store], Duration::from_secs(1)).await;
         assert!(loaded.is_empty());
@@ -647,7 +650,7 @@ mod tests {
             url: dir.path().display().to_string(),
             ..Default::default()
         };
-        let store = Store::open("lake", &config).unwrap();
+        let store = Store::open_alone("lake", &config).unwrap();
         let (loaded, problems) =
             load(&SessionContext::new(), &[store], Duration::from_secs(1)).await;
         assert!(

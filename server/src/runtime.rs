@@ -1,14 +1,24 @@
-//! The CPU runtime: where DataFusion plans execute, apart from tonic's I/O.
+//! The CPU runtime: where statements are planned and executed, apart from
+//! tonic's I/O.
 //!
 //! Decoding Parquet, hashing and sorting can occupy a worker thread for many
 //! milliseconds. On the runtime that serves gRPC that would stall every other
-//! connection, so query execution is spawned here instead.
+//! connection, so planning and execution are spawned here instead.
+//!
+//! Its threads have large stacks: DataFusion's planner, optimizer and
+//! expression evaluation recurse once per level of nesting of a statement
+//! (bounded by `StatementLimits`), and a panic or overflow there must never
+//! happen on a thread that serves the network.
 
 use std::future::Future;
 
 use tokio::runtime::{Builder, Handle, Runtime};
 
-/// A dedicated multi-threaded Tokio runtime for query execution.
+/// Stack of each CPU thread. Only the pages a deep plan touches are ever
+/// committed, so this costs address space, not memory.
+const CPU_THREAD_STACK: usize = 32 * 1024 * 1024;
+
+/// A dedicated multi-threaded Tokio runtime for planning and execution.
 #[derive(Debug)]
 pub struct CpuRuntime {
     // `Option` so that `Drop` can shut it down without blocking an async caller.
@@ -22,6 +32,7 @@ impl CpuRuntime {
         let runtime = Builder::new_multi_thread()
             .worker_threads(threads.max(1))
             .thread_name("tarn-cpu")
+            .thread_stack_size(CPU_THREAD_STACK)
             .enable_all()
             .build()?;
         let handle = runtime.handle().clone();
@@ -38,6 +49,42 @@ impl CpuRuntime {
         F::Output: Send + 'static,
     {
         self.handle.spawn(future)
+    }
+
+    /// Runs `future` on the CPU runtime and waits for its output; a panic
+    /// inside becomes an error of this call, never of the caller's thread.
+    pub async fn run<F>(&self, future: F) -> Result<F::Output, TaskFailure>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.handle.spawn(future).await.map_err(TaskFailure::from)
+    }
+}
+
+/// Why a task spawned on a runtime did not finish.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TaskFailure {
+    /// It was cancelled (its runtime shut down, or it was aborted).
+    #[error("the task was cancelled")]
+    Cancelled,
+    /// It panicked; the panic was caught and reported, not propagated.
+    #[error("the task failed ({0})")]
+    Panicked(String),
+}
+
+impl From<tokio::task::JoinError> for TaskFailure {
+    fn from(err: tokio::task::JoinError) -> Self {
+        if !err.is_panic() {
+            return Self::Cancelled;
+        }
+        let payload = err.into_panic();
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown cause".into());
+        Self::Panicked(message)
     }
 }
 

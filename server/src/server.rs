@@ -13,7 +13,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::catalog::{self, Catalog, CatalogError, TableKind, TableRecord};
 use crate::config::ServeConfig;
 use crate::engine::{Engine, EngineError, LocationPolicy};
-use crate::storage::{Store, StoreConfig, StoreError};
+use crate::storage::{self, Store, StoreConfig, StoreError, Stores};
 use crate::{demo, flight, lake};
 
 /// HTTP/2 flow-control window per stream, bytes.
@@ -44,6 +44,24 @@ pub enum ServeError {
         "[lake] tables_store = \"{0}\" names no store; declare [stores.{0}] or name one of the declared stores"
     )]
     UnknownStore(String),
+    /// The state folder cannot be resolved.
+    #[error("cannot use the state folder {path}: {source}; pick another with --state-dir")]
+    StateDir {
+        /// The folder.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The state folder is a store's folder or holds one.
+    #[error(
+        "the state folder {state_dir} holds the folder of store '{store}'; statements may never touch the state folder, so it must be a folder of its own: pick another with --state-dir (the default is a hidden .tarn folder inside the lake)"
+    )]
+    StateDirHoldsStore {
+        /// The state folder.
+        state_dir: PathBuf,
+        /// The store inside it.
+        store: String,
+    },
     /// The catalog cannot be opened or written.
     #[error(transparent)]
     Catalog(#[from] CatalogError),
@@ -76,23 +94,38 @@ impl Server {
                 .await
                 .map_err(|e| EngineError::Internal(e.to_string()))??;
         }
-        let stores = open_stores(&config)?;
+        // The state folder is Tarn's own: no statement may read or write it.
+        let state_dir = std::fs::create_dir_all(&config.state_dir)
+            .and_then(|()| config.state_dir.canonicalize())
+            .map_err(|source| ServeError::StateDir {
+                path: config.state_dir.clone(),
+                source,
+            })?;
+        let stores = open_stores(&config, &state_dir)?;
         // Statements may name locations inside the stores, and nowhere else.
         let mut options = config.engine.clone();
         options.locations = LocationPolicy::for_stores(&stores);
         if options.tables_location.is_none() {
             let store = stores
+                .stores
                 .iter()
                 .find(|s| s.name == config.tables_store)
                 .ok_or_else(|| ServeError::UnknownStore(config.tables_store.clone()))?;
             options.tables_location = Some(store.display_url());
         }
-        let catalog = Arc::new(
-            Catalog::open(&config.state_dir)?.with_openlineage(config.openlineage.clone()),
-        );
+        let catalog =
+            Arc::new(Catalog::open(&state_dir)?.with_openlineage(config.openlineage.clone()));
         let delivery = catalog::openlineage::spawn_delivery(Arc::clone(&catalog));
         let engine = Arc::new(Engine::new(options)?.with_catalog(Arc::clone(&catalog)));
-        let loaded = load_lake(&engine, &stores).await;
+        // Every file:// URL, whatever a statement or library makes of it, is
+        // opened through the fence.
+        if let Ok(files) = url::Url::parse("file:///") {
+            engine
+                .session()
+                .runtime_env()
+                .register_object_store(&files, Arc::clone(&stores.local_files) as _);
+        }
+        let loaded = load_lake(&engine, &stores.stores).await;
         let loaded = forget_dropped(&engine, &catalog, loaded)?;
         record_lake(&engine, &catalog, &loaded).await?;
         restore(&engine, &catalog).await;
@@ -175,8 +208,9 @@ impl Server {
     }
 }
 
-/// The lake (store "lake") and every `[stores.NAME]`.
-fn open_stores(config: &ServeConfig) -> Result<Vec<Store>, ServeError> {
+/// The lake (store "lake") and every `[stores.NAME]`; the state folder
+/// (resolved) is fenced off from them.
+fn open_stores(config: &ServeConfig, state_dir: &Path) -> Result<Stores, ServeError> {
     let mut configs = config.stores.clone();
     if !configs.iter().any(|(name, _)| name == "lake") {
         let lake = StoreConfig {
@@ -185,10 +219,19 @@ fn open_stores(config: &ServeConfig) -> Result<Vec<Store>, ServeError> {
         };
         configs.insert(0, ("lake".to_string(), lake));
     }
-    configs
-        .iter()
-        .map(|(name, store)| Store::open(name, store).map_err(ServeError::from))
-        .collect()
+    let stores = storage::open_all(&configs, &[state_dir.to_path_buf()])?;
+    // A state folder that is (or holds) a store would fence off the store.
+    for store in &stores.stores {
+        if let Some(folder) = &store.local_path
+            && folder.starts_with(state_dir)
+        {
+            return Err(ServeError::StateDirHoldsStore {
+                state_dir: state_dir.to_path_buf(),
+                store: store.name.clone(),
+            });
+        }
+    }
+    Ok(stores)
 }
 
 async fn load_lake(engine: &Engine, stores: &[Store]) -> Vec<lake::LakeTable> {
@@ -258,7 +301,7 @@ async fn record_lake(
 
 /// Recreates what SQL created and the lake does not show by itself (views,
 /// external tables, tables written elsewhere) and the settings made with SET.
-async fn restore(engine: &Engine, catalog: &Catalog) {
+async fn restore(engine: &Arc<Engine>, catalog: &Catalog) {
     let definitions = catalog.definitions().unwrap_or_else(|e| {
         tracing::warn!("cannot read the catalog's definitions: {e}");
         Vec::new()
@@ -273,7 +316,9 @@ async fn restore(engine: &Engine, catalog: &Catalog) {
     }
     for sql in catalog.settings().unwrap_or_default() {
         if let Err(e) = engine.replay(&sql).await {
-            tracing::warn!("cannot restore the setting `{sql}`: {e}");
+            // A setting refused now (or no longer valid) is skipped, so
+            // that one bad setting cannot break every query after a restart.
+            tracing::warn!("ignoring the remembered setting `{sql}`: {e}");
         }
     }
 }

@@ -654,6 +654,14 @@ impl Catalog {
         })
     }
 
+    /// Forgets the `SET` of `key` (after `RESET key`).
+    pub fn forget_setting(&self, key: &str) -> Result<(), CatalogError> {
+        self.with(|c| {
+            c.execute("DELETE FROM settings WHERE key = ?1", params![key])
+                .map(|_| ())
+        })
+    }
+
     /// The remembered `SET` statements.
     pub fn settings(&self) -> Result<Vec<String>, CatalogError> {
         self.with(|c| {

@@ -61,6 +61,10 @@ pub enum EngineError {
     #[error("permission denied: {0}")]
     PermissionDenied(String),
 
+    /// The statement is larger or more deeply nested than the server accepts.
+    #[error("statement too large: {0}")]
+    LimitExceeded(String),
+
     /// The query ran out of a resource (memory, disk).
     #[error("resources exhausted: {0}")]
     ResourcesExhausted(String),
@@ -76,6 +80,17 @@ pub enum EngineError {
     /// A bug in Tarn.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<crate::runtime::TaskFailure> for EngineError {
+    fn from(failure: crate::runtime::TaskFailure) -> Self {
+        match failure {
+            crate::runtime::TaskFailure::Cancelled => Self::Cancelled,
+            crate::runtime::TaskFailure::Panicked(message) => Self::Execution(format!(
+                "the engine failed while running the statement ({message}); a file it reads is probably corrupt"
+            )),
+        }
+    }
 }
 
 impl EngineError {

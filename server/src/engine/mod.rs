@@ -19,11 +19,14 @@ mod placeholders;
 mod prepared;
 mod results;
 mod runs;
+mod settings;
+mod statement;
 mod time_travel;
 pub mod wire;
 mod writes;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,11 +56,12 @@ pub use locations::LocationPolicy;
 pub use metadata::{TableInfo, TableKind};
 pub use prepared::{PreparedStatementId, PreparedStatementInfo};
 pub use results::ResultId;
+pub use statement::StatementLimits;
 pub use wire::WireTypes;
 
 use crate::catalog::Catalog;
 use crate::delta::{DeltaLakeTable, WriteStats};
-use crate::runtime::CpuRuntime;
+use crate::runtime::{CpuRuntime, TaskFailure};
 use prepared::PreparedStatements;
 use results::ResultStore;
 
@@ -91,6 +95,8 @@ pub struct EngineOptions {
     /// The folder URL (ending in `/`) where `CREATE TABLE` without a
     /// `LOCATION` puts a table; `None` requires a `LOCATION`.
     pub tables_location: Option<String>,
+    /// How long and how deeply nested a statement may be.
+    pub limits: StatementLimits,
 }
 
 impl Default for EngineOptions {
@@ -106,6 +112,7 @@ impl Default for EngineOptions {
             locations: LocationPolicy::default(),
             listing_cache_ttl: Duration::from_secs(10),
             tables_location: None,
+            limits: StatementLimits::default(),
         }
     }
 }
@@ -249,18 +256,92 @@ impl Engine {
         self.results.expiry_from_now()
     }
 
+    /// Runs `work` on the CPU runtime. Every statement is parsed, planned
+    /// and (for side effects) run there: those steps recurse deeply and read
+    /// file metadata, and a panic in them fails the statement, not a thread
+    /// that serves the network.
+    async fn on_cpu<T, F, Fut>(self: &Arc<Self>, work: F) -> EngineResult<T>
+    where
+        F: FnOnce(Arc<Self>) -> Fut,
+        Fut: Future<Output = EngineResult<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let future = work(Arc::clone(self));
+        self.cpu.run(future).await.map_err(EngineError::from)?
+    }
+
+    /// The schema `sql` would return, without running it.
+    pub async fn schema_of(self: &Arc<Self>, sql: &str) -> EngineResult<SchemaRef> {
+        let sql = sql.to_string();
+        self.on_cpu(|engine| async move { engine.schema_of_on_cpu(&sql).await })
+            .await
+    }
+
+    /// Plans a statement for streaming. Statements with side effects run now;
+    /// their (small) outcome is what the result streams.
+    pub async fn plan_query(self: &Arc<Self>, sql: &str) -> EngineResult<PlannedQuery> {
+        let sql = sql.to_string();
+        self.on_cpu(|engine| async move { engine.plan_query_on_cpu(&sql).await })
+            .await
+    }
+
+    /// Runs a statement that changes something and returns the number of rows
+    /// it affected (0 for DDL).
+    pub async fn execute_update(self: &Arc<Self>, sql: &str) -> EngineResult<u64> {
+        let sql = sql.to_string();
+        self.on_cpu(|engine| async move { engine.execute_update_on_cpu(&sql).await })
+            .await
+    }
+
+    /// Runs `sql` as it was recorded earlier (views, settings restored at
+    /// start), without recording it again.
+    pub async fn replay(self: &Arc<Self>, sql: &str) -> EngineResult<()> {
+        let sql = sql.to_string();
+        self.on_cpu(|engine| async move { engine.replay_on_cpu(&sql).await })
+            .await
+    }
+
+    /// Prepares `sql`: plans it with its placeholders, runs nothing.
+    pub async fn prepare(self: &Arc<Self>, sql: &str) -> EngineResult<PreparedStatementInfo> {
+        let sql = sql.to_string();
+        self.on_cpu(|engine| async move { engine.prepare_on_cpu(&sql).await })
+            .await
+    }
+
+    /// Plans a prepared query with its bound parameters.
+    pub async fn plan_prepared_query(
+        self: &Arc<Self>,
+        id: &PreparedStatementId,
+    ) -> EngineResult<PlannedQuery> {
+        let id = *id;
+        self.on_cpu(|engine| async move { engine.plan_prepared_query_on_cpu(&id).await })
+            .await
+    }
+
+    /// Runs a prepared update once per bound parameter row; returns the total
+    /// number of affected rows.
+    pub async fn execute_prepared_update(
+        self: &Arc<Self>,
+        id: &PreparedStatementId,
+    ) -> EngineResult<u64> {
+        let id = *id;
+        self.on_cpu(|engine| async move { engine.execute_prepared_update_on_cpu(&id).await })
+            .await
+    }
+
     /// Plans `sql` into a logical plan, without executing anything.
     async fn logical_plan(&self, sql: &str) -> EngineResult<LogicalPlan> {
         let state = self.ctx.state();
-        let dialect = state.config().options().sql_parser.dialect;
-        let mut statement = state
-            .sql_to_statement(sql, &dialect)
-            .map_err(EngineError::from_planning)?;
+        let mut statement = statement::parse(&state, sql, self.options.limits)?;
         placeholders::number_question_marks(&mut statement);
         let clauses = writes::take_clauses(&mut statement)?;
+        // Known before planning consumes the statement, to name a missing table.
+        let references = state
+            .resolve_table_references(&statement)
+            .unwrap_or_default();
         match state.statement_to_plan(statement).await {
             Ok(plan) => writes::rewrite_plan(plan, clauses),
-            Err(err) => Err(self.explain_planning_error(sql, err).await),
+            Err(err) => Err(self.explain_planning_error(references, err)),
         }
     }
 
@@ -285,9 +366,9 @@ impl Engine {
 
     /// Turns a planning failure into the most useful error: a missing table
     /// is named as the statement wrote it.
-    async fn explain_planning_error(
+    fn explain_planning_error(
         &self,
-        sql: &str,
+        references: Vec<TableReference>,
         err: datafusion::error::DataFusionError,
     ) -> EngineError {
         let missing_table = matches!(err.find_root(),
@@ -295,24 +376,18 @@ impl Engine {
         if !missing_table {
             return EngineError::from_planning(err);
         }
-        let state = self.ctx.state();
-        let dialect = state.config().options().sql_parser.dialect;
-        if let Ok(statement) = state.sql_to_statement(sql, &dialect)
-            && let Ok(references) = state.resolve_table_references(&statement)
-        {
-            for reference in references {
-                if !matches!(self.ctx.table_exist(reference.clone()), Ok(true)) {
-                    return EngineError::TableNotFound {
-                        name: reference.to_string(),
-                    };
-                }
+        for reference in references {
+            if !matches!(self.ctx.table_exist(reference.clone()), Ok(true)) {
+                return EngineError::TableNotFound {
+                    name: reference.to_string(),
+                };
             }
         }
         EngineError::from_planning(err)
     }
 
     /// The schema `sql` would return, without running it.
-    pub async fn schema_of(&self, sql: &str) -> EngineResult<SchemaRef> {
+    async fn schema_of_on_cpu(&self, sql: &str) -> EngineResult<SchemaRef> {
         let plan = self.logical_plan(sql).await?;
         Ok(self
             .options
@@ -322,7 +397,7 @@ impl Engine {
 
     /// Plans a statement for streaming. Statements with side effects run now;
     /// their (small) outcome is what the result streams.
-    pub async fn plan_query(&self, sql: &str) -> EngineResult<PlannedQuery> {
+    async fn plan_query_on_cpu(&self, sql: &str) -> EngineResult<PlannedQuery> {
         if let Some(table) = refresh_target(sql) {
             self.refresh_table(&table).await?;
             return Ok(self.no_rows());
@@ -339,7 +414,7 @@ impl Engine {
 
     /// Runs a statement that changes something and returns the number of rows
     /// it affected (0 for DDL).
-    pub async fn execute_update(&self, sql: &str) -> EngineResult<u64> {
+    async fn execute_update_on_cpu(&self, sql: &str) -> EngineResult<u64> {
         if let Some(table) = refresh_target(sql) {
             self.refresh_table(&table).await?;
             return Ok(0);
@@ -350,7 +425,7 @@ impl Engine {
 
     /// Runs `sql` as it was recorded earlier (views, settings restored at
     /// start), without recording it again.
-    pub async fn replay(&self, sql: &str) -> EngineResult<()> {
+    async fn replay_on_cpu(&self, sql: &str) -> EngineResult<()> {
         let plan = self.direct_plan(sql).await?;
         self.execute_plan(plan).await.map(|_| ())
     }
@@ -427,6 +502,7 @@ impl Engine {
             runs::Effect::None => return Ok(()),
             runs::Effect::Drop(name) => catalog.drop_table(name),
             runs::Effect::Setting(key) => catalog.record_setting(key, &run.sql),
+            runs::Effect::Reset(key) => catalog.forget_setting(key),
             runs::Effect::Table {
                 name,
                 kind,
@@ -479,6 +555,7 @@ impl Engine {
         plan: LogicalPlan,
     ) -> EngineResult<(Arc<dyn ExecutionPlan>, Option<WriteStats>)> {
         self.options.locations.check_plan(&plan)?;
+        settings::check_plan(&plan)?;
         if let Some(stats) = self.run_table_write(&plan).await? {
             return count_result(stats.rows).map(|exec| (exec, Some(stats)));
         }
@@ -503,7 +580,7 @@ impl Engine {
         let failure = match outcome {
             Ok(Ok(physical)) => Ok(physical),
             Ok(Err(err)) => Err(EngineError::from_planning(err)),
-            Err(join) => Err(task_failure(join)),
+            Err(join) => Err(TaskFailure::from(join).into()),
         };
         let physical = match failure {
             Ok(physical) => physical,
@@ -593,7 +670,7 @@ impl Engine {
                 }
             })
             .await
-            .map_err(task_failure)??;
+            .map_err(|e| EngineError::from(TaskFailure::from(e)))??;
         Ok(Some(rows))
     }
 
@@ -624,12 +701,15 @@ impl Engine {
                 new.name
             )));
         }
+        // The location that is checked is the one written.
         let location = match (&new.location, existing_delta) {
-            (Some(location), _) => writes::location_url(location)?,
+            (Some(location), _) => writes::as_folder(self.options.locations.check(location)?),
             (None, Some(current)) => current,
-            (None, None) => self.default_location(new.name.table())?,
+            (None, None) => {
+                let default = self.default_location(new.name.table())?;
+                writes::as_folder(self.options.locations.check(default.as_str())?)
+            }
         };
-        self.options.locations.check(location.as_str())?;
         let root = crate::delta::root_store(&self.ctx.runtime_env(), &location)
             .map_err(EngineError::from_planning)?;
         let request = crate::delta::NewTable {
@@ -642,7 +722,7 @@ impl Engine {
             .cpu
             .spawn(async move { crate::delta::create(task_root, &request, state, input).await })
             .await
-            .map_err(task_failure)??;
+            .map_err(|e| EngineError::from(TaskFailure::from(e)))??;
         let provider =
             DeltaLakeTable::with_table(root, location, table, self.options.listing_cache_ttl)
                 .await?;
@@ -708,7 +788,7 @@ impl Engine {
         let err = match outcome {
             Ok(Ok(batches)) => return Ok(batches),
             Ok(Err(err)) => EngineError::from_execution(err),
-            Err(join) => task_failure(join),
+            Err(join) => TaskFailure::from(join).into(),
         };
         if !corruption::suggests_corruption(&err.to_string()) {
             return Err(err);
@@ -767,7 +847,9 @@ impl Engine {
                 Ok(outcome) => outcome,
                 Err(e) => (
                     0,
-                    Some(DataFusionError::Execution(task_failure(e).to_string())),
+                    Some(DataFusionError::Execution(
+                        EngineError::from(TaskFailure::from(e)).to_string(),
+                    )),
                     false,
                 ),
             };
@@ -911,7 +993,7 @@ impl Engine {
     }
 
     /// Prepares `sql`: plans it with its placeholders, runs nothing.
-    pub async fn prepare(&self, sql: &str) -> EngineResult<PreparedStatementInfo> {
+    async fn prepare_on_cpu(&self, sql: &str) -> EngineResult<PreparedStatementInfo> {
         if refresh_target(sql).is_some() {
             // Tarn's own statement: nothing to plan, it runs when executed.
             let nothing = LogicalPlan::EmptyRelation(datafusion::logical_expr::EmptyRelation {
@@ -946,7 +1028,7 @@ impl Engine {
     }
 
     /// Plans a prepared query with its bound parameters.
-    pub async fn plan_prepared_query(
+    async fn plan_prepared_query_on_cpu(
         &self,
         id: &PreparedStatementId,
     ) -> EngineResult<PlannedQuery> {
@@ -974,7 +1056,7 @@ impl Engine {
 
     /// Runs a prepared update once per bound parameter row; returns the total
     /// number of affected rows.
-    pub async fn execute_prepared_update(&self, id: &PreparedStatementId) -> EngineResult<u64> {
+    async fn execute_prepared_update_on_cpu(&self, id: &PreparedStatementId) -> EngineResult<u64> {
         let sql = self.prepared.sql(id)?;
         if let Some(table) = refresh_target(&sql) {
             self.refresh_table(&table).await?;
@@ -1019,23 +1101,6 @@ fn refresh_target(sql: &str) -> Option<String> {
     let table = words.next()?.eq_ignore_ascii_case("table");
     let name = words.next()?;
     (refresh && table && words.next().is_none()).then(|| name.to_string())
-}
-
-/// A query task that did not finish: a panic inside the engine or a reader
-/// (reported, not propagated) or a cancellation.
-pub(crate) fn task_failure(err: tokio::task::JoinError) -> EngineError {
-    if !err.is_panic() {
-        return EngineError::Cancelled;
-    }
-    let payload = err.into_panic();
-    let message = payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown cause".into());
-    EngineError::Execution(format!(
-        "the engine failed while running the statement ({message}); a file it reads is probably corrupt"
-    ))
 }
 
 /// Substitutes each bound parameter row into `plan`.

@@ -22,7 +22,10 @@ pub(crate) enum Effect {
         definition: Option<String>,
     },
     Drop(String),
+    /// `SET key = ...`: remembered across restarts.
     Setting(String),
+    /// `RESET key`: no longer remembered.
+    Reset(String),
 }
 
 /// One statement as the catalog sees it.
@@ -161,6 +164,10 @@ impl Run {
                 LogicalPlan::Statement(Statement::SetVariable(set)) => {
                     run.kind = "ddl";
                     run.effect = Effect::Setting(set.variable.clone());
+                }
+                LogicalPlan::Statement(Statement::ResetVariable(reset)) => {
+                    run.kind = "ddl";
+                    run.effect = Effect::Reset(reset.variable.clone());
                 }
                 LogicalPlan::Statement(_) => run.kind = "ddl",
                 query => {

@@ -228,20 +228,22 @@ impl UserDefinedLogicalNodeCore for TableStatementNode {
     }
 }
 
-/// The URL a table location names: an object-store URL as it is, a local
-/// path made absolute. Always ends in `/` (a table is a folder).
+/// The URL a table location names, parsed as DataFusion parses the
+/// locations of `CREATE EXTERNAL TABLE` and `COPY` (so that the location
+/// checked is the location opened). Always ends in `/` (a table is a folder).
 pub(crate) fn location_url(location: &str) -> EngineResult<Url> {
-    let invalid = |why: String| EngineError::Plan(format!("invalid LOCATION '{location}': {why}"));
-    let url = if location.contains("://") {
-        Url::parse(location).map_err(|e| invalid(e.to_string()))?
-    } else {
-        let path = std::path::absolute(location).map_err(|e| invalid(e.to_string()))?;
-        Url::from_directory_path(&path).map_err(|()| invalid("not an absolute path".into()))?
-    };
-    Ok(as_folder(url))
+    let parsed =
+        datafusion::datasource::listing::ListingTableUrl::parse(location).map_err(|e| {
+            EngineError::Plan(format!(
+                "invalid LOCATION '{location}': {}",
+                e.strip_backtrace()
+            ))
+        })?;
+    Ok(as_folder(AsRef::<Url>::as_ref(&parsed).clone()))
 }
 
-fn as_folder(mut url: Url) -> Url {
+/// `url` as a folder URL (ending in `/`).
+pub(crate) fn as_folder(mut url: Url) -> Url {
     if !url.path().ends_with('/') {
         let path = format!("{}/", url.path());
         url.set_path(&path);

@@ -12,7 +12,8 @@ pub fn to_status(err: EngineError) -> Status {
         EngineError::Syntax(_)
         | EngineError::Plan(_)
         | EngineError::InvalidParameters(_)
-        | EngineError::WrongStatementKind(_) => Status::invalid_argument(message),
+        | EngineError::WrongStatementKind(_)
+        | EngineError::LimitExceeded(_) => Status::invalid_argument(message),
         EngineError::TableNotFound { .. }
         | EngineError::ResultNotFound { .. }
         | EngineError::PreparedStatementNotFound => Status::not_found(message),

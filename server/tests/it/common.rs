@@ -40,10 +40,12 @@ pub async fn start() -> TestServer {
 }
 
 /// Starts a server with `config`. Servers on the shared demo lake each get
-/// a catalog of their own (many run at once; the demo lake is never written).
+/// a catalog of their own (many run at once; the demo lake is never
+/// written), unless the test chose a state folder.
 pub async fn start_with(mut config: ServeConfig) -> TestServer {
     let state = tempfile::tempdir().expect("a temporary folder");
-    if Path::new(&config.lake) == demo_lake() {
+    let default_state = tarn::config::default_state_dir(&config.lake);
+    if Path::new(&config.lake) == demo_lake() && config.state_dir == default_state {
         config.state_dir = state.path().to_path_buf();
     }
     let server = Server::start(config).await.expect("the server starts");

@@ -255,3 +255,228 @@ async fn refresh_table_works_as_a_prepared_statement() {
         3
     );
 }
+
+/// A lake with a folder beside it that no statement may reach, and links
+/// from inside the lake to that folder and to the state folder.
+struct Fenced {
+    _root: tempfile::TempDir,
+    lake: std::path::PathBuf,
+    outside: std::path::PathBuf,
+    state: std::path::PathBuf,
+}
+
+fn fenced_lake() -> Fenced {
+    let root = tempfile::tempdir().unwrap();
+    let lake = root.path().join("lake");
+    let outside = root.path().join("outside");
+    let state = lake.join(".tarn");
+    for folder in [&lake, &outside, &state] {
+        std::fs::create_dir_all(folder).unwrap();
+    }
+    std::fs::write(lake.join("people.csv"), "id,name\n1,ann\n2,bob\n").unwrap();
+    std::fs::write(outside.join("secret.csv"), "id,name\n99,secret\n").unwrap();
+    std::os::unix::fs::symlink(&outside, lake.join("link")).unwrap();
+    std::os::unix::fs::symlink(&state, lake.join("state-link")).unwrap();
+    Fenced {
+        lake: lake.canonicalize().unwrap(),
+        outside: outside.canonicalize().unwrap(),
+        state: state.canonicalize().unwrap(),
+        _root: root,
+    }
+}
+
+/// Every file under `folder` (links not followed), for before/after comparisons.
+fn files_under(folder: &std::path::Path) -> Vec<(String, u64)> {
+    let mut files = Vec::new();
+    let mut pending = vec![folder.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let kind = entry.file_type().unwrap();
+            if kind.is_dir() {
+                pending.push(entry.path());
+            } else {
+                let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                files.push((entry.path().display().to_string(), size));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Locations that lead out of the lake (to `outside/<file>`) or into the
+/// state folder, each disguised differently.
+fn hostile_locations(f: &Fenced, file: &str) -> Vec<String> {
+    let (l, o) = (f.lake.display(), f.outside.display());
+    let o_relative = o.to_string();
+    let o_relative = o_relative.trim_start_matches('/');
+    vec![
+        format!("file://{l}/%2e%2e/outside/{file}"),
+        format!("file://{l}/%2E%2E/outside/{file}"),
+        format!("file://{l}/.%2e/outside/{file}"),
+        format!("{l}/%252e%252e/outside/{file}"),
+        format!("file://{l}/%252e%252e/outside/{file}"),
+        format!("file://{l}/..%2foutside%2f{file}"),
+        format!("file://{l}/%2e%2e%2foutside%2f{file}"),
+        format!("{l}\\..\\outside\\{file}"),
+        format!("file://{l}\\..\\outside\\{file}"),
+        format!("file://localhost{l}/../outside/{file}"),
+        format!("file://localhost{o}/{file}"),
+        format!("file:{o}/{file}"),
+        format!("file:{o_relative}/{file}"),
+        format!("{l}/link/{file}"),
+        format!("file://{l}/link/%2e%2e/outside/{file}"),
+        format!("{l}/state-link/catalog.sqlite"),
+        format!("{l}/.tarn/catalog.sqlite"),
+        format!("file://{l}/%2etarn/catalog.sqlite-wal"),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_locations_are_refused_and_nothing_outside_is_read_or_written() {
+    let f = fenced_lake();
+    let mut t = start_with(ServeConfig::for_lake(&f.lake)).await;
+    let outside_before = files_under(&f.outside);
+    let state_before: Vec<String> = files_under(&f.state).into_iter().map(|(p, _)| p).collect();
+
+    let reads = hostile_locations(&f, "secret.csv");
+    assert!(reads.len() >= 12);
+    for location in &reads {
+        let create = format!(
+            "CREATE EXTERNAL TABLE stolen (id BIGINT, name VARCHAR) STORED AS CSV LOCATION '{location}' OPTIONS ('format.has_header' 'true')"
+        );
+        let err = t.client.execute_update(&create).await.unwrap_err();
+        assert!(denied(&err), "{location}: {err}");
+        assert!(err.to_string().contains("must lie inside"), "{err}");
+        // As a query (ADBC), prepared (JDBC) and under EXPLAIN ANALYZE too.
+        assert!(
+            denied(&t.client.query(&create).await.unwrap_err()),
+            "{location}"
+        );
+        let mut prepared = t.client.prepare(&create).await.unwrap();
+        assert!(
+            denied(&prepared.execute_update().await.unwrap_err()),
+            "{location}"
+        );
+        prepared.close().await.unwrap();
+    }
+    let writes = hostile_locations(&f, "victim.csv");
+    for location in &writes {
+        for sql in [
+            format!("COPY (SELECT 'overwritten' AS x) TO '{location}' STORED AS CSV"),
+            format!("CREATE TABLE dropped_here (x VARCHAR) LOCATION '{location}'"),
+        ] {
+            let err = t.client.execute_update(&sql).await.unwrap_err();
+            assert!(denied(&err), "{sql}: {err}");
+        }
+        let explain = format!(
+            "EXPLAIN ANALYZE COPY (SELECT 'overwritten' AS x) TO '{location}' STORED AS CSV"
+        );
+        let err = t.client.query(&explain).await.unwrap_err();
+        assert!(denied(&err), "{explain}: {err}");
+    }
+    let err = t.client.query("SELECT * FROM stolen").await.unwrap_err();
+    assert_eq!(err.status().unwrap().code(), Code::NotFound, "{err}");
+
+    assert_eq!(
+        files_under(&f.outside),
+        outside_before,
+        "nothing outside was written"
+    );
+    let state_after: Vec<String> = files_under(&f.state).into_iter().map(|(p, _)| p).collect();
+    assert_eq!(
+        state_after, state_before,
+        "no file was added to the state folder"
+    );
+    assert_eq!(
+        count(query(&mut t.client, "SELECT count(*) FROM people").await),
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_catalog_survives_an_attempt_to_overwrite_it() {
+    let f = fenced_lake();
+    let mut t = start_with(ServeConfig::for_lake(&f.lake)).await;
+    t.client
+        .execute_update("CREATE VIEW named AS SELECT name FROM people")
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        query(&mut t.client, "SELECT count(*) FROM people").await;
+    }
+    let runs_before = count(query(&mut t.client, "SELECT count(*) FROM system.runs").await);
+    for target in ["catalog.sqlite-wal", "catalog.sqlite", "LOCK"] {
+        for location in [
+            format!("{}/{target}", f.state.display()),
+            format!("{}/state-link/{target}", f.lake.display()),
+            format!("file://{}/%2etarn/{target}", f.lake.display()),
+        ] {
+            let sql = format!("COPY (SELECT 'garbage' AS x) TO '{location}' STORED AS CSV");
+            let err = t.client.execute_update(&sql).await.unwrap_err();
+            assert!(denied(&err), "{sql}: {err}");
+            assert!(err.to_string().contains("state folder"), "{err}");
+        }
+    }
+    t.server.shutdown().await;
+
+    let mut t = start_with(ServeConfig::for_lake(&f.lake)).await;
+    let runs_after = count(query(&mut t.client, "SELECT count(*) FROM system.runs").await);
+    assert!(
+        runs_after >= runs_before,
+        "{runs_after} runs after, {runs_before} before"
+    );
+    let named = query(&mut t.client, "SELECT count(*) FROM named").await;
+    assert_eq!(count(named), 2, "the view survived");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn discovery_never_follows_a_link_out_of_the_lake() {
+    let f = fenced_lake();
+    let stolen = f.outside.join("stolen");
+    std::fs::create_dir_all(&stolen).unwrap();
+    std::fs::write(stolen.join("part-0.csv"), "id,name\n7,stolen\n").unwrap();
+    std::os::unix::fs::symlink(&stolen, f.lake.join("sneaky")).unwrap();
+    std::os::unix::fs::symlink(f.outside.join("secret.csv"), f.lake.join("leak.csv")).unwrap();
+    let friends = f.lake.join("friends");
+    std::fs::create_dir_all(&friends).unwrap();
+    std::fs::write(friends.join("part-0.csv"), "id,name\n3,cy\n").unwrap();
+    std::os::unix::fs::symlink(f.outside.join("secret.csv"), friends.join("part-1.csv")).unwrap();
+    // A link that stays inside the lake is fine.
+    std::os::unix::fs::symlink(f.lake.join("people.csv"), f.lake.join("alias.csv")).unwrap();
+
+    let mut t = start_with(ServeConfig::for_lake(&f.lake)).await;
+    let tables = query(
+        &mut t.client,
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'",
+    )
+    .await;
+    let names: Vec<String> = tables
+        .iter()
+        .flat_map(|batch| {
+            let names = batch.column(0).as_string::<i32>();
+            names
+                .iter()
+                .flatten()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for name in ["link", "sneaky", "leak", "state-link"] {
+        assert!(!names.contains(&name.to_string()), "{name} in {names:?}");
+    }
+    assert!(names.contains(&"alias".to_string()), "{names:?}");
+    let rows = query(&mut t.client, "SELECT name FROM friends").await;
+    let names: Vec<&str> = rows[0]
+        .column(0)
+        .as_string::<i32>()
+        .iter()
+        .flatten()
+        .collect();
+    assert_eq!(
+        names,
+        ["cy"],
+        "the linked file outside is not part of the table"
+    );
+}

@@ -38,7 +38,7 @@ async fn demo_table_names() -> BTreeSet<String> {
         url: common::demo_lake().display().to_string(),
         ..Default::default()
     };
-    let store = tarn::storage::Store::open("lake", &lake).unwrap();
+    let store = tarn::storage::Store::open_alone("lake", &lake).unwrap();
     let (tables, problems) = tarn::lake::discover(&store).await.unwrap();
     assert!(problems.is_empty(), "{problems:?}");
     tables.into_iter().map(|t| t.name).collect()

@@ -13,6 +13,12 @@
 //! ```
 //!
 //! Secrets are never printed: `Debug` shows them as `***`.
+//!
+//! Every local store is reached through one [`fence::FencedFileSystem`],
+//! which admits only paths inside the local stores and never Tarn's own
+//! state folder.
+
+pub mod fence;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -20,8 +26,9 @@ use std::sync::Arc;
 
 use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
-use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
+
+use fence::{Fence, FencedFileSystem};
 use serde::Deserialize;
 use url::Url;
 
@@ -109,9 +116,71 @@ impl fmt::Debug for Store {
     }
 }
 
+/// The stores of a server, and the fenced file system its local stores share.
+#[derive(Debug, Clone)]
+pub struct Stores {
+    /// Every store, in the order configured.
+    pub stores: Vec<Store>,
+    /// What `file://` URLs reach: the local stores, and nothing else.
+    pub local_files: Arc<FencedFileSystem>,
+}
+
+/// Opens the stores `configs`; local paths are fenced into the local stores
+/// and kept out of the `reserved` folders (the state folder).
+pub fn open_all(
+    configs: &[(String, StoreConfig)],
+    reserved: &[PathBuf],
+) -> Result<Stores, StoreError> {
+    let mut roots = Vec::new();
+    for (name, config) in configs {
+        if let Some(folder) = local_folder(name, config)? {
+            roots.push(folder);
+        }
+    }
+    let fence = Fence::new(roots, reserved.iter().cloned());
+    let local_files = Arc::new(FencedFileSystem::new(Arc::new(fence)));
+    let stores = configs
+        .iter()
+        .map(|(name, config)| Store::open(name, config, &local_files))
+        .collect::<Result<_, _>>()?;
+    Ok(Stores {
+        stores,
+        local_files,
+    })
+}
+
+/// The folder of a local store (`None` for a bucket), resolved.
+fn local_folder(name: &str, config: &StoreConfig) -> Result<Option<PathBuf>, StoreError> {
+    if config.url.starts_with("s3://") || config.url.starts_with("s3a://") {
+        return Ok(None);
+    }
+    let invalid = |reason: &str| StoreError::InvalidUrl {
+        name: name.to_string(),
+        url: config.url.clone(),
+        reason: reason.to_string(),
+    };
+    let path = match config.url.strip_prefix("file://") {
+        Some(rest) => PathBuf::from(rest),
+        None if config.url.contains("://") => {
+            return Err(invalid("supported: a folder, file:// or s3:// URLs"));
+        }
+        None => PathBuf::from(&config.url),
+    };
+    let absolute = std::path::absolute(&path).map_err(|e| invalid(&e.to_string()))?;
+    if !absolute.is_dir() {
+        return Err(invalid("no such folder; pass an existing folder"));
+    }
+    Ok(Some(absolute.canonicalize().unwrap_or(absolute)))
+}
+
 impl Store {
-    /// Opens the store `name` described by `config`.
-    pub fn open(name: &str, config: &StoreConfig) -> Result<Self, StoreError> {
+    /// Opens the store `name` described by `config`; a local store is
+    /// reached through `local_files`.
+    pub fn open(
+        name: &str,
+        config: &StoreConfig,
+        local_files: &Arc<FencedFileSystem>,
+    ) -> Result<Self, StoreError> {
         let invalid = |reason: &str| StoreError::InvalidUrl {
             name: name.to_string(),
             url: config.url.clone(),
@@ -158,26 +227,25 @@ impl Store {
                 local_path: None,
             });
         }
-        let path = match config.url.strip_prefix("file://") {
-            Some(rest) => PathBuf::from(rest),
-            None if config.url.contains("://") => {
-                return Err(invalid("supported: a folder, file:// or s3:// URLs"));
-            }
-            None => PathBuf::from(&config.url),
-        };
-        let absolute = std::path::absolute(&path).map_err(|e| invalid(&e.to_string()))?;
-        if !absolute.is_dir() {
-            return Err(invalid("no such folder; pass an existing folder"));
-        }
-        let folder = absolute.canonicalize().unwrap_or(absolute);
+        let folder = local_folder(name, config)?
+            .ok_or_else(|| invalid("supported: a folder, file:// or s3:// URLs"))?;
         let prefix =
             ObjectPath::from_filesystem_path(&folder).map_err(|e| invalid(&e.to_string()))?;
         Ok(Self {
             name: name.to_string(),
             root_url: Url::parse("file:///").map_err(|e| invalid(&e.to_string()))?,
             prefix,
-            object_store: Arc::new(LocalFileSystem::new()),
+            object_store: Arc::clone(local_files) as Arc<dyn ObjectStore>,
             local_path: Some(folder),
+        })
+    }
+
+    /// Opens one store on its own, its local files fenced into itself.
+    pub fn open_alone(name: &str, config: &StoreConfig) -> Result<Self, StoreError> {
+        let mut opened = open_all(&[(name.to_string(), config.clone())], &[])?;
+        opened.stores.pop().ok_or_else(|| StoreError::Client {
+            name: name.to_string(),
+            message: "the store did not open".into(),
         })
     }
 
@@ -212,7 +280,7 @@ mod tests {
             !printed.contains("AKIDEXAMPLE") && !printed.contains("wJalrXUtnFEMI"),
             "{printed}"
         );
-        let store = Store::open("s", &config).unwrap();
+        let store = Store::open_alone("s", &config).unwrap();
         assert_eq!(store.display_url(), "s3://bucket/p");
         assert!(!format!("{store:?}").contains("wJalr"));
     }
@@ -224,7 +292,7 @@ mod tests {
             url: dir.path().display().to_string(),
             ..Default::default()
         };
-        let store = Store::open("lake", &config).unwrap();
+        let store = Store::open_alone("lake", &config).unwrap();
         let canonical = dir.path().canonicalize().unwrap();
         assert_eq!(
             store.display_url(),
