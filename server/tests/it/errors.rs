@@ -235,31 +235,67 @@ async fn cancelled_results_cannot_be_fetched() {
     assert_eq!(code(&err), Code::NotFound);
 }
 
+/// A prepared statement's handle, created with the raw Flight SQL action.
+async fn prepared_handle(client: &mut Client, sql: &str) -> bytes::Bytes {
+    let mut raw = client.flight_sql_client().clone();
+    let request = arrow_flight::sql::ActionCreatePreparedStatementRequest {
+        query: sql.into(),
+        transaction_id: None,
+    };
+    let action =
+        arrow_flight::Action::new("CreatePreparedStatement", request.as_any().encode_to_vec());
+    let mut results = raw
+        .inner_mut()
+        .do_action(action)
+        .await
+        .unwrap()
+        .into_inner();
+    let body = results.next().await.unwrap().unwrap().body;
+    let any = arrow_flight::sql::Any::decode(body).unwrap();
+    any.unpack::<arrow_flight::sql::ActionCreatePreparedStatementResult>()
+        .unwrap()
+        .unwrap()
+        .prepared_statement_handle
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_parameter_batch_shorter_than_its_header_is_rejected() {
+    let mut t = start().await;
+    let handle =
+        prepared_handle(&mut t.client, "SELECT * FROM nation WHERE n_nationkey = $1").await;
+    let cmd = CommandPreparedStatementQuery {
+        prepared_statement_handle: handle,
+    };
+    let batch = RecordBatch::try_from_iter([(
+        "$1",
+        Arc::new(Int64Array::from((0..1000).collect::<Vec<i64>>())) as _,
+    )])
+    .unwrap();
+    let encoded: Vec<arrow_flight::FlightData> = FlightDataEncoderBuilder::new()
+        .build(futures::stream::iter([Ok(batch)]))
+        .try_collect()
+        .await
+        .unwrap();
+    for keep in [0, 8, 100] {
+        let mut messages = encoded.clone();
+        messages[0].flight_descriptor =
+            Some(FlightDescriptor::new_cmd(cmd.as_any().encode_to_vec()));
+        let last = messages.last_mut().unwrap();
+        assert!(last.data_body.len() > keep);
+        last.data_body = last.data_body.slice(..keep);
+        let err = put_error(&mut t.client, messages).await;
+        assert_status(&err, Code::InvalidArgument, "malformed parameter batches");
+        assert!(err.to_string().contains("body"), "{err}");
+        still_serving(&mut t.client).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn garbage_parameter_batches_are_rejected() {
     let mut t = start().await;
     // A real handle, so that only the batch bytes are wrong.
-    let handle = {
-        let mut raw = t.client.flight_sql_client().clone();
-        let request = arrow_flight::sql::ActionCreatePreparedStatementRequest {
-            query: "SELECT * FROM nation WHERE n_nationkey = $1".into(),
-            transaction_id: None,
-        };
-        let action =
-            arrow_flight::Action::new("CreatePreparedStatement", request.as_any().encode_to_vec());
-        let mut results = raw
-            .inner_mut()
-            .do_action(action)
-            .await
-            .unwrap()
-            .into_inner();
-        let body = results.next().await.unwrap().unwrap().body;
-        let any = arrow_flight::sql::Any::decode(body).unwrap();
-        any.unpack::<arrow_flight::sql::ActionCreatePreparedStatementResult>()
-            .unwrap()
-            .unwrap()
-            .prepared_statement_handle
-    };
+    let handle =
+        prepared_handle(&mut t.client, "SELECT * FROM nation WHERE n_nationkey = $1").await;
     let cmd = CommandPreparedStatementQuery {
         prepared_statement_handle: handle,
     };
