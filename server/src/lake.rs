@@ -99,6 +99,17 @@ pub enum LakeError {
         /// What is wrong, and how to fix it.
         reason: String,
     },
+    /// A folder holds Delta tables deeper down, not at its top.
+    #[error(
+        "skipping {location}: it holds Delta tables below the top of the store ({}); serve each with CREATE EXTERNAL TABLE name STORED AS DELTA LOCATION '...'",
+        tables.join(", ")
+    )]
+    NestedDelta {
+        /// The folder.
+        location: String,
+        /// The folders of the Delta tables inside it.
+        tables: Vec<String>,
+    },
     /// Two entries would get the same table name.
     #[error(
         "skipping {location}: a table named '{name}' already exists (from {existing}); rename one of them"
@@ -420,13 +431,7 @@ fn folder_table(
             .iter()
             .map(|root| format!("{location}{}/", root.join("/")))
             .collect();
-        return Err(LakeError::Inconsistent {
-            location,
-            reason: format!(
-                "it holds Delta tables below the top of the store ({}); serve each with CREATE EXTERNAL TABLE name STORED AS DELTA LOCATION '...'",
-                tables.join(", ")
-            ),
-        });
+        return Err(LakeError::NestedDelta { location, tables });
     }
     let inconsistent = |reason: String| LakeError::Inconsistent {
         location: location.clone(),

@@ -125,8 +125,10 @@ impl Server {
                 .runtime_env()
                 .register_object_store(&files, Arc::clone(&stores.local_files) as _);
         }
-        let loaded = load_lake(&engine, &stores.stores).await;
+        let created = catalog.created_tables()?;
+        let loaded = load_lake(&engine, &stores.stores, &created).await;
         let loaded = forget_dropped(&engine, &catalog, loaded)?;
+        let loaded = serve_created(&engine, &created, loaded).await;
         record_lake(&engine, &catalog, &loaded).await?;
         restore(&engine, &catalog).await;
         catalog::system::register(engine.session(), catalog).map_err(|e| {
@@ -234,14 +236,82 @@ fn open_stores(config: &ServeConfig, state_dir: &Path) -> Result<Stores, ServeEr
     Ok(stores)
 }
 
-async fn load_lake(engine: &Engine, stores: &[Store]) -> Vec<lake::LakeTable> {
+/// Discovers and registers the tables of every store. `created` (tables Tarn
+/// wrote, by name and location) are served by [`serve_created`]: folders
+/// that hold them deeper down are not worth a warning.
+async fn load_lake(
+    engine: &Engine,
+    stores: &[Store],
+    created: &[(String, String)],
+) -> Vec<lake::LakeTable> {
     let (loaded, problems) = lake::load(engine.session(), stores, engine.freshness()).await;
     for problem in problems {
-        tracing::warn!("{problem}");
+        match &problem {
+            lake::LakeError::NestedDelta { tables, .. }
+                if tables
+                    .iter()
+                    .all(|t| created.iter().any(|(_, l)| same_location(t, l))) =>
+            {
+                tracing::debug!("{problem} (each is a table Tarn created, served by its name)");
+            }
+            _ => tracing::warn!("{problem}"),
+        }
     }
     let urls: Vec<String> = stores.iter().map(Store::display_url).collect();
     tracing::info!(stores = %urls.join(", "), tables = loaded.len(), "lake loaded");
     loaded
+}
+
+/// Serves every table Tarn created under the name it was created with,
+/// wherever it lies: at the top of a store (where discovery finds it, maybe
+/// under its folder's name), at a LOCATION below the top, or in another store.
+async fn serve_created(
+    engine: &Engine,
+    created: &[(String, String)],
+    mut loaded: Vec<lake::LakeTable>,
+) -> Vec<lake::LakeTable> {
+    for (name, location) in created {
+        // Discovery named the folder; the table has the name it was created with.
+        loaded.retain(|table| {
+            if table.name == *name || !same_location(&table.location, location) {
+                return true;
+            }
+            let _ = engine.session().deregister_table(table.name.as_str());
+            false
+        });
+        if matches!(engine.session().table_exist(name.as_str()), Ok(true)) {
+            continue;
+        }
+        if let Err(e) = register_delta(engine, name, location).await {
+            tracing::warn!(table = %name, "cannot serve table '{name}' at {location}: {e}");
+        }
+    }
+    loaded
+}
+
+async fn register_delta(engine: &Engine, name: &str, location: &str) -> Result<(), String> {
+    let url = url::Url::parse(location).map_err(|e| e.to_string())?;
+    let runtime = engine.session().runtime_env();
+    let root = crate::delta::root_store(&runtime, &url).map_err(|e| e.strip_backtrace())?;
+    let table = crate::delta::DeltaLakeTable::open(root, url, engine.freshness())
+        .await
+        .map_err(|e| e.to_string())?;
+    engine
+        .session()
+        .register_table(name, Arc::new(table))
+        .map(|_| ())
+        .map_err(|e| e.strip_backtrace())
+}
+
+/// Whether two location URLs name the same folder (however each is encoded).
+fn same_location(a: &str, b: &str) -> bool {
+    let normal = |s: &str| {
+        url::Url::parse(s).map_or_else(
+            |_| s.trim_end_matches('/').to_string(),
+            |u| u.as_str().trim_end_matches('/').to_string(),
+        )
+    };
+    normal(a) == normal(b)
 }
 
 /// Unregisters lake tables that were dropped with `DROP TABLE` (which keeps

@@ -630,6 +630,17 @@ impl Catalog {
         })
     }
 
+    /// Tables Tarn wrote (`CREATE TABLE`), with their locations, oldest first.
+    pub fn created_tables(&self) -> Result<Vec<(String, String)>, CatalogError> {
+        self.with(|c| {
+            let mut statement = c.prepare(
+                "SELECT name, location FROM tables WHERE dropped_at IS NULL AND kind = 'created' AND location IS NOT NULL ORDER BY id",
+            )?;
+            let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            rows.collect()
+        })
+    }
+
     /// Locations of tables dropped with `DROP TABLE` (their files kept) that
     /// no live table has: the lake still shows them, but they stay dropped.
     pub fn dropped_locations(&self) -> Result<std::collections::HashSet<String>, CatalogError> {

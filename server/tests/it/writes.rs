@@ -379,3 +379,86 @@ async fn new_tables_go_to_the_configured_store() {
     let err = tarn::Server::start(wrong).await.unwrap_err();
     assert!(err.to_string().contains("[stores.nowhere]"), "{err}");
 }
+
+/// Every row of a result as text, for comparing results before and after a restart.
+async fn text_rows(client: &mut Client, sql: &str) -> Vec<String> {
+    let batches = query(client, sql).await;
+    let mut rows = Vec::new();
+    for batch in &batches {
+        for row in 0..batch.num_rows() {
+            let cells: Vec<String> = batch
+                .columns()
+                .iter()
+                .map(|c| arrow::util::display::array_value_to_string(c, row).unwrap())
+                .collect();
+            rows.push(cells.join("|"));
+        }
+    }
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_table_tarn_created_comes_back_after_a_restart_with_its_versions() {
+    let lake = scratch_lake();
+    let archive = tempfile::tempdir().unwrap();
+    let with_archive = || {
+        let mut config = config(lake.path());
+        config.stores.push((
+            "archive".into(),
+            tarn::storage::StoreConfig {
+                url: archive.path().display().to_string(),
+                ..Default::default()
+            },
+        ));
+        config
+    };
+    let mut t = start_with(with_archive()).await;
+    let deep = lake.path().join("archive/events").display().to_string();
+    let renamed = lake.path().join("folder_x").display().to_string();
+    let far = archive.path().join("deep/far").display().to_string();
+    for sql in [
+        // At the default place.
+        "CREATE TABLE plain AS SELECT * FROM nation".to_string(),
+        "INSERT INTO plain SELECT * FROM nation WHERE n_regionkey = 1".to_string(),
+        // At a LOCATION below the top of the lake.
+        format!("CREATE TABLE ev (id BIGINT, kind VARCHAR) LOCATION '{deep}'"),
+        "INSERT INTO ev VALUES (1, 'a'), (2, 'b')".to_string(),
+        // At the top of the lake, in a folder with another name.
+        format!("CREATE TABLE renamed LOCATION '{renamed}' AS SELECT n_name FROM nation"),
+        // In another store, below its top.
+        format!("CREATE TABLE far LOCATION '{far}' AS SELECT * FROM nation WHERE n_regionkey = 2"),
+        "INSERT INTO far SELECT * FROM nation WHERE n_regionkey = 3".to_string(),
+    ] {
+        update(&mut t.client, &sql).await;
+    }
+    let checks = [
+        "SELECT count(*) FROM plain",
+        "SELECT count(*) FROM time_travel('plain', 0)",
+        "SELECT * FROM ev ORDER BY id",
+        "SELECT count(*) FROM time_travel('ev', 1)",
+        "SELECT count(*) FROM renamed",
+        "SELECT count(*) FROM far",
+        "SELECT count(*) FROM time_travel('far', 0)",
+        "SELECT table_name, version, rows, files FROM system.table_versions \
+         WHERE table_name IN ('plain', 'ev', 'renamed', 'far') ORDER BY 1, 2",
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1",
+    ];
+    let mut before = Vec::new();
+    for sql in checks {
+        before.push(text_rows(&mut t.client, sql).await);
+    }
+    assert_eq!(before[2], ["1|a", "2|b"]);
+    t.server.shutdown().await;
+
+    let mut t = start_with(with_archive()).await;
+    for (sql, earlier) in checks.iter().zip(&before) {
+        assert_eq!(&text_rows(&mut t.client, sql).await, earlier, "{sql}");
+    }
+    // It is served under the name it was created with, not its folder's.
+    let err = t.client.query("SELECT * FROM folder_x").await.unwrap_err();
+    assert_status(&err, Code::NotFound, "folder_x");
+    // And it is still written to where it lives.
+    update(&mut t.client, "INSERT INTO ev VALUES (3, 'c')").await;
+    assert_eq!(count(&mut t.client, "ev").await, 3);
+    assert_eq!(commits(&lake.path().join("archive/events")).len(), 3);
+}
