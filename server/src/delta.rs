@@ -10,12 +10,17 @@
 //! - Before the first data file of a new table, a marker is put under
 //!   `_delta_log/`, so lake discovery never mistakes the files of an
 //!   unfinished table for a plain Parquet table.
+//! - Writers to one table inside this process take turns (one lock per
+//!   table folder), so they never race each other for a version; a race
+//!   with another process is retried with backoff until [`BUSY_DEADLINE`],
+//!   then reported as [`DeltaError::Busy`].
 //! - A registered table serves one snapshot at a time; the snapshot is
 //!   renewed after Tarn's own writes, after `REFRESH TABLE`, and on the first
 //!   scan after the listing TTL, so other writers' commits become visible.
 
 use std::borrow::Cow;
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use arrow::datatypes::SchemaRef;
@@ -26,7 +31,7 @@ use datafusion::error::{DataFusionError, Result as DataFusionResult};
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::{Expr, LogicalPlan, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
-use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::transaction::{CommitProperties, TransactionError};
 use deltalake::logstore::{LogStore, LogStoreFactory, LogStoreRef, ObjectStoreRef, StorageConfig};
 use deltalake::operations::write::{SchemaMode, WriteBuilder};
 use deltalake::protocol::SaveMode;
@@ -47,6 +52,19 @@ const CREATE_MARKER: &str = "_tarn_create_started";
 /// Rows per Parquet row group: large enough for good compression and
 /// statistics, small enough that a filtered scan skips most of a file.
 const ROW_GROUP_ROWS: usize = 1024 * 1024;
+
+/// How long a write keeps retrying while other processes win every commit.
+pub const BUSY_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Commit attempts deltalake makes for one write before it gives up (each
+/// attempt after a lost race reads the newer commits and takes the next
+/// version; appends never conflict with each other).
+const COMMIT_ATTEMPTS: usize = 50;
+
+/// First and longest pause between whole attempts of a write that lost
+/// every commit race.
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const LONGEST_BACKOFF: Duration = Duration::from_secs(2);
 
 /// Why a Delta table operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +100,16 @@ pub enum DeltaError {
         location: String,
         /// What was asked and what exists.
         message: String,
+    },
+    /// Other writers kept committing to the table until the deadline passed.
+    #[error(
+        "the Delta table at {location} is busy: other writers committed to it for {waited_secs} s while this write tried to; nothing was committed, try again"
+    )]
+    Busy {
+        /// The table folder.
+        location: String,
+        /// How long the write tried.
+        waited_secs: u64,
     },
     /// Reading or writing the table failed.
     #[error("Delta table at {location}: {message}")]
@@ -285,6 +313,8 @@ pub async fn create(
     input: LogicalPlan,
 ) -> Result<(DeltaTable, WriteStats), DeltaError> {
     let location = &new.location;
+    let turn = write_turn(location);
+    let _turn = turn.lock().await;
     if let Ok(folder) = location.to_file_path() {
         // deltalake resolves local table folders, so they must exist first.
         tokio::fs::create_dir_all(&folder)
@@ -292,44 +322,56 @@ pub async fn create(
             .map_err(|e| DeltaError::table(location, e))?;
     }
     let existing = existing_table(Arc::clone(&root), location).await?;
-    let log_store = log_store(Arc::clone(&root), location)?;
-    let builder = match existing {
-        Some(table) if new.replace => {
-            let snapshot = table
-                .snapshot()
-                .map_err(|e| DeltaError::table(location, e))?
-                .snapshot()
-                .clone();
-            WriteBuilder::new(log_store, Some(snapshot))
-                .with_save_mode(SaveMode::Overwrite)
-                .with_schema_mode(SchemaMode::Overwrite)
-        }
-        Some(_) => {
+    match existing {
+        Some(_) if !new.replace => {
             return Err(DeltaError::AlreadyExists {
                 location: location.to_string(),
             });
         }
-        None => {
-            mark_create_started(root.as_ref(), location).await?;
-            WriteBuilder::new(log_store, None).with_save_mode(SaveMode::ErrorIfExists)
+        None => mark_create_started(root.as_ref(), location).await?,
+        Some(_) => {}
+    }
+    let log_store = log_store(Arc::clone(&root), location)?;
+    let replace = existing.is_some();
+    let table = retry_while_busy(location, BUSY_DEADLINE, || {
+        let (log_store, session, input) =
+            (Arc::clone(&log_store), Arc::clone(&session), input.clone());
+        let partition_by = new.partition_by.clone();
+        async move {
+            let builder = if replace {
+                // Over the newest version: a retry sees what others committed.
+                let mut current = DeltaTable::new(Arc::clone(&log_store));
+                current.load().await?;
+                let snapshot = current.snapshot()?.snapshot().clone();
+                WriteBuilder::new(log_store, Some(snapshot))
+                    .with_save_mode(SaveMode::Overwrite)
+                    .with_schema_mode(SchemaMode::Overwrite)
+            } else {
+                WriteBuilder::new(log_store, None).with_save_mode(SaveMode::ErrorIfExists)
+            };
+            let builder = if partition_by.is_empty() {
+                builder
+            } else {
+                builder.with_partition_columns(partition_by)
+            };
+            builder
+                .with_input_plan(input)
+                .with_session_state(session)
+                .with_writer_properties(writer_properties())
+                .with_commit_properties(commit_properties())
+                .await
         }
-    };
-    let builder = if new.partition_by.is_empty() {
-        builder
-    } else {
-        builder.with_partition_columns(new.partition_by.clone())
-    };
-    let table = builder
-        .with_input_plan(input)
-        .with_session_state(session)
-        .with_writer_properties(writer_properties())
-        .with_commit_properties(CommitProperties::default())
-        .await
-        .map_err(|e| write_error(location, e))?;
+    })
+    .await?;
     // The commit is what counts; a leftover marker is harmless.
     let _ = root.delete(&marker_path(location)).await;
     let stats = write_stats(&table).await;
     Ok((table, stats))
+}
+
+/// How every write commits.
+fn commit_properties() -> CommitProperties {
+    CommitProperties::default().with_max_retries(COMMIT_ATTEMPTS)
 }
 
 /// The table at `location`, if there is one; an error if the folder holds
@@ -382,11 +424,68 @@ fn object_path(location: &Url) -> Result<ObjectPath, DeltaError> {
 fn write_error(location: &Url, err: DeltaTableError) -> DeltaError {
     match err {
         DeltaTableError::Transaction {
-            source: deltalake::kernel::transaction::TransactionError::VersionAlreadyExists(0),
+            source: TransactionError::VersionAlreadyExists(0),
         } => DeltaError::AlreadyExists {
             location: location.to_string(),
         },
         other => DeltaError::table(location, other),
+    }
+}
+
+/// Whether `err` is a lost race with another writer (worth another try).
+fn lost_commit_race(err: &DeltaTableError) -> bool {
+    matches!(
+        err,
+        DeltaTableError::Transaction {
+            source: TransactionError::MaxCommitAttempts(_)
+                | TransactionError::CommitConflict(_)
+                | TransactionError::VersionAlreadyExists(1..),
+        }
+    )
+}
+
+/// The lock writers to the table at `location` take turns on, in this process.
+fn write_turn(location: &Url) -> Arc<tokio::sync::Mutex<()>> {
+    static TURNS: std::sync::LazyLock<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> =
+        std::sync::LazyLock::new(Default::default);
+    let mut turns = TURNS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    Arc::clone(turns.entry(location.to_string()).or_default())
+}
+
+/// Runs `write` (one whole write: data files, then a commit) until it
+/// commits, retrying with growing pauses while it loses commit races to
+/// other processes, for up to `deadline` ([`BUSY_DEADLINE`]).
+async fn retry_while_busy<F, Fut>(
+    location: &Url,
+    deadline: Duration,
+    mut write: F,
+) -> Result<DeltaTable, DeltaError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<DeltaTable, DeltaTableError>>,
+{
+    let started = Instant::now();
+    let mut pause = FIRST_BACKOFF;
+    loop {
+        match write().await {
+            Ok(table) => return Ok(table),
+            Err(err) if lost_commit_race(&err) => {
+                if started.elapsed() + pause > deadline {
+                    return Err(DeltaError::Busy {
+                        location: location.to_string(),
+                        waited_secs: started.elapsed().as_secs(),
+                    });
+                }
+                tracing::debug!(%location, "a commit lost to other writers; trying again: {err}");
+                // Jitter keeps writers that lost together from retrying together.
+                let jitter = (uuid::Uuid::new_v4().as_u128() % pause.as_millis().max(1)) as u64;
+                tokio::time::sleep(pause + Duration::from_millis(jitter)).await;
+                pause = (pause * 2).min(LONGEST_BACKOFF);
+            }
+            Err(err) => return Err(write_error(location, err)),
+        }
     }
 }
 
@@ -456,6 +555,8 @@ async fn list_folder(
 /// last, so an interrupted purge leaves a table that errors on the missing
 /// files (and can be purged again), never a folder of stale plain files.
 pub async fn purge(root: Arc<dyn ObjectStore>, location: &Url) -> Result<(), DeltaError> {
+    let turn = write_turn(location);
+    let _turn = turn.lock().await;
     let (log, data) = list_folder(root.as_ref(), location).await?;
     for object in data.iter().chain(log.iter()) {
         match root.delete(&object.location).await {
@@ -607,27 +708,30 @@ impl DeltaLakeTable {
         input: LogicalPlan,
         overwrite: bool,
     ) -> Result<WriteStats, DeltaError> {
-        let mut base = self.snapshot().table;
-        base.update_incremental(None)
-            .await
-            .map_err(|e| DeltaError::table(&self.location, e))?;
-        let snapshot = base
-            .snapshot()
-            .map_err(|e| DeltaError::table(&self.location, e))?
-            .snapshot()
-            .clone();
+        let turn = write_turn(&self.location);
+        let _turn = turn.lock().await;
         let mode = if overwrite {
             SaveMode::Overwrite
         } else {
             SaveMode::Append
         };
-        let table = WriteBuilder::new(base.log_store(), Some(snapshot))
-            .with_save_mode(mode)
-            .with_input_plan(input)
-            .with_session_state(session)
-            .with_writer_properties(writer_properties())
-            .await
-            .map_err(|e| DeltaError::table(&self.location, e))?;
+        let served = self.snapshot().table;
+        let table = retry_while_busy(&self.location, BUSY_DEADLINE, || {
+            let (mut base, session, input) = (served.clone(), Arc::clone(&session), input.clone());
+            async move {
+                // Over the newest version: a retry sees what others committed.
+                base.update_incremental(None).await?;
+                let snapshot = base.snapshot()?.snapshot().clone();
+                WriteBuilder::new(base.log_store(), Some(snapshot))
+                    .with_save_mode(mode)
+                    .with_input_plan(input)
+                    .with_session_state(session)
+                    .with_writer_properties(writer_properties())
+                    .with_commit_properties(commit_properties())
+                    .await
+            }
+        })
+        .await?;
         let stats = write_stats(&table).await;
         self.install(Snapshot::of(table, &self.location).await?);
         Ok(stats)
@@ -711,5 +815,46 @@ impl TableProvider for DeltaLakeTable {
         filters: &[&Expr],
     ) -> DataFusionResult<Vec<TableProviderFilterPushDown>> {
         self.snapshot().provider.supports_filters_pushdown(filters)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_write_that_keeps_losing_commit_races_is_busy_after_the_deadline() {
+        let location = Url::parse("file:///lake/t/").unwrap();
+        let mut attempts = 0;
+        let outcome = retry_while_busy(&location, Duration::from_millis(300), || {
+            attempts += 1;
+            async {
+                Err(DeltaTableError::Transaction {
+                    source: TransactionError::MaxCommitAttempts(50),
+                })
+            }
+        })
+        .await;
+        let err = outcome.err().unwrap();
+        assert!(matches!(err, DeltaError::Busy { .. }), "{err}");
+        assert!(err.to_string().contains("busy"), "{err}");
+        assert!(attempts > 1, "it retried ({attempts} attempts)");
+    }
+
+    #[tokio::test]
+    async fn other_failures_are_not_retried() {
+        let location = Url::parse("file:///lake/t/").unwrap();
+        let mut attempts = 0;
+        let outcome = retry_while_busy(&location, Duration::from_secs(5), || {
+            attempts += 1;
+            async {
+                Err(DeltaTableError::Transaction {
+                    source: TransactionError::VersionAlreadyExists(0),
+                })
+            }
+        })
+        .await;
+        assert!(matches!(outcome, Err(DeltaError::AlreadyExists { .. })));
+        assert_eq!(attempts, 1);
     }
 }

@@ -57,6 +57,10 @@ pub enum EngineError {
     #[error("already exists: {0}")]
     AlreadyExists(String),
 
+    /// Other writers kept the statement from committing; trying again may work.
+    #[error("{0}")]
+    Conflict(String),
+
     /// The statement names a location outside every declared store.
     #[error("permission denied: {0}")]
     PermissionDenied(String),

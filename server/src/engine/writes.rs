@@ -287,6 +287,7 @@ impl From<DeltaError> for EngineError {
             DeltaError::NoCommit { .. } | DeltaError::NoSuchVersion { .. } => {
                 EngineError::Plan(err.to_string())
             }
+            DeltaError::Busy { .. } => EngineError::Conflict(err.to_string()),
             DeltaError::Table { .. } => EngineError::Execution(err.to_string()),
         }
     }

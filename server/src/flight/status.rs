@@ -20,6 +20,7 @@ pub fn to_status(err: EngineError) -> Status {
         EngineError::NotSupported(_) => Status::unimplemented(message),
         EngineError::PermissionDenied(_) => Status::permission_denied(message),
         EngineError::AlreadyExists(_) => Status::already_exists(message),
+        EngineError::Conflict(_) => Status::aborted(message),
         EngineError::ResourcesExhausted(_) => Status::resource_exhausted(message),
         EngineError::Cancelled => Status::cancelled(message),
         EngineError::Execution(_) | EngineError::Internal(_) => Status::internal(message),

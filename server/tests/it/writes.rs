@@ -462,3 +462,43 @@ async fn every_table_tarn_created_comes_back_after_a_restart_with_its_versions()
     assert_eq!(count(&mut t.client, "ev").await, 3);
     assert_eq!(commits(&lake.path().join("archive/events")).len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn eight_writers_times_five_inserts_all_land() {
+    let lake = scratch_lake();
+    let t = start_with(config(lake.path())).await;
+    let mut client = t.client.clone();
+    update(
+        &mut client,
+        "CREATE TABLE target (writer BIGINT, round BIGINT)",
+    )
+    .await;
+    let writers: Vec<_> = (0..8)
+        .map(|writer| {
+            let mut client = t.client.clone();
+            tokio::spawn(async move {
+                for round in 0..5 {
+                    let sql = format!("INSERT INTO target VALUES ({writer}, {round})");
+                    if let Err(e) = client.execute_update(&sql).await {
+                        return Err(format!("{sql}: {e}"));
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap().unwrap();
+    }
+    assert_eq!(count(&mut client, "target").await, 40);
+    let distinct = query(
+        &mut client,
+        "SELECT count(DISTINCT writer * 10 + round) FROM target",
+    )
+    .await;
+    assert_eq!(
+        distinct[0].column(0).as_primitive::<Int64Type>().value(0),
+        40
+    );
+    assert_eq!(commits(&lake.path().join("target")).len(), 41);
+}
