@@ -94,7 +94,7 @@ async fn run(args: Args) -> Result<(), String> {
         url: args.lake.display().to_string(),
         ..Default::default()
     };
-    let store = tarn::storage::Store::open("lake", &lake).map_err(|e| e.to_string())?;
+    let store = tarn::storage::Store::open_alone("lake", &lake).map_err(|e| e.to_string())?;
     let (loaded, problems) = tarn::lake::load(engine.session(), &[store], engine.freshness()).await;
     let tables: Vec<String> = loaded.into_iter().map(|t| t.name).collect();
     if !problems.is_empty() {

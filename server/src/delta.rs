@@ -575,6 +575,104 @@ pub async fn purge(root: Arc<dyn ObjectStore>, location: &Url) -> Result<(), Del
     Ok(())
 }
 
+/// Removes what a write that began at `since` and never finished (its
+/// process was killed) left in the table folder at `location`: data files
+/// no commit references (complete ones, and the `name#n` staging files of
+/// local writes), deltalake's temporary commit files, and Tarn's create
+/// marker when no version was ever committed. Only files written at or
+/// after `since` are candidates: everything older either is referenced or
+/// was there before that write. Returns how many files were removed.
+pub async fn remove_orphans(
+    root: Arc<dyn ObjectStore>,
+    location: &Url,
+    since: DateTime<Utc>,
+) -> Result<usize, DeltaError> {
+    let turn = write_turn(location);
+    let _turn = turn.lock().await;
+    let folder = object_path(location)?;
+    let (log, data) = list_folder(root.as_ref(), location).await?;
+    let relative = |object: &object_store::ObjectMeta| -> String {
+        object
+            .location
+            .prefix_match(&folder)
+            .map(|parts| {
+                parts
+                    .map(|p| p.as_ref().to_string())
+                    .collect::<Vec<_>>()
+                    .join("/")
+            })
+            .unwrap_or_default()
+    };
+    let is_commit = |object: &object_store::ObjectMeta| {
+        object.location.filename().is_some_and(|name| {
+            name.strip_suffix(".json")
+                .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+        })
+    };
+    // A file a write adds appears in a commit written after the file.
+    let mut referenced = std::collections::HashSet::new();
+    for commit in log
+        .iter()
+        .filter(|o| is_commit(o) && o.last_modified >= since)
+    {
+        let bytes = root
+            .get(&commit.location)
+            .await
+            .map_err(|e| DeltaError::table(location, e))?
+            .bytes()
+            .await
+            .map_err(|e| DeltaError::table(location, e))?;
+        for line in bytes.split(|b| *b == b'\n') {
+            let Ok(action) = serde_json::from_slice::<serde_json::Value>(line) else {
+                continue;
+            };
+            for kind in ["add", "remove"] {
+                if let Some(path) = action.get(kind).and_then(|a| a.get("path")?.as_str()) {
+                    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+                    referenced.insert(decoded.into_owned());
+                }
+            }
+        }
+    }
+    let committed = log.iter().any(is_commit);
+    let mut orphans: Vec<&object_store::ObjectMeta> = data
+        .iter()
+        .filter(|o| o.last_modified >= since && !referenced.contains(&relative(o)))
+        .collect();
+    orphans.extend(log.iter().filter(|o| {
+        let name = o.location.filename().unwrap_or_default();
+        let temporary_commit = name.starts_with("_commit_") && name.ends_with(".tmp");
+        let lone_marker = name == CREATE_MARKER && !committed;
+        (temporary_commit && o.last_modified >= since) || lone_marker
+    }));
+    for orphan in &orphans {
+        match root.delete(&orphan.location).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(DeltaError::table(location, e)),
+        }
+    }
+    if let Ok(path) = location.to_file_path() {
+        // Local stores keep the folders of removed files (partition folders;
+        // all of an unfinished create, whose name is then free again).
+        remove_empty_folders(&path);
+    }
+    Ok(orphans.len())
+}
+
+/// Removes `folder` and its subfolders if no file is left in any of them.
+fn remove_empty_folders(folder: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_empty_folders(&entry.path());
+        }
+    }
+    // Fails, harmlessly, while anything is left inside.
+    let _ = std::fs::remove_dir(folder);
+}
+
 /// The size of one table version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VersionStats {

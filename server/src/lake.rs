@@ -215,10 +215,6 @@ pub async fn load(
     let mut loaded = Vec::new();
     let mut problems = Vec::new();
     for store in stores {
-        if store.local_path.is_none() {
-            ctx.runtime_env()
-                .register_object_store(&store.root_url, Arc::clone(&store.object_store));
-        }
         let tables = match discover(store).await {
             Ok((tables, mut found)) => {
                 problems.append(&mut found);

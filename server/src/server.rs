@@ -117,14 +117,8 @@ impl Server {
             Arc::new(Catalog::open(&state_dir)?.with_openlineage(config.openlineage.clone()));
         let delivery = catalog::openlineage::spawn_delivery(Arc::clone(&catalog));
         let engine = Arc::new(Engine::new(options)?.with_catalog(Arc::clone(&catalog)));
-        // Every file:// URL, whatever a statement or library makes of it, is
-        // opened through the fence.
-        if let Ok(files) = url::Url::parse("file:///") {
-            engine
-                .session()
-                .runtime_env()
-                .register_object_store(&files, Arc::clone(&stores.local_files) as _);
-        }
+        register_stores(&engine, &stores);
+        close_interrupted_runs(&engine, &catalog).await?;
         let created = catalog.created_tables()?;
         let loaded = load_lake(&engine, &stores.stores, &created).await;
         let loaded = forget_dropped(&engine, &catalog, loaded)?;
@@ -188,12 +182,15 @@ impl Server {
         &self.engine
     }
 
-    /// Stops accepting calls and waits for the server to finish.
+    /// Stops accepting calls and waits for the calls in flight to finish;
+    /// results planned but never fetched are ended (ABORT) in the catalog.
     pub async fn shutdown(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         let _ = (&mut self.task).await;
+        self.engine
+            .abandon_pending_results("the server stopped before the result was fetched");
         if let Some(delivery) = self.delivery.take() {
             delivery.abort();
             let _ = delivery.await;
@@ -234,6 +231,66 @@ fn open_stores(config: &ServeConfig, state_dir: &Path) -> Result<Stores, ServeEr
         }
     }
     Ok(stores)
+}
+
+/// Makes every store reachable by URL for the engine. Every file:// URL,
+/// whatever a statement or library makes of it, is opened through the fence.
+fn register_stores(engine: &Engine, stores: &Stores) {
+    let runtime = engine.session().runtime_env();
+    if let Ok(files) = url::Url::parse("file:///") {
+        runtime.register_object_store(&files, Arc::clone(&stores.local_files) as _);
+    }
+    for store in stores.stores.iter().filter(|s| s.local_path.is_none()) {
+        runtime.register_object_store(&store.root_url, Arc::clone(&store.object_store));
+    }
+}
+
+/// Why runs of an earlier process are closed at start.
+const STOPPED: &str = "the server stopped before the statement ended";
+
+/// Ends the runs an earlier process left RUNNING (it was killed, or stopped
+/// with results unfetched) as ABORT, after removing what its unfinished
+/// writes left in their tables.
+async fn close_interrupted_runs(engine: &Engine, catalog: &Catalog) -> Result<(), ServeError> {
+    let interrupted = catalog.interrupted_runs()?;
+    if interrupted.is_empty() {
+        return Ok(());
+    }
+    let mut removed = 0;
+    for run in interrupted.iter().filter(|r| r.kind == "write") {
+        let Some(location) = run
+            .target_location
+            .as_deref()
+            .and_then(|l| url::Url::parse(l).ok())
+        else {
+            continue;
+        };
+        let runtime = engine.session().runtime_env();
+        // File times are compared with the run's start: allow for coarse clocks.
+        let since = run.started_at - chrono::Duration::seconds(2);
+        let cleaned = match crate::delta::root_store(&runtime, &location) {
+            Ok(root) => crate::delta::remove_orphans(root, &location, since)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.strip_backtrace()),
+        };
+        match cleaned {
+            Ok(files) => removed += files,
+            Err(e) => tracing::warn!(
+                run = %run.id,
+                "cannot remove what the unfinished write {} left in {location}: {e}",
+                run.id
+            ),
+        }
+    }
+    let ids: Vec<String> = interrupted.iter().map(|r| r.id.clone()).collect();
+    catalog.abort_runs(&ids, STOPPED)?;
+    tracing::info!(
+        runs = ids.len(),
+        files_removed = removed,
+        "closed the runs an earlier process left unfinished (ABORT), and removed the uncommitted files of its writes"
+    );
+    Ok(())
 }
 
 /// Discovers and registers the tables of every store. `created` (tables Tarn

@@ -20,9 +20,10 @@ from conftest import MotoServer, RunningServer
 class Lake:
     """Where a test's lake lives, as Tarn and the Delta reader address it."""
 
-    def __init__(self, kind, folder, moto=None):
+    def __init__(self, kind, folder, state, moto=None):
         self.kind = kind
         self.folder = folder
+        self.state = state
         self.moto = moto
         self.args = ["--lake", str(folder)] if kind == "local" else ["--config", str(moto.config(folder, f"s3://{kind}/lake"))]
 
@@ -40,8 +41,10 @@ class Lake:
         prefix = f"lake/{table}/"
         return [k[len(prefix):] for k in self.moto.keys(self.kind, prefix)]
 
-    def serve(self) -> RunningServer:
-        return RunningServer(None, extra_args=self.args)
+    def serve(self, state_dir=None) -> RunningServer:
+        """A server on this lake; restarts keep the catalog (its own
+        `state_dir` gives a second server a catalog of its own)."""
+        return RunningServer(None, extra_args=self.args, state_dir=state_dir or self.state)
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +62,10 @@ def store(request, lake, tmp_path, moto):
     for table in ["orders.parquet", "lineitem.parquet", "nation.parquet"]:
         shutil.copy(lake / table, folder / table)
     if request.param == "local":
-        return Lake("local", folder)
+        return Lake("local", folder, tmp_path / "state")
     bucket = f"tarn-delta-{uuid.uuid4().hex[:12]}"
     moto.upload(folder, bucket, "lake")
-    return Lake(bucket, tmp_path, moto)
+    return Lake(bucket, tmp_path, tmp_path / "state", moto)
 
 
 def rows(table) -> list:
@@ -164,10 +167,12 @@ def test_concurrent_inserts_of_n_rows_add_2n(store):
 def test_eight_writers_on_two_servers_land_every_insert(store):
     """Writers inside one server take turns; two servers race for versions and
     retry: all 40 INSERTs land, none fails, no row is lost or doubled."""
-    servers = [store.serve(), store.serve()]
+    servers = [store.serve()]
     try:
         with tarn.connect(servers[0].uri) as conn:
             conn.execute("CREATE TABLE target (writer BIGINT, round BIGINT)")
+        # The second server finds the table in the lake at its start.
+        servers.append(store.serve(state_dir=store.state.parent / "second-state"))
         errors = []
 
         def writer(number):
@@ -220,30 +225,91 @@ def test_kill_9_during_a_large_ctas_leaves_no_table(store):
     writer = threading.Thread(target=create)
     writer.start()
     deadline = time.monotonic() + 60
-    while not any("_tarn_create_started" in f for f in store.files("huge")):
-        assert time.monotonic() < deadline, "the CTAS never started writing"
-        time.sleep(0.05)
-    time.sleep(1.0)  # well into writing data files
-    committed = [f for f in store.files("huge") if f.endswith(".json")]
-    assert not committed and not outcome, "the CTAS must still be running when it is killed"
-    server.process.send_signal(signal.SIGKILL)
+    try:
+        while not any("_tarn_create_started" in f for f in store.files("huge")):
+            assert time.monotonic() < deadline, "the CTAS never started writing"
+            time.sleep(0.05)
+        time.sleep(1.0)  # well into writing data files
+        committed = [f for f in store.files("huge") if f.endswith(".json")]
+        assert not committed and not outcome, "the CTAS must still be running when it is killed"
+    finally:
+        server.process.send_signal(signal.SIGKILL)
     server.process.wait()
     writer.join()
     assert outcome and outcome[0] != "finished"
 
+    assert store.files("huge"), "the killed CREATE left files behind"
+
     restarted = store.serve()
     try:
+        # The killed CREATE left nothing behind: no data file, no marker.
+        assert store.files("huge") == []
         with tarn.connect(restarted.uri) as conn:
             with pytest.raises(tarn.Error, match="not found"):
                 conn.arrow("SELECT count(*) FROM huge")
             assert count(conn, "orders") == before, "earlier data is intact"
-            # The name is free again, and a complete table replaces the debris.
+            run = conn.arrow("SELECT state, error FROM system.runs WHERE sql LIKE 'CREATE TABLE huge%'").to_pylist()
+            assert run == [{"state": "ABORT", "error": "the server stopped before the statement ended"}]
+            # The name is free again.
             conn.execute("CREATE TABLE huge AS SELECT * FROM nation")
             assert count(conn, "huge") == 25
         assert store.delta("huge").to_pyarrow_table().num_rows == 25
-        assert "interrupted CREATE TABLE" in "".join(restarted.log), "the debris is reported at start"
     finally:
         restarted.stop()
+
+
+def test_kill_9_during_an_insert_leaves_no_uncommitted_files(tmp_path, lake):
+    """Killed while writing, an INSERT leaves data files no commit references
+    (and `part-...#1` staging files); the next start removes exactly those,
+    and ends the run as ABORT."""
+    folder = tmp_path / "lake"
+    folder.mkdir()
+    store = Lake("local", folder, tmp_path / "state")
+    server = store.serve()
+    with tarn.connect(server.uri) as conn:
+        conn.execute("CREATE TABLE grows (k BIGINT, v BIGINT) PARTITIONED BY (k)")
+        conn.execute("INSERT INTO grows VALUES (0, 0)")
+    committed = set(store.files("grows"))
+    # One file per partition: files appear one after another before the commit.
+    big = "INSERT INTO grows SELECT value % 3000, value FROM generate_series(1, 300000)"
+    outcome = []
+
+    def insert():
+        try:
+            with tarn.connect(server.uri) as own:
+                own.execute(big)
+            outcome.append("finished")
+        except Exception as e:
+            outcome.append(e)
+
+    writer = threading.Thread(target=insert)
+    writer.start()
+    deadline = time.monotonic() + 120
+    try:
+        while not (set(store.files("grows")) - committed):
+            assert time.monotonic() < deadline and not outcome, "the INSERT never wrote a file"
+            time.sleep(0.01)
+    finally:
+        server.process.send_signal(signal.SIGKILL)
+    server.process.wait()
+    writer.join()
+    left = set(store.files("grows")) - committed
+    assert left and not any(f.startswith("_delta_log") for f in left), left
+    assert outcome and outcome[0] != "finished", "killed before its commit"
+
+    restarted = store.serve()
+    try:
+        assert set(store.files("grows")) == committed, "exactly the unfinished files are gone"
+        with tarn.connect(restarted.uri) as conn:
+            assert count(conn, "grows") == 1
+            run = conn.arrow("SELECT state, error FROM system.runs WHERE sql LIKE 'INSERT INTO grows SELECT%'").to_pylist()
+            assert run == [{"state": "ABORT", "error": "the server stopped before the statement ended"}]
+            conn.execute("INSERT INTO grows VALUES (1, 1)")
+            assert count(conn, "grows") == 2
+    finally:
+        restarted.stop()
+    assert store.delta("grows").to_pyarrow_table().num_rows == 2
+    assert not [p for p in (folder / "grows").iterdir() if p.is_dir() and not any(p.iterdir())], "no empty folders"
 
 
 def test_dropped_tables_keep_their_files_until_purged(store):

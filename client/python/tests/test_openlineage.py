@@ -185,3 +185,40 @@ def test_the_python_package_walks_lineage_and_lists_runs(scratch):
             assert writes == CHAIN
     finally:
         server.stop()
+
+
+def test_a_write_killed_mid_way_gets_an_abort_event_at_the_next_start(scratch, tmp_path):
+    schemas = registry()
+    events_file = tmp_path / "events.jsonl"
+    state = tmp_path / "state"
+    args = ["--openlineage-file", str(events_file)]
+    server = RunningServer(scratch, extra_args=args, state_dir=state)
+    big = "CREATE TABLE huge AS SELECT l.*, g.value AS copy FROM lineitem l CROSS JOIN generate_series(1, 200) g"
+
+    def create():
+        try:
+            with tarn.connect(server.uri) as conn:
+                conn.execute(big)
+        except Exception:
+            pass  # the server is killed under it
+
+    writer = threading.Thread(target=create)
+    writer.start()
+    wait_for(lambda: any(e["eventType"] == "START" for e in lines(events_file)), "the START event")
+    time.sleep(0.5)
+    server.process.kill()
+    server.process.wait()
+    writer.join()
+    assert [e["eventType"] for e in lines(events_file)] == ["START"]
+
+    restarted = RunningServer(scratch, extra_args=args, state_dir=state)
+    try:
+        wait_for(lambda: len(lines(events_file)) == 2, "the ABORT event")
+    finally:
+        restarted.stop()
+    start, abort = lines(events_file)
+    assert abort["eventType"] == "ABORT"
+    assert abort["run"]["runId"] == start["run"]["runId"]
+    assert abort["outputs"] == start["outputs"]
+    assert abort["run"]["facets"]["errorMessage"]["message"] == "the server stopped before the statement ended"
+    validate(abort, schemas)

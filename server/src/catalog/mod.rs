@@ -24,7 +24,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::lineage::Lineage;
 
 /// The catalog schema this Tarn writes; older ones are migrated, newer refused.
-const SCHEMA_VERSION: i64 = 1;
+/// Version 2 added `runs.target_location`.
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -72,7 +73,8 @@ CREATE TABLE IF NOT EXISTS runs (
     rows_in INTEGER,
     bytes_in INTEGER,
     lineage_complete INTEGER,
-    error TEXT
+    error TEXT,
+    target_location TEXT
 );
 CREATE TABLE IF NOT EXISTS run_inputs (
     run_id TEXT NOT NULL REFERENCES runs (id),
@@ -200,6 +202,22 @@ pub struct RunStart {
     pub principal: String,
     /// `query`, `write`, `ddl`.
     pub kind: &'static str,
+    /// For a write, the folder of the table it writes.
+    pub target_location: Option<String>,
+}
+
+/// A run an earlier process started and never ended (it was killed, or it
+/// stopped before a result was fetched).
+#[derive(Debug, Clone)]
+pub struct InterruptedRun {
+    /// Its id.
+    pub id: String,
+    /// `query`, `write`, `ddl`.
+    pub kind: String,
+    /// For a write, the folder of the table it was writing.
+    pub target_location: Option<String>,
+    /// When it started.
+    pub started_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// How a run ended.
@@ -317,6 +335,11 @@ impl Catalog {
             });
         }
         connection.execute_batch(SCHEMA).map_err(sqlite)?;
+        if found == Some(1) {
+            connection
+                .execute_batch("ALTER TABLE runs ADD COLUMN target_location TEXT")
+                .map_err(sqlite)?;
+        }
         connection
             .execute(
                 "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)
@@ -367,8 +390,8 @@ impl Catalog {
         self.with(|c| {
             let tx = c.transaction()?;
             tx.execute(
-                "INSERT INTO runs (id, sql_text, principal, kind, state, started_at) VALUES (?1, ?2, ?3, ?4, 'RUNNING', ?5)",
-                params![run.id, run.sql, run.principal, run.kind, now()],
+                "INSERT INTO runs (id, sql_text, principal, kind, state, started_at, target_location) VALUES (?1, ?2, ?3, ?4, 'RUNNING', ?5, ?6)",
+                params![run.id, run.sql, run.principal, run.kind, now(), run.target_location],
             )?;
             for table in inputs {
                 tx.execute(
@@ -524,6 +547,60 @@ impl Catalog {
                     error: end.error.as_deref(),
                 };
                 self.enqueue(&tx, &event)?;
+            }
+            tx.commit()
+        })
+    }
+
+    /// The runs still RUNNING. At start, before anything runs, these are the
+    /// runs an earlier process left unfinished.
+    pub fn interrupted_runs(&self) -> Result<Vec<InterruptedRun>, CatalogError> {
+        self.with(|c| {
+            let mut statement = c.prepare(
+                "SELECT id, kind, target_location, started_at FROM runs WHERE state = 'RUNNING' ORDER BY id",
+            )?;
+            let rows = statement.query_map([], |row| {
+                let started: String = row.get(3)?;
+                Ok(InterruptedRun {
+                    id: row.get(0)?,
+                    kind: row.get(1)?,
+                    target_location: row.get(2)?,
+                    started_at: chrono::DateTime::parse_from_rfc3339(&started)
+                        .map(|t| t.with_timezone(&chrono::Utc))
+                        .unwrap_or(chrono::DateTime::UNIX_EPOCH),
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Ends `runs` as ABORT with `reason`, and queues an ABORT event for
+    /// each that sent a START event: all in one transaction.
+    pub fn abort_runs(&self, runs: &[String], reason: &str) -> Result<(), CatalogError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let at = now();
+            for id in runs {
+                tx.execute(
+                    "UPDATE runs SET state = 'ABORT', ended_at = ?2, error = ?3 WHERE id = ?1 AND state = 'RUNNING'",
+                    params![id, at, reason],
+                )?;
+                let starts: Vec<(String, String)> = {
+                    let mut statement = tx.prepare(
+                        "SELECT sink, event_json FROM outbox WHERE run_id = ?1 AND event_json LIKE '%\"eventType\":\"START\"%' ORDER BY id",
+                    )?;
+                    let rows = statement.query_map(params![id], |row| Ok((row.get(0)?, row.get(1)?)))?;
+                    rows.collect::<rusqlite::Result<_>>()?
+                };
+                for (sink, start) in starts {
+                    let Some(event) = openlineage::abort_event(&start, reason) else {
+                        continue;
+                    };
+                    tx.execute(
+                        "INSERT INTO outbox (sink, run_id, event_json, created_at, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+                        params![sink, id, event, at],
+                    )?;
+                }
             }
             tx.commit()
         })
@@ -819,6 +896,7 @@ mod tests {
                 sql: "x".repeat(2000),
                 principal: "test".into(),
                 kind: "query",
+                target_location: None,
             };
             match catalog.start_run(&run, &["t".to_string()], None) {
                 Ok(()) => started.push(run.id),
@@ -842,6 +920,38 @@ mod tests {
             })
             .unwrap();
         assert_eq!(counted, (started.len() as i64, started.len() as i64));
+    }
+
+    #[test]
+    fn a_version_1_catalog_is_upgraded_and_keeps_its_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Catalog::open(dir.path()).unwrap());
+        // What Tarn 0.1 wrote: no runs.target_location, schema version 1.
+        let db = Connection::open(dir.path().join("catalog.sqlite")).unwrap();
+        db.execute_batch(
+            "ALTER TABLE runs DROP COLUMN target_location;
+             UPDATE meta SET value = '1' WHERE key = 'schema_version';
+             INSERT INTO runs (id, sql_text, principal, kind, state, started_at)
+                 VALUES ('old', 'INSERT INTO t VALUES (1)', 'anonymous', 'write', 'RUNNING', '2026-11-01T00:00:00.000Z');",
+        )
+        .unwrap();
+        drop(db);
+        let catalog = Catalog::open(dir.path()).unwrap();
+        let interrupted = catalog.interrupted_runs().unwrap();
+        assert_eq!(interrupted.len(), 1);
+        assert_eq!(interrupted[0].target_location, None);
+        catalog.abort_runs(&["old".into()], "stopped").unwrap();
+        let version: String = catalog
+            .read(|c| {
+                c.query_row(
+                    "SELECT value FROM meta WHERE key = 'schema_version'",
+                    [],
+                    |row| row.get(0),
+                )
+            })
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION.to_string());
+        assert!(catalog.interrupted_runs().unwrap().is_empty());
     }
 
     #[test]

@@ -202,6 +202,23 @@ pub(crate) fn run_event(
     })
 }
 
+/// The ABORT event of a run whose START event was `start`: the same job,
+/// run and datasets, now, with `reason` as its error message. `None` if
+/// `start` is not an event.
+pub(crate) fn abort_event(start: &str, reason: &str) -> Option<String> {
+    let mut event: Value = serde_json::from_str(start).ok()?;
+    event["eventType"] = json!("ABORT");
+    event["eventTime"] =
+        json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    event["run"]["facets"]["errorMessage"] = json!({
+        "_producer": PRODUCER,
+        "_schemaURL": ERROR_FACET,
+        "message": reason,
+        "programmingLanguage": "SQL",
+    });
+    Some(event.to_string())
+}
+
 /// Delivers queued events until the process ends: each sink in order,
 /// retrying a failing sink with backoff (0.5 s doubling to 10 s).
 pub fn spawn_delivery(catalog: Arc<Catalog>) -> Option<tokio::task::JoinHandle<()>> {

@@ -165,13 +165,36 @@ fn serve(args: ServeArgs) -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&format!("server stopped: {e}")),
             },
-            _ = tokio::signal::ctrl_c() => {
-                tracing::info!("shutting down");
-                server.shutdown().await;
-                ExitCode::SUCCESS
+            signal = stop_signal() => {
+                tracing::info!("{signal}: shutting down (calls in flight finish; a second signal stops at once)");
+                tokio::select! {
+                    () = server.shutdown() => ExitCode::SUCCESS,
+                    signal = stop_signal() => {
+                        tracing::warn!("{signal} again: stopping now; unfinished runs are closed at the next start");
+                        ExitCode::FAILURE
+                    }
+                }
             }
         }
     })
+}
+
+/// Waits for SIGINT (Ctrl-C) or SIGTERM (what service managers send), and
+/// names the one that came.
+async fn stop_signal() -> &'static str {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            // Without a SIGTERM handler, Ctrl-C still stops the server.
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "interrupted",
+        () = terminate => "terminated",
+    }
 }
 
 fn init_logging(filter: &str) {

@@ -376,8 +376,12 @@ impl Engine {
         if !missing_table {
             return EngineError::from_planning(err);
         }
+        let state = self.ctx.state();
         for reference in references {
-            if !matches!(self.ctx.table_exist(reference.clone()), Ok(true)) {
+            // Table functions (`generate_series(...)`) are references too.
+            let function = reference.schema().is_none()
+                && state.table_functions().contains_key(reference.table());
+            if !function && !matches!(self.ctx.table_exist(reference.clone()), Ok(true)) {
                 return EngineError::TableNotFound {
                     name: reference.to_string(),
                 };
@@ -985,6 +989,16 @@ impl Engine {
         self.results.take(id).ok_or(EngineError::ResultNotFound {
             ttl_secs: self.options.result_ttl.as_secs(),
         })
+    }
+
+    /// Ends every parked result's run as ABORT with `reason` (the server is
+    /// stopping; no client will fetch them).
+    pub fn abandon_pending_results(&self, reason: &str) {
+        for query in self.results.drain() {
+            for run in &query.runs {
+                run.abort(reason);
+            }
+        }
     }
 
     /// Drops a parked query. Returns whether it was still pending.

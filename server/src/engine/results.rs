@@ -63,6 +63,14 @@ impl ResultStore {
         (parked.expires > Instant::now()).then_some(parked.query)
     }
 
+    /// Takes every parked result out, fetchable or expired.
+    pub(super) fn drain(&self) -> Vec<PlannedQuery> {
+        self.lock()
+            .drain()
+            .map(|(_, parked)| parked.query)
+            .collect()
+    }
+
     /// When a result parked now stops being fetchable, in wall-clock time.
     pub(super) fn expiry_from_now(&self) -> SystemTime {
         SystemTime::now() + self.ttl

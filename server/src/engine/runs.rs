@@ -118,7 +118,16 @@ impl Run {
                         field_names(&dml.input)
                     };
                     run.kind = "write";
-                    run.write = Some(write(target.clone(), columns, &dml.input));
+                    let mut lineage = write(target.clone(), columns, &dml.input);
+                    lineage.target_location =
+                        datafusion::datasource::source_as_provider(&dml.target)
+                            .ok()
+                            .and_then(|provider| {
+                                let table =
+                                    provider.downcast_ref::<crate::delta::DeltaLakeTable>()?;
+                                Some(table.location().to_string())
+                            });
+                    run.write = Some(lineage);
                     run.effect = Effect::Table {
                         name: target,
                         kind: TableKind::Created,
@@ -191,6 +200,7 @@ impl Run {
             sql: self.sql.clone(),
             principal: ANONYMOUS.to_string(),
             kind: self.kind,
+            target_location: self.write.as_ref().and_then(|w| w.target_location.clone()),
         };
         catalog
             .start_run(&start, &self.inputs, self.write.as_ref())
@@ -266,15 +276,12 @@ impl StreamingRun {
 
     /// Records how the stream ended (the first call wins).
     pub(crate) fn finish(&self, end: &StreamEnd) {
-        if self.ended.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            return;
-        }
         let state = match (&end.error, end.abandoned) {
             (Some(_), _) => "FAIL",
             (None, true) => "ABORT",
             (None, false) => "COMPLETE",
         };
-        let record = RunEnd {
+        self.record(RunEnd {
             state,
             rows_out: Some(end.rows_out),
             bytes_out: None,
@@ -282,7 +289,27 @@ impl StreamingRun {
             rows_in: end.rows_in,
             bytes_in: end.bytes_in,
             error: end.error.clone(),
-        };
+        });
+    }
+
+    /// Records that the result will never be streamed, and why (the first
+    /// end recorded wins).
+    pub(crate) fn abort(&self, reason: &str) {
+        self.record(RunEnd {
+            state: "ABORT",
+            rows_out: Some(0),
+            bytes_out: None,
+            files_out: None,
+            rows_in: None,
+            bytes_in: None,
+            error: Some(reason.to_string()),
+        });
+    }
+
+    fn record(&self, record: RunEnd) {
+        if self.ended.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         if let Err(e) = self.catalog.end_run(&self.id, &record, &[], None) {
             tracing::warn!(run = %self.id, "the catalog could not record the end of a query: {e}");
         }
