@@ -408,4 +408,18 @@ mod tests {
             assert_eq!(config.tables_store, "lake", "{name}");
         }
     }
+
+    #[test]
+    fn statement_limits_come_from_the_file() {
+        let file: ConfigFile =
+            toml::from_str("[engine]\nmax_sql_length = 4096\nmax_expression_depth = 64\n").unwrap();
+        let config = resolve(file, Overrides::default());
+        assert_eq!(config.engine.limits.max_sql_length, 4096);
+        assert_eq!(config.engine.limits.max_expression_depth, 64);
+        let defaults = resolve(ConfigFile::default(), Overrides::default());
+        assert_eq!(
+            defaults.engine.limits,
+            crate::engine::StatementLimits::default()
+        );
+    }
 }
