@@ -354,12 +354,7 @@ pub async fn create(
             } else {
                 builder.with_partition_columns(partition_by)
             };
-            builder
-                .with_input_plan(input)
-                .with_session_state(session)
-                .with_writer_properties(writer_properties())
-                .with_commit_properties(commit_properties())
-                .await
+            with_tarn_settings(builder, input, session).await
         }
     })
     .await?;
@@ -369,9 +364,18 @@ pub async fn create(
     Ok((table, stats))
 }
 
-/// How every write commits.
-fn commit_properties() -> CommitProperties {
-    CommitProperties::default().with_max_retries(COMMIT_ATTEMPTS)
+/// A write of the rows of `input`, with the file settings and commit
+/// attempts of every write Tarn makes.
+fn with_tarn_settings(
+    builder: WriteBuilder,
+    input: LogicalPlan,
+    session: Arc<SessionState>,
+) -> WriteBuilder {
+    builder
+        .with_input_plan(input)
+        .with_session_state(session)
+        .with_writer_properties(writer_properties())
+        .with_commit_properties(CommitProperties::default().with_max_retries(COMMIT_ATTEMPTS))
 }
 
 /// The table at `location`, if there is one; an error if the folder holds
@@ -820,13 +824,9 @@ impl DeltaLakeTable {
                 // Over the newest version: a retry sees what others committed.
                 base.update_incremental(None).await?;
                 let snapshot = base.snapshot()?.snapshot().clone();
-                WriteBuilder::new(base.log_store(), Some(snapshot))
-                    .with_save_mode(mode)
-                    .with_input_plan(input)
-                    .with_session_state(session)
-                    .with_writer_properties(writer_properties())
-                    .with_commit_properties(commit_properties())
-                    .await
+                let builder =
+                    WriteBuilder::new(base.log_store(), Some(snapshot)).with_save_mode(mode);
+                with_tarn_settings(builder, input, session).await
             }
         })
         .await?;
@@ -920,20 +920,24 @@ impl TableProvider for DeltaLakeTable {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_write_that_keeps_losing_commit_races_is_busy_after_the_deadline() {
+    /// How a write that always fails with `err` ends, and after how many attempts.
+    async fn keep_failing(deadline: Duration, err: fn() -> TransactionError) -> (DeltaError, u32) {
         let location = Url::parse("file:///lake/t/").unwrap();
         let mut attempts = 0;
-        let outcome = retry_while_busy(&location, Duration::from_millis(300), || {
+        let outcome = retry_while_busy(&location, deadline, || {
             attempts += 1;
-            async {
-                Err(DeltaTableError::Transaction {
-                    source: TransactionError::MaxCommitAttempts(50),
-                })
-            }
+            async move { Err(DeltaTableError::Transaction { source: err() }) }
         })
         .await;
-        let err = outcome.err().unwrap();
+        (outcome.err().unwrap(), attempts)
+    }
+
+    #[tokio::test]
+    async fn a_write_that_keeps_losing_commit_races_is_busy_after_the_deadline() {
+        let (err, attempts) = keep_failing(Duration::from_millis(300), || {
+            TransactionError::MaxCommitAttempts(50)
+        })
+        .await;
         assert!(matches!(err, DeltaError::Busy { .. }), "{err}");
         assert!(err.to_string().contains("busy"), "{err}");
         assert!(attempts > 1, "it retried ({attempts} attempts)");
@@ -941,18 +945,11 @@ mod tests {
 
     #[tokio::test]
     async fn other_failures_are_not_retried() {
-        let location = Url::parse("file:///lake/t/").unwrap();
-        let mut attempts = 0;
-        let outcome = retry_while_busy(&location, Duration::from_secs(5), || {
-            attempts += 1;
-            async {
-                Err(DeltaTableError::Transaction {
-                    source: TransactionError::VersionAlreadyExists(0),
-                })
-            }
+        let (err, attempts) = keep_failing(Duration::from_secs(5), || {
+            TransactionError::VersionAlreadyExists(0)
         })
         .await;
-        assert!(matches!(outcome, Err(DeltaError::AlreadyExists { .. })));
+        assert!(matches!(err, DeltaError::AlreadyExists { .. }), "{err}");
         assert_eq!(attempts, 1);
     }
 }

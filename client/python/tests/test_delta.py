@@ -204,6 +204,24 @@ def test_eight_writers_on_two_servers_land_every_insert(store):
     assert reader.to_pyarrow_table().num_rows == 40
 
 
+def in_background(uri: str, sql: str):
+    """Runs `sql` on its own connection in a thread; the list it returns gets
+    "finished" or the exception once the statement ends."""
+    outcome = []
+
+    def run():
+        try:
+            with tarn.connect(uri) as own:
+                own.execute(sql)
+            outcome.append("finished")
+        except Exception as e:  # the server may be killed under it
+            outcome.append(e)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
 def test_kill_9_during_a_large_ctas_leaves_no_table(store):
     server = store.serve()
     with tarn.connect(server.uri) as conn:
@@ -212,18 +230,7 @@ def test_kill_9_during_a_large_ctas_leaves_no_table(store):
         "CREATE TABLE huge AS SELECT l.*, g.value AS copy FROM lineitem l "
         "CROSS JOIN generate_series(1, 200) g"
     )
-    outcome = []
-
-    def create():
-        try:
-            with tarn.connect(server.uri) as own:
-                own.execute(big)
-            outcome.append("finished")
-        except Exception as e:
-            outcome.append(e)
-
-    writer = threading.Thread(target=create)
-    writer.start()
+    writer, outcome = in_background(server.uri, big)
     deadline = time.monotonic() + 60
     try:
         while not any("_tarn_create_started" in f for f in store.files("huge")):
@@ -272,18 +279,7 @@ def test_kill_9_during_an_insert_leaves_no_uncommitted_files(tmp_path, lake):
     committed = set(store.files("grows"))
     # One file per partition: files appear one after another before the commit.
     big = "INSERT INTO grows SELECT value % 3000, value FROM generate_series(1, 300000)"
-    outcome = []
-
-    def insert():
-        try:
-            with tarn.connect(server.uri) as own:
-                own.execute(big)
-            outcome.append("finished")
-        except Exception as e:
-            outcome.append(e)
-
-    writer = threading.Thread(target=insert)
-    writer.start()
+    writer, outcome = in_background(server.uri, big)
     deadline = time.monotonic() + 120
     try:
         while not (set(store.files("grows")) - committed):

@@ -213,15 +213,7 @@ async fn cancelled_results_cannot_be_fetched() {
     let ticket = info.endpoint[0].ticket.clone().unwrap();
     let request = arrow_flight::CancelFlightInfoRequest::new(info);
     let action = arrow_flight::Action::new("CancelFlightInfo", request.encode_to_vec());
-    let mut results = t
-        .client
-        .flight_sql_client()
-        .inner_mut()
-        .do_action(action)
-        .await
-        .unwrap()
-        .into_inner();
-    let body = results.next().await.unwrap().unwrap().body;
+    let body = first_action_result(&mut t.client, action).await;
     let result = arrow_flight::CancelFlightInfoResult::decode(body).unwrap();
     assert_eq!(result.status, arrow_flight::CancelStatus::Cancelled as i32);
     let err = ClientError::from(
@@ -235,22 +227,36 @@ async fn cancelled_results_cannot_be_fetched() {
     assert_eq!(code(&err), Code::NotFound);
 }
 
+/// The DoPut descriptor that binds parameters to a new prepared statement
+/// of `sql`, created with the raw Flight SQL action.
+async fn bind_descriptor(client: &mut Client, sql: &str) -> FlightDescriptor {
+    let cmd = CommandPreparedStatementQuery {
+        prepared_statement_handle: prepared_handle(client, sql).await,
+    };
+    FlightDescriptor::new_cmd(cmd.as_any().encode_to_vec())
+}
+
+/// The body of the first result of a raw Flight action.
+async fn first_action_result(client: &mut Client, action: arrow_flight::Action) -> bytes::Bytes {
+    let mut results = client
+        .flight_sql_client()
+        .inner_mut()
+        .do_action(action)
+        .await
+        .unwrap()
+        .into_inner();
+    results.next().await.unwrap().unwrap().body
+}
+
 /// A prepared statement's handle, created with the raw Flight SQL action.
 async fn prepared_handle(client: &mut Client, sql: &str) -> bytes::Bytes {
-    let mut raw = client.flight_sql_client().clone();
     let request = arrow_flight::sql::ActionCreatePreparedStatementRequest {
         query: sql.into(),
         transaction_id: None,
     };
     let action =
         arrow_flight::Action::new("CreatePreparedStatement", request.as_any().encode_to_vec());
-    let mut results = raw
-        .inner_mut()
-        .do_action(action)
-        .await
-        .unwrap()
-        .into_inner();
-    let body = results.next().await.unwrap().unwrap().body;
+    let body = first_action_result(client, action).await;
     let any = arrow_flight::sql::Any::decode(body).unwrap();
     any.unpack::<arrow_flight::sql::ActionCreatePreparedStatementResult>()
         .unwrap()
@@ -261,11 +267,8 @@ async fn prepared_handle(client: &mut Client, sql: &str) -> bytes::Bytes {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_parameter_batch_shorter_than_its_header_is_rejected() {
     let mut t = start().await;
-    let handle =
-        prepared_handle(&mut t.client, "SELECT * FROM nation WHERE n_nationkey = $1").await;
-    let cmd = CommandPreparedStatementQuery {
-        prepared_statement_handle: handle,
-    };
+    let descriptor =
+        bind_descriptor(&mut t.client, "SELECT * FROM nation WHERE n_nationkey = $1").await;
     let batch = RecordBatch::try_from_iter([(
         "$1",
         Arc::new(Int64Array::from((0..1000).collect::<Vec<i64>>())) as _,
@@ -278,8 +281,7 @@ async fn a_parameter_batch_shorter_than_its_header_is_rejected() {
         .unwrap();
     for keep in [0, 8, 100] {
         let mut messages = encoded.clone();
-        messages[0].flight_descriptor =
-            Some(FlightDescriptor::new_cmd(cmd.as_any().encode_to_vec()));
+        messages[0].flight_descriptor = Some(descriptor.clone());
         let last = messages.last_mut().unwrap();
         assert!(last.data_body.len() > keep);
         last.data_body = last.data_body.slice(..keep);
@@ -294,14 +296,11 @@ async fn a_parameter_batch_shorter_than_its_header_is_rejected() {
 async fn garbage_parameter_batches_are_rejected() {
     let mut t = start().await;
     // A real handle, so that only the batch bytes are wrong.
-    let handle =
-        prepared_handle(&mut t.client, "SELECT * FROM nation WHERE n_nationkey = $1").await;
-    let cmd = CommandPreparedStatementQuery {
-        prepared_statement_handle: handle,
-    };
+    let descriptor =
+        bind_descriptor(&mut t.client, "SELECT * FROM nation WHERE n_nationkey = $1").await;
     let messages = vec![
         arrow_flight::FlightData::new()
-            .with_descriptor(FlightDescriptor::new_cmd(cmd.as_any().encode_to_vec()))
+            .with_descriptor(descriptor)
             .with_data_header(vec![0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5, 6, 7, 8])
             .with_data_body(vec![0xff; 32]),
     ];

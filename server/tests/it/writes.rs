@@ -30,6 +30,19 @@ fn config(lake: &Path) -> ServeConfig {
     ServeConfig::for_lake(lake)
 }
 
+/// A server on `lake` with a second store, "archive", at `archive`.
+fn config_with_archive(lake: &Path, archive: &Path) -> ServeConfig {
+    let mut config = config(lake);
+    config.stores.push((
+        "archive".into(),
+        tarn::storage::StoreConfig {
+            url: archive.display().to_string(),
+            ..Default::default()
+        },
+    ));
+    config
+}
+
 async fn count(client: &mut Client, from: &str) -> i64 {
     let batches = query(client, &format!("SELECT count(*) FROM {from}")).await;
     batches[0].column(0).as_primitive::<Int64Type>().value(0)
@@ -360,14 +373,7 @@ async fn another_servers_commits_appear_after_refresh() {
 async fn new_tables_go_to_the_configured_store() {
     let lake = scratch_lake();
     let archive = tempfile::tempdir().unwrap();
-    let mut config = config(lake.path());
-    config.stores.push((
-        "archive".into(),
-        tarn::storage::StoreConfig {
-            url: archive.path().display().to_string(),
-            ..Default::default()
-        },
-    ));
+    let mut config = config_with_archive(lake.path(), archive.path());
     config.tables_store = "archive".into();
     let mut t = start_with(config).await;
     update(&mut t.client, "CREATE TABLE kept AS SELECT * FROM nation").await;
@@ -401,17 +407,7 @@ async fn text_rows(client: &mut Client, sql: &str) -> Vec<String> {
 async fn every_table_tarn_created_comes_back_after_a_restart_with_its_versions() {
     let lake = scratch_lake();
     let archive = tempfile::tempdir().unwrap();
-    let with_archive = || {
-        let mut config = config(lake.path());
-        config.stores.push((
-            "archive".into(),
-            tarn::storage::StoreConfig {
-                url: archive.path().display().to_string(),
-                ..Default::default()
-            },
-        ));
-        config
-    };
+    let with_archive = || config_with_archive(lake.path(), archive.path());
     let mut t = start_with(with_archive()).await;
     let deep = lake.path().join("archive/events").display().to_string();
     let renamed = lake.path().join("folder_x").display().to_string();
