@@ -9,6 +9,7 @@ import pytest
 from google.protobuf import any_pb2
 
 import flightsql.flightsql_pb2 as fsql
+from conftest import RunningServer
 
 
 def packed(message) -> bytes:
@@ -173,7 +174,22 @@ def test_prepared_update_executes(client):
     assert fetch(client, info).column("n").to_pylist() == [5]
 
 
-def test_statement_update_reports_rows(client):
+@pytest.fixture
+def own_client(tmp_path):
+    """A client of a server on a lake of its own: tests that write never
+    change the shared demo lake other tests list."""
+    folder = tmp_path / "lake"
+    folder.mkdir()
+    server = RunningServer(folder)
+    c = flight.FlightClient(server.uri.replace("grpc://", "grpc+tcp://"))
+    yield c
+    c.close()
+    server.stop()
+
+
+def test_statement_update_reports_rows(own_client):
+    client = own_client
+
     def update(sql):
         writer, reader = client.do_put(descriptor(fsql.CommandStatementUpdate(query=sql)), pa.schema([]))
         writer.done_writing()

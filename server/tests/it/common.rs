@@ -21,6 +21,18 @@ pub fn demo_lake() -> &'static Path {
     .path()
 }
 
+/// A lake of its own holding copies of the demo `tables`, for tests that
+/// write (the shared demo lake is never written).
+pub fn scratch_lake(tables: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    for table in tables {
+        let file = format!("{table}.parquet");
+        std::fs::copy(demo_lake().join(&file), dir.path().join(&file))
+            .expect("a demo table copies");
+    }
+    dir
+}
+
 /// A running server and a client connected to it.
 pub struct TestServer {
     pub server: Server,

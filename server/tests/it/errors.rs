@@ -77,7 +77,7 @@ async fn unknown_table_is_not_found_and_named() {
         .execute_update("INSERT INTO missing VALUES (1)")
         .await
         .unwrap_err();
-    assert_eq!(code(&err), Code::NotFound, "{err}");
+    assert_status(&err, Code::NotFound, "table 'missing' not found");
     still_serving(&mut t.client).await;
 }
 
@@ -129,7 +129,7 @@ async fn a_ticket_is_redeemed_once() {
             .map(|_| ())
             .unwrap_err(),
     );
-    assert_eq!(code(&err), Code::NotFound);
+    assert_status(&err, Code::NotFound, "no pending result with this ticket");
     assert!(err.to_string().contains("already fetched"), "{err}");
 }
 
@@ -149,7 +149,7 @@ async fn unfetched_results_expire() {
             .map(|_| ())
             .unwrap_err(),
     );
-    assert_eq!(code(&err), Code::NotFound, "{err}");
+    assert_status(&err, Code::NotFound, "expired after");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -224,7 +224,7 @@ async fn cancelled_results_cannot_be_fetched() {
             .map(|_| ())
             .unwrap_err(),
     );
-    assert_eq!(code(&err), Code::NotFound);
+    assert_status(&err, Code::NotFound, "no pending result with this ticket");
 }
 
 /// The DoPut descriptor that binds parameters to a new prepared statement

@@ -2,6 +2,9 @@
 //! Every test starts its own server on 127.0.0.1:0 and talks to it over a
 //! real socket with the client crate.
 
+// A failing unwrap is a failing test.
+#![allow(clippy::unwrap_used)]
+
 mod catalog;
 mod cli;
 mod common;

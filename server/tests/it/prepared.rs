@@ -80,7 +80,8 @@ async fn executing_without_binding_names_the_missing_parameters() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn prepared_updates_execute_per_row() {
-    let mut t = start().await;
+    let lake = crate::common::scratch_lake(&[]);
+    let mut t = crate::common::start_with(tarn::config::ServeConfig::for_lake(lake.path())).await;
     t.client
         .execute_update("CREATE TABLE people (id BIGINT, name VARCHAR)")
         .await

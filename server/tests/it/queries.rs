@@ -7,7 +7,9 @@ use arrow::datatypes::{DataType, Int64Type};
 use futures::StreamExt;
 use tarn::config::ServeConfig;
 
-use crate::common::{self, parquet_rows, query, start, start_with, table_file, total_rows};
+use crate::common::{
+    self, parquet_rows, query, scratch_lake, start, start_with, table_file, total_rows,
+};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn count_matches_the_parquet_footer() {
@@ -159,7 +161,8 @@ async fn hive_partitions_are_typed_and_pruned() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn updates_run_and_report_affected_rows() {
-    let mut t = start().await;
+    let lake = scratch_lake(&[]);
+    let mut t = start_with(ServeConfig::for_lake(lake.path())).await;
     assert_eq!(
         t.client
             .execute_update("CREATE TABLE scratch (a BIGINT, b VARCHAR)")
@@ -223,7 +226,21 @@ async fn a_client_that_stops_reading_does_not_hurt_the_server() {
         assert!(first.num_rows() > 0);
         drop(stream);
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
     let batches = query(&mut t.client, "SELECT count(*) FROM region").await;
     assert_eq!(batches[0].column(0).as_primitive::<Int64Type>().value(0), 5);
+    // Each abandoned query's run ends as ABORT once the server notices.
+    let runs =
+        "SELECT count(*) FROM system.runs WHERE sql LIKE '%CROSS JOIN nation' AND state = 'ABORT'";
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let batches = query(&mut t.client, runs).await;
+        if batches[0].column(0).as_primitive::<Int64Type>().value(0) == 3 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the runs never ended as ABORT"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
