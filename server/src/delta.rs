@@ -112,20 +112,22 @@ pub enum DeltaError {
         waited_secs: u64,
     },
     /// Reading or writing the table failed.
-    #[error("Delta table at {location}: {message}")]
+    #[error("Delta table at {location}: {source}")]
     Table {
         /// The table folder.
         location: String,
-        /// The cause.
-        message: String,
+        /// The cause, kept whole so that callers can tell a store that is
+        /// down from a bad cast in the written rows.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
 impl DeltaError {
-    fn table(location: &Url, err: impl std::fmt::Display) -> Self {
+    fn table(location: &Url, err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         Self::Table {
             location: location.to_string(),
-            message: err.to_string(),
+            source: err.into(),
         }
     }
 }

@@ -157,6 +157,7 @@ impl Server {
                 .initial_stream_window_size(Some(HTTP2_STREAM_WINDOW))
                 .initial_connection_window_size(Some(HTTP2_CONNECTION_WINDOW))
                 .max_frame_size(Some(HTTP2_MAX_FRAME))
+                .layer(flight::undecodable_requests_are_invalid_arguments())
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = stopped.await;

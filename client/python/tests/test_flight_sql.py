@@ -214,3 +214,54 @@ def test_bad_requests_get_clear_errors_and_the_server_survives(client, server):
     assert server.alive()
     info = client.get_flight_info(descriptor(fsql.CommandStatementQuery(query="SELECT 1 AS one")))
     assert fetch(client, info).column("one").to_pylist() == [1]
+
+
+def failure(client, sql: str) -> str:
+    """The error text pyarrow.flight gives for `sql`, which names the gRPC code."""
+    with pytest.raises(pa.ArrowException) as raised:
+        info = client.get_flight_info(descriptor(fsql.CommandStatementQuery(query=sql)))
+        fetch(client, info)
+    return str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "sql, code",
+    [
+        ("SELECT 1/0", "out-of-range error"),
+        ("SELECT n_nationkey / (n_regionkey - n_regionkey) FROM nation", "out-of-range error"),
+        ("SELECT CAST('abc' AS INT)", "invalid argument error"),
+        ("SELECT CAST(n_name AS INT) FROM nation", "invalid argument error"),
+        ("SELECT regexp_like('a', '(')", "invalid argument error"),
+        ("SELECT regexp_like(n_name, '(') FROM nation", "invalid argument error"),
+    ],
+)
+def test_errors_carry_the_code_of_their_cause(client, sql, code):
+    message = failure(client, sql)
+    assert code in message, message
+    assert "internal" not in message.lower(), message
+
+
+def test_a_corrupt_file_is_data_loss_naming_the_file(tmp_path, lake):
+    folder = tmp_path / "lake" / "orders"
+    folder.mkdir(parents=True)
+    (folder / "good.parquet").write_bytes((lake / "orders.parquet").read_bytes())
+    server = RunningServer(tmp_path / "lake")
+    try:
+        (folder / "zz-bad.parquet").write_bytes(b"PAR1 garbage PAR1")
+        c = flight.FlightClient(server.uri.replace("grpc://", "grpc+tcp://"))
+        # REFRESH TABLE names the file, as the query after it does.
+        for sql in ["REFRESH TABLE orders", "SELECT sum(o_totalprice) FROM orders"]:
+            message = failure(c, sql)
+            assert "data loss error" in message, message
+            assert "zz-bad.parquet" in message, message
+        c.close()
+    finally:
+        server.stop()
+
+
+def test_integer_overflow_wraps_as_datafusion_does_today(client):
+    """DataFusion 55 wraps integer +, - and * (apache/datafusion#17539, open);
+    Tarn documents it. This test fails once it errors instead: then update
+    the README's known limits."""
+    info = client.get_flight_info(descriptor(fsql.CommandStatementQuery(query="SELECT 9223372036854775807 + 1 AS x")))
+    assert fetch(client, info).column("x").to_pylist() == [-9223372036854775808]

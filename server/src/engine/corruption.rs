@@ -18,10 +18,14 @@ use object_store::{ObjectMeta, ObjectStore};
 
 use crate::footers;
 
-/// Whether an error message looks like a corrupt or unreadable file.
-pub(crate) fn suggests_corruption(message: &str) -> bool {
-    let lower = message.to_ascii_lowercase();
-    lower.contains("parquet") || lower.contains("corrupt")
+/// Corrupt files named after a failure, as the failure of a stream.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct CorruptFiles(pub(crate) String);
+
+/// The error a stream ends with once the corrupt files are named.
+pub(crate) fn named(description: String) -> datafusion::error::DataFusionError {
+    datafusion::error::DataFusionError::External(Box::new(CorruptFiles(description)))
 }
 
 /// Names corrupt Parquet files among those `plans` read.
@@ -58,17 +62,31 @@ fn collect_scans(
     }
 }
 
-/// Names the files of a table of Parquet files that disagree on a column's type.
-pub(crate) async fn conflicts_in_listing(
+/// What is wrong with the files of a table of Parquet files, if anything
+/// the footers show.
+pub(crate) enum ListingProblem {
+    /// Files whose footers do not decode, named.
+    Corrupt(String),
+    /// Files that disagree on a column's type, named.
+    Conflict(String),
+}
+
+/// Names the corrupt files of a table of Parquet files, or else the files
+/// that disagree on a column's type.
+pub(crate) async fn problems_in_listing(
     runtime: &RuntimeEnv,
     listing: &ListingTable,
-) -> Option<String> {
+) -> Option<ListingProblem> {
+    let groups = listing_files(runtime, listing).await;
+    if let Some(corrupt) = check(groups.clone()).await {
+        return Some(ListingProblem::Corrupt(corrupt));
+    }
     let mut named = Vec::new();
-    for (root, store, files) in listing_files(runtime, listing).await {
+    for (root, store, files) in groups {
         let files = files.into_iter().map(|f| (Arc::clone(&store), f));
         named.extend(footers::schema_conflicts(&root, files).await);
     }
-    (!named.is_empty()).then(|| named.join("; "))
+    (!named.is_empty()).then(|| ListingProblem::Conflict(named.join("; ")))
 }
 
 /// The Parquet files of a listing table, grouped by store.

@@ -77,11 +77,24 @@ pub enum EngineError {
     #[error("the query was cancelled")]
     Cancelled,
 
-    /// Reading the data failed (unreadable or corrupt file, I/O error, ...).
+    /// The statement failed on the data it met (a cast, a parse, a function
+    /// argument): the statement, not the server, needs changing.
     #[error("execution failed: {0}")]
     Execution(String),
 
-    /// A bug in Tarn.
+    /// Arithmetic left its range: division by zero, overflow.
+    #[error("out of range: {0}")]
+    OutOfRange(String),
+
+    /// A store could not be reached, read or written; trying again may work.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+
+    /// A file is corrupt (or a reader crashed on it).
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+
+    /// A bug in Tarn, or a failure it cannot classify.
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -90,7 +103,7 @@ impl From<crate::runtime::TaskFailure> for EngineError {
     fn from(failure: crate::runtime::TaskFailure) -> Self {
         match failure {
             crate::runtime::TaskFailure::Cancelled => Self::Cancelled,
-            crate::runtime::TaskFailure::Panicked(message) => Self::Execution(format!(
+            crate::runtime::TaskFailure::Panicked(message) => Self::Corrupt(format!(
                 "the engine failed while running the statement ({message}); a file it reads is probably corrupt"
             )),
         }
@@ -106,29 +119,236 @@ impl EngineError {
             DataFusionError::SchemaError(e, _) => Self::Plan(e.to_string()),
             DataFusionError::NotImplemented(msg) => Self::NotSupported(msg.clone()),
             DataFusionError::Configuration(msg) => Self::Plan(msg.clone()),
+            // Planning works on the statement's own text and literals
+            // (constant folding compiles a regex, casts a literal): a failure
+            // there that no type explains, and that DataFusion does not call
+            // its own bug, is the statement's.
+            DataFusionError::Internal(_) => Self::from_execution(err),
+            _ if Cause::of(&err) == Cause::Unknown => {
+                Self::Plan(err.strip_backtrace().trim().to_string())
+            }
             _ => Self::from_execution(err),
         }
     }
 
-    /// Classifies a DataFusion error raised while executing a statement.
+    /// Classifies a DataFusion error raised while executing a statement, by
+    /// the types in its chain of causes (never by its words).
     pub fn from_execution(err: DataFusionError) -> Self {
-        let root = err.find_root();
-        match root {
-            DataFusionError::ResourcesExhausted(msg) => Self::ResourcesExhausted(msg.clone()),
-            DataFusionError::NotImplemented(msg) => Self::NotSupported(msg.clone()),
-            DataFusionError::SQL(parse, _) => Self::Syntax(parse.to_string()),
-            DataFusionError::Plan(msg) => Self::Plan(msg.clone()),
-            DataFusionError::SchemaError(e, _) => Self::Plan(e.to_string()),
-            DataFusionError::Internal(msg) => Self::Internal(msg.clone()),
-            // Keep the whole chain: context such as the file name sits in the outer layers.
-            _ => Self::Execution(strip_prefix(&err.to_string())),
+        if let Some(named) = find::<super::corruption::CorruptFiles>(&err) {
+            return Self::Corrupt(named.0.clone());
+        }
+        // Keep the whole chain in the message: context such as the file
+        // name sits in the outer layers.
+        let message = err.strip_backtrace().trim().to_string();
+        match err.find_root() {
+            DataFusionError::ResourcesExhausted(msg) => {
+                return Self::ResourcesExhausted(msg.clone());
+            }
+            DataFusionError::NotImplemented(msg) => return Self::NotSupported(msg.clone()),
+            DataFusionError::SQL(parse, _) => return Self::Syntax(parse.to_string()),
+            DataFusionError::Plan(msg) => return Self::Plan(msg.clone()),
+            DataFusionError::SchemaError(e, _) => return Self::Plan(e.to_string()),
+            DataFusionError::Internal(msg) => return Self::Internal(msg.clone()),
+            _ => {}
+        }
+        Self::of_cause(Cause::of(&err), message)
+    }
+
+    /// The error for a failure of `cause`, with `message`.
+    fn of_cause(cause: Cause, message: String) -> Self {
+        match cause {
+            Cause::Data => Self::Execution(message),
+            Cause::Range => Self::OutOfRange(message),
+            Cause::Storage => Self::Unavailable(message),
+            Cause::Denied => Self::PermissionDenied(message),
+            Cause::Corrupt => Self::Corrupt(message),
+            Cause::Busy => Self::Conflict(message),
+            Cause::Unknown => Self::Internal(message),
+        }
+    }
+
+    /// Whether the failure may come from a corrupt file (so that naming the
+    /// file is worth a look at the footers of what the statement read).
+    pub(crate) fn may_be_a_corrupt_file(&self) -> bool {
+        matches!(self, Self::Corrupt(_))
+    }
+}
+
+impl From<crate::delta::DeltaError> for EngineError {
+    fn from(err: crate::delta::DeltaError) -> Self {
+        use crate::delta::DeltaError;
+        let message = err.to_string();
+        match err {
+            DeltaError::AlreadyExists { .. } | DeltaError::NotEmpty { .. } => {
+                Self::AlreadyExists(message)
+            }
+            DeltaError::NoCommit { .. } | DeltaError::NoSuchVersion { .. } => Self::Plan(message),
+            DeltaError::Busy { .. } => Self::Conflict(message),
+            DeltaError::Table { .. } => Self::of_cause(Cause::of(&err), message),
         }
     }
 }
 
-/// DataFusion's messages end in a "This issue was likely caused by a bug in
-/// DataFusion's code" footer for internal errors only; other prefixes are
-/// informative, so only whitespace is normalised.
-fn strip_prefix(msg: &str) -> String {
-    msg.trim().to_string()
+/// Whether a DataFusion failure may come from a corrupt file.
+pub(crate) fn may_be_a_corrupt_file(err: &DataFusionError) -> bool {
+    Cause::of(err) == Cause::Corrupt
+}
+
+/// The first error of type `T` in `err`'s chain of causes.
+fn find<'a, T: std::error::Error + 'static>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut level = Some(err);
+    while let Some(current) = level {
+        if let Some(found) = current.downcast_ref::<T>() {
+            return Some(found);
+        }
+        level = current.source();
+    }
+    None
+}
+
+/// What kind of failure an error chain holds, from the most specific typed
+/// error found in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    /// The data the statement met (casts, parses, arguments).
+    Data,
+    /// Arithmetic out of range.
+    Range,
+    /// A store or file system failed.
+    Storage,
+    /// The fence refused a path.
+    Denied,
+    /// A file is corrupt.
+    Corrupt,
+    /// Other writers won every commit.
+    Busy,
+    /// Nothing recognisable.
+    Unknown,
+}
+
+impl Cause {
+    /// The deepest cause in `err`'s chain that has a known type.
+    fn of(err: &(dyn std::error::Error + 'static)) -> Self {
+        let mut cause = Self::of_one(err);
+        let mut level: &dyn std::error::Error = err;
+        while let Some(source) = level.source() {
+            level = source;
+            let found = Self::of_one(level);
+            if found != Self::Unknown {
+                cause = found;
+            }
+        }
+        cause
+    }
+
+    fn of_datafusion(err: &DataFusionError) -> Self {
+        match err {
+            DataFusionError::ParquetError(_) => Self::Corrupt,
+            DataFusionError::ObjectStore(e) => Self::of_store(e),
+            DataFusionError::IoError(_) => Self::Storage,
+            // DataFusion raises its own bugs as Internal; Execution is what
+            // running met in the data.
+            DataFusionError::Execution(_) => Self::Data,
+            // A task that panicked: a reader crashing on a corrupt file.
+            DataFusionError::ExecutionJoin(_) => Self::Corrupt,
+            DataFusionError::ArrowError(e, _) => Self::of_arrow(e),
+            _ => Self::Unknown,
+        }
+    }
+
+    fn of_one(err: &(dyn std::error::Error + 'static)) -> Self {
+        if let Some(e) = err.downcast_ref::<DataFusionError>() {
+            return Self::of_datafusion(e);
+        }
+        if let Some(e) = err.downcast_ref::<arrow::error::ArrowError>() {
+            return Self::of_arrow(e);
+        }
+        if err
+            .downcast_ref::<parquet::errors::ParquetError>()
+            .is_some()
+        {
+            return Self::Corrupt;
+        }
+        if let Some(e) = err.downcast_ref::<object_store::Error>() {
+            return Self::of_store(e);
+        }
+        if err.downcast_ref::<std::io::Error>().is_some() {
+            return Self::Storage;
+        }
+        if let Some(crate::delta::DeltaError::Busy { .. }) =
+            err.downcast_ref::<crate::delta::DeltaError>()
+        {
+            return Self::Busy;
+        }
+        Self::Unknown
+    }
+
+    fn of_arrow(err: &arrow::error::ArrowError) -> Self {
+        use arrow::error::ArrowError;
+        match err {
+            ArrowError::DivideByZero | ArrowError::ArithmeticOverflow(_) => Self::Range,
+            ArrowError::CastError(_)
+            | ArrowError::ParseError(_)
+            | ArrowError::InvalidArgumentError(_)
+            | ArrowError::ComputeError(_)
+            | ArrowError::SchemaError(_)
+            | ArrowError::CsvError(_)
+            | ArrowError::JsonError(_) => Self::Data,
+            ArrowError::ParquetError(_) | ArrowError::IpcError(_) => Self::Corrupt,
+            ArrowError::IoError(..) => Self::Storage,
+            _ => Self::Unknown,
+        }
+    }
+
+    fn of_store(err: &object_store::Error) -> Self {
+        match err {
+            object_store::Error::PermissionDenied { .. } => Self::Denied,
+            _ => Self::Storage,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::error::ArrowError;
+
+    #[test]
+    fn errors_are_classified_by_their_types() {
+        let arrow = |e| DataFusionError::ArrowError(Box::new(e), None);
+        assert!(matches!(
+            EngineError::from_execution(arrow(ArrowError::DivideByZero)),
+            EngineError::OutOfRange(_)
+        ));
+        assert!(matches!(
+            EngineError::from_execution(arrow(ArrowError::CastError("abc".into()))),
+            EngineError::Execution(_)
+        ));
+        let store = object_store::Error::Generic {
+            store: "S3",
+            source: "connection refused".into(),
+        };
+        let wrapped = DataFusionError::ObjectStore(Box::new(store)).context("reading t");
+        assert!(matches!(
+            EngineError::from_execution(wrapped),
+            EngineError::Unavailable(m) if m.contains("reading t")
+        ));
+        let parquet = DataFusionError::ParquetError(Box::new(
+            parquet::errors::ParquetError::General("bad footer".into()),
+        ));
+        assert!(EngineError::from_execution(parquet).may_be_a_corrupt_file());
+        // A message that merely mentions parquet is not a corrupt file.
+        let denied = DataFusionError::External(Box::new(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "cannot write x.parquet",
+        )));
+        let classified = EngineError::from_execution(denied);
+        assert!(!classified.may_be_a_corrupt_file(), "{classified:?}");
+        assert!(matches!(
+            EngineError::from_execution(DataFusionError::Internal("bug".into())),
+            EngineError::Internal(_)
+        ));
+    }
 }

@@ -588,11 +588,11 @@ impl Engine {
         };
         let physical = match failure {
             Ok(physical) => physical,
-            Err(err) if corruption::suggests_corruption(&err.to_string()) => {
+            Err(err) if err.may_be_a_corrupt_file() => {
                 let runtime = self.ctx.runtime_env();
                 return Err(
                     match corruption::in_logical_plan(&runtime, &planned).await {
-                        Some(named) => EngineError::Execution(named),
+                        Some(named) => EngineError::Corrupt(named),
                         None => err,
                     },
                 );
@@ -794,13 +794,13 @@ impl Engine {
             Ok(Err(err)) => EngineError::from_execution(err),
             Err(join) => TaskFailure::from(join).into(),
         };
-        if !corruption::suggests_corruption(&err.to_string()) {
+        if !err.may_be_a_corrupt_file() {
             return Err(err);
         }
         let runtime = self.ctx.runtime_env();
         Err(
             match corruption::in_physical_plans(&runtime, &[checked]).await {
-                Some(named) => EngineError::Execution(named),
+                Some(named) => EngineError::Corrupt(named),
                 None => err,
             },
         )
@@ -849,13 +849,7 @@ impl Engine {
         self.cpu.spawn(async move {
             let (sent, failure, abandoned) = match driver.await {
                 Ok(outcome) => outcome,
-                Err(e) => (
-                    0,
-                    Some(DataFusionError::Execution(
-                        EngineError::from(TaskFailure::from(e)).to_string(),
-                    )),
-                    false,
-                ),
+                Err(e) => (0, Some(DataFusionError::ExecutionJoin(Box::new(e))), false),
             };
             let (rows_in, bytes_in) = runs::input_metrics(&checked);
             let end = runs::StreamEnd {
@@ -871,9 +865,9 @@ impl Engine {
             let Some(err) = failure else {
                 return;
             };
-            let err = match corruption::suggests_corruption(&err.to_string()) {
+            let err = match error::may_be_a_corrupt_file(&err) {
                 true => match corruption::in_physical_plans(&runtime, &checked).await {
-                    Some(named) => DataFusionError::Execution(named),
+                    Some(named) => corruption::named(named),
                     None => err,
                 },
                 false => err,
@@ -941,19 +935,24 @@ impl Engine {
         let state = self.ctx.state();
         let config = ListingTableConfig::new_with_multi_paths(listing.table_paths().clone())
             .with_listing_options(listing.options().clone());
-        let refreshed = match config
-            .infer_schema(&state)
-            .await
-            .and_then(ListingTable::try_new)
-        {
-            Ok(table) => table,
-            Err(err) => {
-                let runtime = self.ctx.runtime_env();
-                let named = corruption::conflicts_in_listing(&runtime, listing).await;
-                return Err(EngineError::Plan(format!(
-                    "cannot refresh '{name}': {}",
-                    named.unwrap_or_else(|| err.strip_backtrace())
-                )));
+        // Its own task: a footer decoder that panics on a corrupt file fails
+        // this refresh, and the file can then be named.
+        let inferred = tokio::spawn(async move {
+            config
+                .infer_schema(&state)
+                .await
+                .and_then(ListingTable::try_new)
+        })
+        .await;
+        let refreshed = match inferred {
+            Ok(Ok(table)) => table,
+            Ok(Err(err)) => {
+                let err = EngineError::from_planning(err);
+                return Err(self.name_listing_problem(name, listing, err).await);
+            }
+            Err(join) => {
+                let err = TaskFailure::from(join).into();
+                return Err(self.name_listing_problem(name, listing, err).await);
             }
         };
         if refreshed.schema() == current {
@@ -977,6 +976,26 @@ impl Engine {
             })?;
         }
         Ok(())
+    }
+
+    /// `err` (a failed refresh of the table of files `name`), or better:
+    /// the corrupt files or the files that disagree on a column's type.
+    async fn name_listing_problem(
+        &self,
+        name: &str,
+        listing: &ListingTable,
+        err: EngineError,
+    ) -> EngineError {
+        let runtime = self.ctx.runtime_env();
+        match corruption::problems_in_listing(&runtime, listing).await {
+            Some(corruption::ListingProblem::Corrupt(named)) => {
+                EngineError::Corrupt(format!("cannot refresh '{name}': {named}"))
+            }
+            Some(corruption::ListingProblem::Conflict(named)) => {
+                EngineError::Plan(format!("cannot refresh '{name}': {named}"))
+            }
+            None => err,
+        }
     }
 
     /// Parks a planned query until a `DoGet` takes it (or it expires).

@@ -24,7 +24,7 @@ use datafusion::sql::sqlparser::ast;
 use url::Url;
 
 use super::error::{EngineError, EngineResult};
-use crate::delta::{DeltaError, DeltaLakeTable};
+use crate::delta::DeltaLakeTable;
 
 /// Clauses DataFusion's planner refuses, taken out of the statement.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -275,21 +275,6 @@ impl TableProviderFactory for DeltaTableFactory {
             .await
             .map_err(|e| DataFusionError::Plan(e.to_string()))?;
         Ok(Arc::new(table))
-    }
-}
-
-impl From<DeltaError> for EngineError {
-    fn from(err: DeltaError) -> Self {
-        match err {
-            DeltaError::AlreadyExists { .. } | DeltaError::NotEmpty { .. } => {
-                EngineError::AlreadyExists(err.to_string())
-            }
-            DeltaError::NoCommit { .. } | DeltaError::NoSuchVersion { .. } => {
-                EngineError::Plan(err.to_string())
-            }
-            DeltaError::Busy { .. } => EngineError::Conflict(err.to_string()),
-            DeltaError::Table { .. } => EngineError::Execution(err.to_string()),
-        }
     }
 }
 

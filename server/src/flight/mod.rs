@@ -35,6 +35,15 @@ impl Default for FlightOptions {
     }
 }
 
+/// The layer that makes tonic's answer to a request message that does not
+/// decode (INTERNAL, "failed to decode Protobuf message", sent before any
+/// handler runs) an INVALID_ARGUMENT: the bytes came from the client.
+pub fn undecodable_requests_are_invalid_arguments() -> tower::util::MapResponseLayer<
+    fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body>,
+> {
+    tower::util::MapResponseLayer::new(status::undecodable_request_as_invalid_argument)
+}
+
 /// The gRPC service that serves `engine` over Flight SQL.
 pub fn service(
     engine: Arc<Engine>,

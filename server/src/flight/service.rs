@@ -29,7 +29,7 @@ use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::metadata;
-use super::status::{malformed, to_status};
+use super::status::{bounded, from_request_stream, malformed, to_status};
 use super::ticket::{
     TicketKind, decode_command, decode_prepared_handle, decode_ticket, metadata_ticket,
     prepared_handle, result_ticket,
@@ -130,7 +130,7 @@ impl FlightSqlEndpoint {
             // for them; then they go out as they are.
             .with_dictionary_handling(DictionaryHandling::Resend)
             .build(batches)
-            .map_err(Status::from);
+            .map_err(|e| bounded(Status::from(e)));
         Box::pin(encoded)
     }
 
@@ -359,6 +359,90 @@ fn ipc_body_fits(message: &FlightData) -> Result<(), String> {
     Ok(())
 }
 
+/// The calls, each answering with a `Status` of its own on failure; the
+/// `FlightService` impl below only bounds what they say.
+impl FlightSqlEndpoint {
+    async fn poll(&self, descriptor: FlightDescriptor) -> Result<PollInfo, Status> {
+        // Queries are planned synchronously, so the first poll is also the last.
+        let info = self.flight_info(descriptor).await?;
+        Ok(PollInfo {
+            info: Some(info),
+            flight_descriptor: None,
+            progress: Some(1.0),
+            expiration_time: None,
+        })
+    }
+
+    async fn schema_result(&self, descriptor: &FlightDescriptor) -> Result<SchemaResult, Status> {
+        let schema = self.schema(descriptor).await?;
+        SchemaResult::try_from(SchemaAsIpc::new(&schema, &IpcWriteOptions::default()))
+            .map_err(|e| Status::internal(format!("encoding a schema: {e}")))
+    }
+
+    async fn get(&self, ticket: &Ticket) -> Result<BoxedStream<FlightData>, Status> {
+        match decode_ticket(ticket)? {
+            TicketKind::Result(id) => {
+                let planned = self.engine.take(&id).map_err(to_status)?;
+                let schema = planned.schema();
+                let batches = self.engine.execute(planned).map_err(|e| {
+                    FlightError::Tonic(Box::new(to_status(EngineError::from_execution(e))))
+                });
+                Ok(self.encode(schema, batches))
+            }
+            TicketKind::Metadata(command) => {
+                let batch = metadata::answer(&self.engine, command).await?;
+                let schema = batch.schema();
+                Ok(self.encode(schema, futures::stream::once(async { Ok(batch) })))
+            }
+        }
+    }
+
+    async fn put_stream(&self, stream: Streaming<FlightData>) -> Result<PutResult, Status> {
+        // A message of the stream that does not decode is the client's error.
+        let mut stream = stream.map_err(from_request_stream);
+        let first = stream.next().await.transpose()?.ok_or_else(|| {
+            Status::invalid_argument(
+                "DoPut stream is empty; its first message must carry a FlightDescriptor",
+            )
+        })?;
+        let descriptor = first.flight_descriptor.as_ref().ok_or_else(|| {
+            Status::invalid_argument(
+                "the first DoPut message must carry a FlightDescriptor with a Flight SQL command",
+            )
+        })?;
+        let command = decode_command(&descriptor.cmd, "DoPut command")?;
+        let data: BoxedStream<FlightData> =
+            Box::pin(futures::stream::once(async { Ok(first) }).chain(stream));
+        self.put(command, data).await
+    }
+
+    async fn action(&self, action: Action) -> Result<Vec<arrow_flight::Result>, Status> {
+        match action.r#type.as_str() {
+            CREATE_PREPARED_STATEMENT => {
+                Ok(vec![self.create_prepared_statement(&action.body).await?])
+            }
+            CLOSE_PREPARED_STATEMENT => {
+                self.close_prepared_statement(&action.body)?;
+                Ok(vec![])
+            }
+            CANCEL_FLIGHT_INFO => Ok(vec![self.cancel_flight_info(&action.body)?]),
+            "BeginTransaction" | "EndTransaction" | "BeginSavepoint" | "EndSavepoint" => Err(
+                Status::unimplemented("transactions are not supported by Tarn"),
+            ),
+            "CreatePreparedSubstraitPlan" => Err(Status::unimplemented(
+                "Substrait plans are not supported; send SQL text",
+            )),
+            other => Err(Status::invalid_argument(format!(
+                "unknown action '{other}'; ListActions lists the supported ones"
+            ))),
+        }
+    }
+}
+
+fn once<T: Send + 'static>(item: T) -> BoxedStream<T> {
+    Box::pin(futures::stream::once(async { Ok(item) }))
+}
+
 #[tonic::async_trait]
 impl FlightService for FlightSqlEndpoint {
     type HandshakeStream = BoxedStream<HandshakeResponse>;
@@ -374,13 +458,10 @@ impl FlightService for FlightSqlEndpoint {
         _request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<Self::HandshakeStream>, Status> {
         // No authentication yet: every handshake succeeds.
-        let response = HandshakeResponse {
+        Ok(Response::new(once(HandshakeResponse {
             protocol_version: 0,
             payload: Default::default(),
-        };
-        Ok(Response::new(Box::pin(futures::stream::once(async {
-            Ok(response)
-        }))))
+        })))
     }
 
     async fn list_flights(
@@ -399,78 +480,47 @@ impl FlightService for FlightSqlEndpoint {
         self.flight_info(request.into_inner())
             .await
             .map(Response::new)
+            .map_err(bounded)
     }
 
     async fn poll_flight_info(
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<PollInfo>, Status> {
-        // Queries are planned synchronously, so the first poll is also the last.
-        let info = self.flight_info(request.into_inner()).await?;
-        Ok(Response::new(PollInfo {
-            info: Some(info),
-            flight_descriptor: None,
-            progress: Some(1.0),
-            expiration_time: None,
-        }))
+        self.poll(request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(bounded)
     }
 
     async fn get_schema(
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
-        let schema = self.schema(request.get_ref()).await?;
-        let result = SchemaResult::try_from(SchemaAsIpc::new(&schema, &IpcWriteOptions::default()))
-            .map_err(|e| Status::internal(format!("encoding a schema: {e}")))?;
-        Ok(Response::new(result))
+        self.schema_result(request.get_ref())
+            .await
+            .map(Response::new)
+            .map_err(bounded)
     }
 
     async fn do_get(
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        match decode_ticket(request.get_ref())? {
-            TicketKind::Result(id) => {
-                let planned = self.engine.take(&id).map_err(to_status)?;
-                let schema = planned.schema();
-                let batches = self.engine.execute(planned).map_err(|e| {
-                    FlightError::Tonic(Box::new(to_status(EngineError::from_execution(e))))
-                });
-                Ok(Response::new(self.encode(schema, batches)))
-            }
-            TicketKind::Metadata(command) => {
-                let batch = metadata::answer(&self.engine, command).await?;
-                let schema = batch.schema();
-                Ok(Response::new(self.encode(
-                    schema,
-                    futures::stream::once(async { Ok(batch) }),
-                )))
-            }
-        }
+        self.get(request.get_ref())
+            .await
+            .map(Response::new)
+            .map_err(bounded)
     }
 
     async fn do_put(
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
-        let mut stream = request.into_inner();
-        let first = stream.message().await?.ok_or_else(|| {
-            Status::invalid_argument(
-                "DoPut stream is empty; its first message must carry a FlightDescriptor",
-            )
-        })?;
-        let descriptor = first.flight_descriptor.as_ref().ok_or_else(|| {
-            Status::invalid_argument(
-                "the first DoPut message must carry a FlightDescriptor with a Flight SQL command",
-            )
-        })?;
-        let command = decode_command(&descriptor.cmd, "DoPut command")?;
-        let data: BoxedStream<FlightData> =
-            Box::pin(futures::stream::once(async { Ok(first) }).chain(stream));
-        let result = self.put(command, data).await?;
-        Ok(Response::new(Box::pin(futures::stream::once(async {
-            Ok(result)
-        }))))
+        self.put_stream(request.into_inner())
+            .await
+            .map(|result| Response::new(once(result)))
+            .map_err(bounded)
     }
 
     async fn do_exchange(
@@ -484,30 +534,7 @@ impl FlightService for FlightSqlEndpoint {
         &self,
         request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
-        let action = request.into_inner();
-        let results = match action.r#type.as_str() {
-            CREATE_PREPARED_STATEMENT => vec![self.create_prepared_statement(&action.body).await?],
-            CLOSE_PREPARED_STATEMENT => {
-                self.close_prepared_statement(&action.body)?;
-                vec![]
-            }
-            CANCEL_FLIGHT_INFO => vec![self.cancel_flight_info(&action.body)?],
-            "BeginTransaction" | "EndTransaction" | "BeginSavepoint" | "EndSavepoint" => {
-                return Err(Status::unimplemented(
-                    "transactions are not supported by Tarn",
-                ));
-            }
-            "CreatePreparedSubstraitPlan" => {
-                return Err(Status::unimplemented(
-                    "Substrait plans are not supported; send SQL text",
-                ));
-            }
-            other => {
-                return Err(Status::invalid_argument(format!(
-                    "unknown action '{other}'; ListActions lists the supported ones"
-                )));
-            }
-        };
+        let results = self.action(request.into_inner()).await.map_err(bounded)?;
         Ok(Response::new(Box::pin(futures::stream::iter(
             results.into_iter().map(Ok),
         ))))

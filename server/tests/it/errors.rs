@@ -312,3 +312,94 @@ async fn garbage_parameter_batches_are_rejected() {
     );
     still_serving(&mut t.client).await;
 }
+
+/// Sends bytes as they are, so that a test can send a message that is not
+/// the protobuf the method expects.
+#[derive(Debug, Clone, Default)]
+struct RawBytes;
+
+impl tonic::codec::Codec for RawBytes {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawBytes;
+    type Decoder = RawBytes;
+
+    fn encoder(&mut self) -> RawBytes {
+        RawBytes
+    }
+
+    fn decoder(&mut self) -> RawBytes {
+        RawBytes
+    }
+}
+
+impl tonic::codec::Encoder for RawBytes {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawBytes {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let bytes = bytes::Buf::chunk(src).to_vec();
+        bytes::Buf::advance(src, bytes.len());
+        Ok(Some(bytes))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_message_that_does_not_decode_is_invalid_argument() {
+    let mut t = start().await;
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://{}", t.server.local_addr()))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    for method in ["GetFlightInfo", "GetSchema", "DoAction"] {
+        grpc.ready().await.unwrap();
+        let path = http::uri::PathAndQuery::try_from(format!(
+            "/arrow.flight.protocol.FlightService/{method}"
+        ))
+        .unwrap();
+        let outcome = grpc
+            .unary(tonic::Request::new(vec![0xff, 0xff, 0xff]), path, RawBytes)
+            .await;
+        let err = ClientError::from(outcome.unwrap_err());
+        assert_status(&err, Code::InvalidArgument, "malformed request message");
+    }
+    still_serving(&mut t.client).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_error_quoting_a_huge_request_is_cut_not_lost() {
+    let mut t = start().await;
+    let name = "x".repeat(900_000);
+    let err = t
+        .client
+        .query(&format!("SELECT * FROM {name}"))
+        .await
+        .unwrap_err();
+    assert_status(&err, Code::NotFound, "was cut");
+    assert!(
+        err.to_string().len() < 10_000,
+        "{} bytes",
+        err.to_string().len()
+    );
+    still_serving(&mut t.client).await;
+}

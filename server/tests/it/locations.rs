@@ -172,7 +172,7 @@ async fn corrupt_parquet_fails_clearly_and_the_rest_is_served() {
     };
     assert_eq!(
         outcome.status().unwrap().code(),
-        Code::Internal,
+        Code::DataLoss,
         "{outcome}"
     );
     // The message names the file, so the person knows what to replace.
