@@ -67,6 +67,8 @@ impl fmt::Display for FileFormat {
 pub struct LakeTable {
     /// The table name (the file stem or folder name).
     pub name: String,
+    /// The store it was found in.
+    pub store: String,
     /// The URL of the file or folder (folders end in `/`).
     pub location: String,
     /// The format of its files.
@@ -134,6 +136,9 @@ pub enum LakeError {
     },
 }
 
+/// The smallest Parquet file: magic, footer length, magic.
+const MIN_PARQUET_SIZE: u64 = 12;
+
 /// Finds the tables of `store`. Problems with single entries are returned
 /// beside the tables, not instead of them.
 pub async fn discover(store: &Store) -> Result<(Vec<LakeTable>, Vec<LakeError>), LakeError> {
@@ -158,9 +163,25 @@ pub async fn discover(store: &Store) -> Result<(Vec<LakeTable>, Vec<LakeError>),
 
     let mut found = Vec::new();
     for object in &listing.objects {
-        if let Some(table) = file_table(store, &object.location) {
-            found.push(Ok(table));
+        let Some(table) = file_table(store, &object.location) else {
+            continue;
+        };
+        // Too short to be Parquet (an empty file): reported as a folder's
+        // corrupt file is, not served as a table without columns.
+        if table.format == FileFormat::Parquet && object.size < MIN_PARQUET_SIZE {
+            let root = &store.root_url[..url::Position::BeforePath];
+            let checked = [(Arc::clone(&store.object_store), object.clone())];
+            let named = crate::footers::describe_corrupt(
+                crate::footers::corrupt_files(root, checked).await,
+            );
+            found.push(Err(LakeError::Register {
+                name: table.name,
+                location: table.location,
+                message: named.unwrap_or_else(|| "the file is too short to be Parquet".into()),
+            }));
+            continue;
         }
+        found.push(Ok(table));
     }
     for folder in &listing.common_prefixes {
         let Some(name) = folder.filename().filter(|n| !is_hidden(n)) else {
@@ -367,6 +388,7 @@ fn file_table(store: &Store, path: &ObjectPath) -> Option<LakeTable> {
     let name = Path::new(file).file_stem()?.to_str()?.to_string();
     Some(LakeTable {
         name,
+        store: store.name.clone(),
         location: store.url_of(path),
         format,
         extension,
@@ -486,6 +508,7 @@ fn folder_table(
         .collect();
     Ok(Some(LakeTable {
         name: name.to_string(),
+        store: store.name.clone(),
         location,
         format,
         extension,
@@ -522,6 +545,7 @@ fn delta_table(
     }
     Ok(Some(LakeTable {
         name: name.to_string(),
+        store: store.name.clone(),
         location,
         format: FileFormat::Delta,
         extension: "",
@@ -555,11 +579,10 @@ fn infer_partition_type(values: &[String]) -> DataType {
     }
 }
 
+/// A real calendar date written `YYYY-MM-DD` (`2024-13-45` is not one: typed
+/// as a date, it would fail every query of the table).
 fn is_iso_date(value: &str) -> bool {
-    let parts: Vec<&str> = value.split('-').collect();
-    matches!(parts.as_slice(), [y, m, d]
-        if y.len() == 4 && m.len() == 2 && d.len() == 2
-        && [y, m, d].iter().all(|p| p.chars().all(|c| c.is_ascii_digit())))
+    value.len() == 10 && chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d").is_ok()
 }
 
 #[cfg(test)]
@@ -571,6 +594,12 @@ mod tests {
         let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(infer_partition_type(&s(&["2023", "2024"])), DataType::Int64);
         assert_eq!(infer_partition_type(&s(&["2024-01-31"])), DataType::Date32);
+        assert_eq!(
+            infer_partition_type(&s(&["2024-01-31", "2024-13-45"])),
+            DataType::Utf8,
+            "not a date: typed as a date, every query would fail"
+        );
+        assert_eq!(infer_partition_type(&s(&["2024-02-30"])), DataType::Utf8);
         assert_eq!(infer_partition_type(&s(&["EU", "2024"])), DataType::Utf8);
     }
 

@@ -94,6 +94,10 @@ impl Server {
                 .await
                 .map_err(|e| EngineError::Internal(e.to_string()))??;
         }
+        let configs = store_configs(&config);
+        // Before the state folder is made (by default inside the lake), so
+        // that a mistyped lake is an error, not a new empty folder.
+        storage::check_local_folders(&configs)?;
         // The state folder is Tarn's own: no statement may read or write it.
         let state_dir = std::fs::create_dir_all(&config.state_dir)
             .and_then(|()| config.state_dir.canonicalize())
@@ -101,7 +105,7 @@ impl Server {
                 path: config.state_dir.clone(),
                 source,
             })?;
-        let stores = open_stores(&config, &state_dir)?;
+        let stores = open_stores(&configs, &state_dir)?;
         // Statements may name locations inside the stores, and nowhere else.
         let mut options = config.engine.clone();
         options.locations = LocationPolicy::for_stores(&stores);
@@ -208,9 +212,8 @@ impl Server {
     }
 }
 
-/// The lake (store "lake") and every `[stores.NAME]`; the state folder
-/// (resolved) is fenced off from them.
-fn open_stores(config: &ServeConfig, state_dir: &Path) -> Result<Stores, ServeError> {
+/// The lake (store "lake") and every `[stores.NAME]`.
+fn store_configs(config: &ServeConfig) -> Vec<(String, StoreConfig)> {
     let mut configs = config.stores.clone();
     if !configs.iter().any(|(name, _)| name == "lake") {
         let lake = StoreConfig {
@@ -219,7 +222,12 @@ fn open_stores(config: &ServeConfig, state_dir: &Path) -> Result<Stores, ServeEr
         };
         configs.insert(0, ("lake".to_string(), lake));
     }
-    let stores = storage::open_all(&configs, &[state_dir.to_path_buf()])?;
+    configs
+}
+
+/// Opens the stores; the state folder (resolved) is fenced off from them.
+fn open_stores(configs: &[(String, StoreConfig)], state_dir: &Path) -> Result<Stores, ServeError> {
+    let stores = storage::open_all(configs, &[state_dir.to_path_buf()])?;
     // A state folder that is (or holds) a store would fence off the store.
     for store in &stores.stores {
         if let Some(folder) = &store.local_path
@@ -303,6 +311,11 @@ async fn load_lake(
     created: &[(String, String)],
 ) -> Vec<lake::LakeTable> {
     let (loaded, problems) = lake::load(engine.session(), stores, engine.freshness()).await;
+    let empty_stores = explain_empty_stores(stores, &loaded, &problems);
+    for note in &empty_stores {
+        tracing::warn!("{note}");
+    }
+    engine.explain_an_empty_lake(empty_stores);
     for problem in problems {
         match &problem {
             lake::LakeError::NestedDelta { tables, .. }
@@ -318,6 +331,42 @@ async fn load_lake(
     let urls: Vec<String> = stores.iter().map(Store::display_url).collect();
     tracing::info!(stores = %urls.join(", "), tables = loaded.len(), "lake loaded");
     loaded
+}
+
+/// Why each store that serves no table serves none: the listing failed (the
+/// cause), or it found nothing that is a table; with the store's location
+/// and, for a bucket, its endpoint and addressing.
+fn explain_empty_stores(
+    stores: &[Store],
+    loaded: &[lake::LakeTable],
+    problems: &[lake::LakeError],
+) -> Vec<String> {
+    stores
+        .iter()
+        .filter(|store| !loaded.iter().any(|t| t.store == store.name))
+        .map(|store| {
+            let reached = match &store.addressing {
+                Some(addressing) => format!(" ({})", addressing.describe()),
+                None => String::new(),
+            };
+            let cause = problems
+                .iter()
+                .find_map(|p| match p {
+                    lake::LakeError::Store { store: name, message, .. } if *name == store.name => {
+                        Some(format!("listing it failed: {message}"))
+                    }
+                    _ => None,
+                })
+                .unwrap_or_else(|| {
+                    "its top level holds no Parquet, CSV or JSON file and no folder of them or Delta table".into()
+                });
+            format!(
+                "store '{}' at {}{reached} serves no tables: {cause}",
+                store.name,
+                store.display_url()
+            )
+        })
+        .collect()
 }
 
 /// Serves every table Tarn created under the name it was created with,

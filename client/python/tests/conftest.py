@@ -40,7 +40,7 @@ class RunningServer:
     """`tarn serve` on `lake`. Its catalog goes to `state_dir`, by default a
     fresh temporary folder (many servers share the demo lake)."""
 
-    def __init__(self, lake, extra_args=(), state_dir=None):
+    def __init__(self, lake, extra_args=(), state_dir=None, env=None, log="warn"):
         lake_args = ["--lake", str(lake)] if lake is not None else []
         if state_dir is None:
             self._state = tempfile.TemporaryDirectory()
@@ -53,13 +53,14 @@ class RunningServer:
                 "--bind",
                 "127.0.0.1:0",
                 "--log",
-                "warn",
+                log,
                 "--state-dir",
                 str(state_dir),
                 *extra_args,
             ],
             stderr=subprocess.PIPE,
             text=True,
+            env=None if env is None else {**os.environ, **env},
         )
         self.log: list = []
         self.uri = self._wait_for_address()

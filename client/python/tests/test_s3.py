@@ -34,6 +34,57 @@ def test_tables_are_discovered_in_the_bucket(s3_server):
     assert "super-secret-value" not in "".join(s3_server.log), "secrets never reach the log"
 
 
+def table_names(uri: str) -> set:
+    with tarn.connect(uri) as conn:
+        return {t[2] for t in conn.tables() if t[1] == "public"}
+
+
+def test_the_environment_form_serves_what_the_config_form_serves(s3, s3_server, tmp_path):
+    """AWS_ENDPOINT_URL and --lake s3://... (what MinIO and moto users write)
+    reach the bucket with path-style addressing, as [stores.lake] does."""
+    moto = s3["moto"]
+    env = {
+        "AWS_ENDPOINT_URL": moto.endpoint,
+        "AWS_ACCESS_KEY_ID": moto.ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": moto.SECRET_KEY,
+        "AWS_REGION": "us-east-1",
+    }
+    server = RunningServer(None, extra_args=["--lake", "s3://tarn-test/lake"], state_dir=tmp_path / "state", env=env, log="debug")
+    try:
+        from_env = table_names(server.uri)
+        assert {"lineitem", "orders", "sales"} <= from_env
+        assert from_env == table_names(s3_server.uri)
+        with tarn.connect(server.uri) as conn:
+            assert conn.arrow("SELECT count(*) AS n FROM nation").column("n").to_pylist() == [25]
+            conn.execute("CREATE TABLE env_copy AS SELECT * FROM region")
+            assert conn.arrow("SELECT count(*) AS n FROM env_copy").column("n").to_pylist() == [5]
+    finally:
+        server.stop()
+    log = "".join(server.log)
+    assert "DEBUG" in log, "the log ran at debug level"
+    assert moto.ACCESS_KEY not in log and moto.SECRET_KEY not in log, "no credential reaches the log, at any level"
+
+
+def test_an_empty_bucket_prefix_is_explained(s3, tmp_path):
+    moto = s3["moto"]
+    env = {
+        "AWS_ENDPOINT_URL": moto.endpoint,
+        "AWS_ACCESS_KEY_ID": moto.ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": moto.SECRET_KEY,
+        "AWS_REGION": "us-east-1",
+    }
+    server = RunningServer(None, extra_args=["--lake", "s3://tarn-test/nothing-here"], state_dir=tmp_path / "state", env=env)
+    try:
+        with tarn.connect(server.uri) as conn:
+            with pytest.raises(tarn.Error, match="serves no tables") as raised:
+                conn.execute("SHOW TABLES")
+            message = str(raised.value)
+            assert "s3://tarn-test/nothing-here" in message and moto.endpoint in message and "path-style" in message
+    finally:
+        server.stop()
+    assert "serves no tables" in "".join(server.log), "the start warns"
+
+
 @pytest.mark.parametrize("number", range(1, 23))
 def test_tpch_from_the_bucket_matches_local_disk(number, s3_server, conn):
     sql = (QUERIES / f"q{number}.sql").read_text()

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{Array, AsArray, RecordBatch, StringArray};
+use arrow::datatypes::DataType;
 use clap::Args;
 
 use super::fail;
@@ -77,9 +78,18 @@ pub fn run(args: LineageArgs) -> ExitCode {
 fn edges(batches: &[RecordBatch], by_column: bool, downstream: bool) -> Vec<Edge> {
     let mut merged: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     for batch in batches {
-        let text = |i: usize| batch.column(i).as_string::<i32>().clone();
-        let (tt, tc, st, sc, kind, subtype) =
-            (text(0), text(1), text(2), text(3), text(4), text(5));
+        // Plain strings whatever the server sent (Utf8View with --view-types).
+        let texts: Option<Vec<StringArray>> = (0..6)
+            .map(|i| {
+                let column = batch.columns().get(i)?;
+                let plain = arrow::compute::cast(column, &DataType::Utf8).ok()?;
+                Some(plain.as_string::<i32>().clone())
+            })
+            .collect();
+        let Some([tt, tc, st, sc, kind, subtype]) = texts.and_then(|t| <[_; 6]>::try_from(t).ok())
+        else {
+            continue;
+        };
         for row in 0..batch.num_rows() {
             if tt.is_null(row) || st.is_null(row) {
                 continue;

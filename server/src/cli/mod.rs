@@ -84,10 +84,14 @@ pub struct ServeArgs {
     /// Send Utf8View/BinaryView columns as they are instead of as Utf8/Binary (most clients cannot read them)
     #[arg(long, env = "TARN_VIEW_TYPES", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub view_types: Option<bool>,
-    /// Log filter, e.g. info, debug, tarn=debug [default: info]
-    #[arg(long, env = "TARN_LOG", value_name = "FILTER", default_value = "info")]
+    /// Log filter, e.g. info, debug, tarn=debug, warn,tarn::server=debug [default: warn,tarn=info: Tarn at INFO, its libraries at WARN]
+    #[arg(long, env = "TARN_LOG", value_name = "FILTER", default_value = DEFAULT_LOG)]
     pub log: String,
 }
+
+/// Tarn's own events at INFO; its libraries (deltalake, object_store, ...)
+/// only when something is wrong.
+const DEFAULT_LOG: &str = "warn,tarn=info";
 
 /// `tarn demo`
 #[derive(Debug, Args)]
@@ -121,7 +125,9 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    init_logging(&args.log);
+    if let Err(e) = init_logging(&args.log) {
+        return fail(&e);
+    }
     let file = match &args.config {
         Some(path) => match ConfigFile::load(path) {
             Ok(file) => file,
@@ -197,13 +203,20 @@ async fn stop_signal() -> &'static str {
     }
 }
 
-fn init_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+fn init_logging(filter: &str) -> Result<(), String> {
+    let parsed = tracing_subscriber::EnvFilter::builder()
+        .with_regex(false)
+        .parse(filter)
+        .map_err(|e| {
+            format!(
+                "invalid --log filter '{filter}' ({e}); write levels (error, warn, info, debug, trace) for all or per module, e.g. info, tarn=debug, {DEFAULT_LOG}"
+            )
+        })?;
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(parsed)
         .with_writer(std::io::stderr)
         .try_init();
+    Ok(())
 }
 
 /// The server a client command talks to.

@@ -26,6 +26,12 @@ pub enum EngineError {
         name: String,
     },
 
+    /// The lake serves no tables (asked for with `SHOW TABLES`), and why.
+    #[error(
+        "the lake serves no tables: {0}. Check the location, the endpoint and the credentials (the server's log has the details), then restart the server"
+    )]
+    EmptyLake(String),
+
     /// A ticket names a result that was already fetched, cancelled or expired.
     #[error(
         "no pending result with this ticket: it was already fetched, cancelled, or expired after {ttl_secs}s; run the query again"

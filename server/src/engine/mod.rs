@@ -47,6 +47,7 @@ use datafusion::logical_expr::dml::InsertOp;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, execute_stream};
 use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DFStatement;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -145,6 +146,8 @@ pub struct Engine {
     prepared: PreparedStatements,
     options: EngineOptions,
     catalog: Option<Arc<Catalog>>,
+    /// Why stores serve no tables, for `SHOW TABLES` on an empty lake.
+    empty_stores: std::sync::RwLock<Vec<String>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -222,6 +225,7 @@ impl Engine {
             prepared: PreparedStatements::new(options.prepared_statement_ttl),
             options,
             catalog: None,
+            empty_stores: Default::default(),
         })
     }
 
@@ -229,6 +233,38 @@ impl Engine {
     pub fn with_catalog(mut self, catalog: Arc<Catalog>) -> Self {
         self.catalog = Some(catalog);
         self
+    }
+
+    /// Remembers why stores serve no tables (found at start), so that `SHOW
+    /// TABLES` on a lake without tables can say why.
+    pub fn explain_an_empty_lake(&self, empty_stores: Vec<String>) {
+        if let Ok(mut notes) = self.empty_stores.write() {
+            *notes = empty_stores;
+        }
+    }
+
+    /// `SHOW TABLES` when the lake serves no table: the reason, instead of
+    /// a list of system tables only.
+    fn refuse_to_show_an_empty_lake(&self, statement: &DFStatement) -> EngineResult<()> {
+        let show_tables = matches!(statement, DFStatement::Statement(inner)
+            if matches!(inner.as_ref(), datafusion::sql::sqlparser::ast::Statement::ShowTables { .. }));
+        if !show_tables {
+            return Ok(());
+        }
+        let has_tables = self
+            .ctx
+            .catalog(DEFAULT_CATALOG)
+            .and_then(|c| c.schema(DEFAULT_SCHEMA))
+            .is_some_and(|schema| !schema.table_names().is_empty());
+        let notes = self
+            .empty_stores
+            .read()
+            .map(|notes| notes.clone())
+            .unwrap_or_default();
+        if has_tables || notes.is_empty() {
+            return Ok(());
+        }
+        Err(EngineError::EmptyLake(notes.join("; ")))
     }
 
     /// The catalog runs are recorded in, if any.
@@ -333,6 +369,7 @@ impl Engine {
     async fn logical_plan(&self, sql: &str) -> EngineResult<LogicalPlan> {
         let state = self.ctx.state();
         let mut statement = statement::parse(&state, sql, self.options.limits)?;
+        self.refuse_to_show_an_empty_lake(&statement)?;
         placeholders::number_question_marks(&mut statement);
         let clauses = writes::take_clauses(&mut statement)?;
         // Known before planning consumes the statement, to name a missing table.

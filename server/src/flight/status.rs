@@ -27,6 +27,7 @@ pub fn to_status(err: EngineError) -> Status {
         EngineError::PermissionDenied(_) => Code::PermissionDenied,
         EngineError::AlreadyExists(_) => Code::AlreadyExists,
         EngineError::Conflict(_) => Code::Aborted,
+        EngineError::EmptyLake(_) => Code::FailedPrecondition,
         EngineError::ResourcesExhausted(_) => Code::ResourceExhausted,
         EngineError::Cancelled => Code::Cancelled,
         EngineError::OutOfRange(_) => Code::OutOfRange,

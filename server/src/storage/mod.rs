@@ -19,6 +19,7 @@
 //! state folder.
 
 pub mod fence;
+mod redacted;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -108,6 +109,69 @@ pub struct Store {
     pub object_store: Arc<dyn ObjectStore>,
     /// For local stores, the folder.
     pub local_path: Option<PathBuf>,
+    /// For buckets, how they are reached.
+    pub addressing: Option<Addressing>,
+}
+
+/// How a bucket is reached: the endpoint in effect (from the config or the
+/// `AWS_ENDPOINT_URL` / `AWS_ENDPOINT` environment) and the addressing style.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Addressing {
+    /// A custom endpoint (MinIO, Ceph, moto, R2, ...), `None` for AWS.
+    pub endpoint: Option<String>,
+    /// Bucket in the path (`endpoint/bucket/key`) rather than the host name.
+    pub path_style: bool,
+    /// Whether plain HTTP is allowed, when decided here.
+    pub allow_http: Option<bool>,
+}
+
+impl Addressing {
+    /// Path-style addressing whenever a custom endpoint is in effect, from
+    /// any source, unless `path_style` (or `AWS_VIRTUAL_HOSTED_STYLE_REQUEST`)
+    /// says otherwise: S3-compatible servers on a custom endpoint rarely
+    /// resolve bucket host names. An `http://` endpoint allows plain HTTP
+    /// unless `allow_http` (or `AWS_ALLOW_HTTP`) says otherwise.
+    fn of(config: &StoreConfig, from_env: &AmazonS3Builder) -> Self {
+        use object_store::aws::AmazonS3ConfigKey;
+        let endpoint = config
+            .endpoint
+            .clone()
+            .or_else(|| from_env.get_config_value(&AmazonS3ConfigKey::Endpoint));
+        let virtual_hosted_from_env = std::env::var_os("AWS_VIRTUAL_HOSTED_STYLE_REQUEST")
+            .is_some()
+            .then(|| from_env.get_config_value(&AmazonS3ConfigKey::VirtualHostedStyleRequest))
+            .flatten()
+            .map(|v| v.eq_ignore_ascii_case("true"));
+        let path_style = config
+            .path_style
+            .or(virtual_hosted_from_env.map(|virtual_hosted| !virtual_hosted))
+            .unwrap_or(endpoint.is_some());
+        let http_from_env = std::env::var_os("AWS_ALLOW_HTTP").is_some();
+        let allow_http = config.allow_http.or_else(|| {
+            let plain = endpoint
+                .as_deref()
+                .is_some_and(|e| e.starts_with("http://"));
+            (plain && !http_from_env).then_some(true)
+        });
+        Self {
+            endpoint,
+            path_style,
+            allow_http,
+        }
+    }
+
+    /// "endpoint http://127.0.0.1:9000, path-style addressing", for messages.
+    pub fn describe(&self) -> String {
+        let style = if self.path_style {
+            "path-style"
+        } else {
+            "virtual-hosted-style"
+        };
+        match &self.endpoint {
+            Some(endpoint) => format!("endpoint {endpoint}, {style} addressing"),
+            None => format!("AWS S3, {style} addressing"),
+        }
+    }
 }
 
 impl fmt::Debug for Store {
@@ -147,6 +211,14 @@ pub fn open_all(
         stores,
         local_files,
     })
+}
+
+/// Checks that every local store in `configs` is an existing folder.
+pub fn check_local_folders(configs: &[(String, StoreConfig)]) -> Result<(), StoreError> {
+    for (name, config) in configs {
+        local_folder(name, config)?;
+    }
+    Ok(())
 }
 
 /// The folder of a local store (`None` for a bucket), resolved.
@@ -199,9 +271,9 @@ impl Store {
             if let Some(region) = &config.region {
                 builder = builder.with_region(region);
             }
-            let path_style = config.path_style.unwrap_or(config.endpoint.is_some());
-            builder = builder.with_virtual_hosted_style_request(!path_style);
-            if let Some(allow) = config.allow_http {
+            let addressing = Addressing::of(config, &builder);
+            builder = builder.with_virtual_hosted_style_request(!addressing.path_style);
+            if let Some(allow) = addressing.allow_http {
                 builder = builder.with_allow_http(allow);
             }
             if let Some(key) = &config.access_key_id {
@@ -219,12 +291,14 @@ impl Store {
             })?;
             let root_url =
                 Url::parse(&format!("s3://{bucket}")).map_err(|e| invalid(&e.to_string()))?;
+            let shown = format!("s3://{bucket}");
             return Ok(Self {
                 name: name.to_string(),
                 root_url,
                 prefix: ObjectPath::from(url.path().trim_matches('/')),
-                object_store: Arc::new(client),
+                object_store: Arc::new(redacted::Redacted::new(Arc::new(client), shown)),
                 local_path: None,
+                addressing: Some(addressing),
             });
         }
         let folder = local_folder(name, config)?
@@ -237,6 +311,7 @@ impl Store {
             prefix,
             object_store: Arc::clone(local_files) as Arc<dyn ObjectStore>,
             local_path: Some(folder),
+            addressing: None,
         })
     }
 

@@ -290,29 +290,42 @@ async fn a_bad_catalog_stops_the_start_with_a_clear_message() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tarn_lineage_prints_the_tree_down_to_lineitem_columns() {
-    let lake = scratch_lake();
-    let mut t = start_with(ServeConfig::for_lake(lake.path())).await;
-    for sql in CHAIN {
-        run(&mut t.client, sql).await;
+    // Also from a server that sends view types (--view-types).
+    for wire_types in [
+        tarn::engine::WireTypes::Plain,
+        tarn::engine::WireTypes::Native,
+    ] {
+        let lake = scratch_lake();
+        let mut config = ServeConfig::for_lake(lake.path());
+        config.engine.wire_types = wire_types;
+        let mut t = start_with(config).await;
+        for sql in CHAIN {
+            run(&mut t.client, sql).await;
+        }
+        let uri = format!("grpc://{}", t.server.local_addr());
+        let output = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_tarn"))
+                .args(["lineage", "b.double_revenue", "--upstream", "--host", &uri])
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(
+            output.status.success(),
+            "{wire_types:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            "b.double_revenue\n\
+             └── v.double_revenue  (DIRECT/IDENTITY)\n\
+             \x20   └── a.revenue  (DIRECT/TRANSFORMATION)\n\
+             \x20       ├── lineitem.l_extendedprice  (DIRECT/AGGREGATION)\n\
+             \x20       └── orders.o_totalprice  (DIRECT/AGGREGATION)\n",
+            "{wire_types:?}"
+        );
     }
-    let uri = format!("grpc://{}", t.server.local_addr());
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_tarn"))
-            .args(["lineage", "b.double_revenue", "--upstream", "--host", &uri])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(output.status.success());
-    assert_eq!(
-        String::from_utf8_lossy(&output.stdout),
-        "b.double_revenue\n\
-         └── v.double_revenue  (DIRECT/IDENTITY)\n\
-         \x20   └── a.revenue  (DIRECT/TRANSFORMATION)\n\
-         \x20       ├── lineitem.l_extendedprice  (DIRECT/AGGREGATION)\n\
-         \x20       └── orders.o_totalprice  (DIRECT/AGGREGATION)\n"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -136,3 +136,51 @@ fn a_bad_config_file_is_reported_with_its_location() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sql_splits_a_script_as_the_server_tokenizes_it() {
+    let t = start().await;
+    let uri = t.uri();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("script.sql");
+    std::fs::write(
+        &script,
+        "-- it's a comment with an apostrophe; and a semicolon\n\
+         SELECT count(*) AS regions FROM region /* ; inside a block comment */;\n\
+         SELECT 'it''s; quoted' AS text;\n\
+         /* a last, empty statement */\n",
+    )
+    .unwrap();
+    let output = run(&[
+        "sql",
+        "--host",
+        &uri,
+        "--format",
+        "csv",
+        script.to_str().unwrap(),
+    ])
+    .await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "regions\n5\ntext\nit's; quoted\n"
+    );
+}
+
+#[test]
+fn an_invalid_log_filter_is_an_error_naming_the_flag() {
+    let output = tarn()
+        .args(["serve", "--log", "tarn=loud", "--bind", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("invalid --log filter 'tarn=loud'"),
+        "{stderr}"
+    );
+}

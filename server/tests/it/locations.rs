@@ -480,3 +480,41 @@ async fn discovery_never_follows_a_link_out_of_the_lake() {
         "the linked file outside is not part of the table"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_parquet_file_at_the_top_is_reported_as_corrupt_not_served() {
+    let lake = scratch_lake();
+    std::fs::write(lake.path().join("empty.parquet"), b"").unwrap();
+    let mut t = start_with(ServeConfig::for_lake(lake.path())).await;
+    let err = t.client.query("SELECT * FROM empty").await.unwrap_err();
+    assert_eq!(err.status().unwrap().code(), Code::NotFound, "{err}");
+    assert_eq!(
+        count(query(&mut t.client, "SELECT count(*) FROM people").await),
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn partition_values_that_are_not_dates_stay_strings() {
+    let lake = scratch_lake();
+    for day in ["2024-01-31", "2024-13-45"] {
+        let folder = lake.path().join(format!("events/day={day}"));
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join("part.csv"), "id\n1\n").unwrap();
+    }
+    let mut t = start_with(ServeConfig::for_lake(lake.path())).await;
+    let rows = query(&mut t.client, "SELECT day FROM events ORDER BY day").await;
+    let days: Vec<&str> = rows[0]
+        .column(0)
+        .as_string::<i32>()
+        .iter()
+        .flatten()
+        .collect();
+    assert_eq!(days, ["2024-01-31", "2024-13-45"]);
+    let one = query(
+        &mut t.client,
+        "SELECT count(*) FROM events WHERE day = '2024-13-45'",
+    )
+    .await;
+    assert_eq!(count(one), 1);
+}
