@@ -308,6 +308,34 @@ def test_kill_9_during_an_insert_leaves_no_uncommitted_files(tmp_path, lake):
     assert not [p for p in (folder / "grows").iterdir() if p.is_dir() and not any(p.iterdir())], "no empty folders"
 
 
+def test_time_travel_in_the_syntax_delta_users_type(store):
+    """VERSION AS OF and TIMESTAMP AS OF (Delta, Databricks, Spark), through
+    ADBC, beside time_travel(); a version that does not exist is named."""
+    server = store.serve()
+    try:
+        with tarn.connect(server.uri) as conn:
+            conn.execute("CREATE TABLE tt AS SELECT * FROM nation WHERE n_regionkey = 0")
+            time.sleep(1.1)
+            between = conn.arrow("SELECT CAST(now() AS VARCHAR) AS t").column("t")[0].as_py()[:19].replace("T", " ")
+            time.sleep(1.1)
+            conn.execute("INSERT INTO tt SELECT * FROM nation WHERE n_regionkey = 1")
+            assert count(conn, "tt") == 10
+            assert count(conn, "tt VERSION AS OF 0") == 5
+            assert count(conn, "tt version as of 1") == 10
+            assert count(conn, f"tt TIMESTAMP AS OF '{between}'") == 5
+            assert count(conn, "time_travel('tt', 0)") == 5
+            joined = conn.arrow(
+                "SELECT count(*) AS n FROM tt VERSION AS OF 0 AS old JOIN tt AS new ON old.n_nationkey = new.n_nationkey"
+            ).column("n")[0].as_py()
+            assert joined == 5
+            with pytest.raises(tarn.Error, match="there is no version 9"):
+                conn.arrow("SELECT * FROM tt VERSION AS OF 9")
+            with pytest.raises(tarn.Error, match="TIMESTAMP AS OF takes a quoted UTC time"):
+                conn.arrow("SELECT * FROM tt TIMESTAMP AS OF now()")
+    finally:
+        server.stop()
+
+
 def test_dropped_tables_keep_their_files_until_purged(store):
     server = store.serve()
     try:

@@ -10,6 +10,7 @@
 //! - Results leave in wire types ([`WireTypes`]); the promised schema is the
 //!   streamed schema.
 
+mod as_of;
 mod corruption;
 pub mod error;
 mod ids;

@@ -70,9 +70,10 @@ pub(crate) fn parse(
         )));
     }
     let parse_and_check = || {
+        let sql = super::as_of::rewrite(sql)?;
         let dialect = state.config().options().sql_parser.dialect;
         let statement = state
-            .sql_to_statement(sql, &dialect)
+            .sql_to_statement(&sql, &dialect)
             .map_err(EngineError::from_planning)?;
         check_depth(&statement, limits.max_expression_depth)?;
         Ok(statement)
