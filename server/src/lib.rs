@@ -16,6 +16,7 @@ pub mod lake;
 pub mod lineage;
 pub mod runtime;
 pub mod server;
+pub mod sql_text;
 pub mod storage;
 
 pub use config::ServeConfig;

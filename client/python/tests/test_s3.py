@@ -34,6 +34,16 @@ def test_tables_are_discovered_in_the_bucket(s3_server):
     assert "super-secret-value" not in "".join(s3_server.log), "secrets never reach the log"
 
 
+def aws_environment(moto) -> dict:
+    """What the AWS CLI and SDKs read: an endpoint and credentials."""
+    return {
+        "AWS_ENDPOINT_URL": moto.endpoint,
+        "AWS_ACCESS_KEY_ID": moto.ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": moto.SECRET_KEY,
+        "AWS_REGION": "us-east-1",
+    }
+
+
 def table_names(uri: str) -> set:
     with tarn.connect(uri) as conn:
         return {t[2] for t in conn.tables() if t[1] == "public"}
@@ -43,12 +53,7 @@ def test_the_environment_form_serves_what_the_config_form_serves(s3, s3_server, 
     """AWS_ENDPOINT_URL and --lake s3://... (what MinIO and moto users write)
     reach the bucket with path-style addressing, as [stores.lake] does."""
     moto = s3["moto"]
-    env = {
-        "AWS_ENDPOINT_URL": moto.endpoint,
-        "AWS_ACCESS_KEY_ID": moto.ACCESS_KEY,
-        "AWS_SECRET_ACCESS_KEY": moto.SECRET_KEY,
-        "AWS_REGION": "us-east-1",
-    }
+    env = aws_environment(moto)
     server = RunningServer(None, extra_args=["--lake", "s3://tarn-test/lake"], state_dir=tmp_path / "state", env=env, log="debug")
     try:
         from_env = table_names(server.uri)
@@ -67,12 +72,7 @@ def test_the_environment_form_serves_what_the_config_form_serves(s3, s3_server, 
 
 def test_an_empty_bucket_prefix_is_explained(s3, tmp_path):
     moto = s3["moto"]
-    env = {
-        "AWS_ENDPOINT_URL": moto.endpoint,
-        "AWS_ACCESS_KEY_ID": moto.ACCESS_KEY,
-        "AWS_SECRET_ACCESS_KEY": moto.SECRET_KEY,
-        "AWS_REGION": "us-east-1",
-    }
+    env = aws_environment(moto)
     server = RunningServer(None, extra_args=["--lake", "s3://tarn-test/nothing-here"], state_dir=tmp_path / "state", env=env)
     try:
         with tarn.connect(server.uri) as conn:

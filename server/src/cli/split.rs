@@ -2,8 +2,9 @@
 //! server's parser uses, so quotes, `--` and `/* */` comments, and quoted
 //! identifiers are read exactly as the server reads them.
 
-use datafusion::sql::sqlparser::dialect::GenericDialect;
-use datafusion::sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
+use datafusion::sql::sqlparser::tokenizer::Token;
+
+use crate::sql_text::{Offsets, tokens};
 
 /// The statements of `script`, trimmed, without empty ones. A script the
 /// tokenizer cannot read (an unterminated string) is one statement: the
@@ -15,13 +16,13 @@ pub fn statements(script: &str) -> Vec<String> {
             .filter(|s| !s.is_empty())
             .collect();
     };
-    let offsets = LineOffsets::of(script);
+    let offsets = Offsets::of(script);
     let mut out = Vec::new();
     let mut start = 0;
     for token in tokens.iter().filter(|t| t.token == Token::SemiColon) {
-        let end = offsets.byte(script, token.span.start);
+        let end = offsets.byte(token.span.start);
         out.push(script[start..end].to_string());
-        start = offsets.byte(script, token.span.end);
+        start = offsets.byte(token.span.end);
     }
     out.push(script[start..].to_string());
     out.into_iter()
@@ -45,12 +46,6 @@ pub fn is_complete(text: &str) -> bool {
         .is_some_and(|t| t.token == Token::SemiColon)
 }
 
-fn tokens(text: &str) -> Option<Vec<TokenWithSpan>> {
-    Tokenizer::new(&GenericDialect {}, text)
-        .tokenize_with_location()
-        .ok()
-}
-
 /// Whether `text` holds nothing but white space and comments.
 fn has_only_comments(text: &str) -> bool {
     tokens(text).is_some_and(|tokens| {
@@ -58,30 +53,6 @@ fn has_only_comments(text: &str) -> bool {
             .iter()
             .all(|t| matches!(t.token, Token::Whitespace(_)))
     })
-}
-
-/// Where each line of a text starts, to turn token locations (line and
-/// character column) into byte offsets.
-struct LineOffsets(Vec<usize>);
-
-impl LineOffsets {
-    fn of(text: &str) -> Self {
-        let mut starts = vec![0];
-        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        Self(starts)
-    }
-
-    fn byte(&self, text: &str, location: Location) -> usize {
-        let line = usize::try_from(location.line.saturating_sub(1)).unwrap_or(usize::MAX);
-        let Some(&line_start) = self.0.get(line) else {
-            return text.len();
-        };
-        let column = usize::try_from(location.column.saturating_sub(1)).unwrap_or(usize::MAX);
-        text[line_start..]
-            .char_indices()
-            .nth(column)
-            .map_or(text.len(), |(i, _)| line_start + i)
-    }
 }
 
 #[cfg(test)]

@@ -9,11 +9,11 @@
 
 use std::borrow::Cow;
 
-use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
-use datafusion::sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
 
 use super::error::{EngineError, EngineResult};
+use crate::sql_text::{Offsets, tokens};
 
 const USAGE: &str = "write t VERSION AS OF 3, t TIMESTAMP AS OF '2026-11-22 07:00:00' (UTC), or time_travel('t', ...)";
 
@@ -24,14 +24,14 @@ pub(crate) fn rewrite(sql: &str) -> EngineResult<Cow<'_, str>> {
         return Ok(Cow::Borrowed(sql));
     }
     // What does not tokenize is the parser's to report.
-    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize_with_location() else {
+    let Some(tokens) = tokens(sql) else {
         return Ok(Cow::Borrowed(sql));
     };
     let significant: Vec<&TokenWithSpan> = tokens
         .iter()
         .filter(|t| !matches!(t.token, Token::Whitespace(_)))
         .collect();
-    let offsets = LineOffsets::of(sql);
+    let offsets = Offsets::of(sql);
     let mut rewritten = String::with_capacity(sql.len());
     let mut copied = 0;
     let mut i = 0;
@@ -40,12 +40,11 @@ pub(crate) fn rewrite(sql: &str) -> EngineResult<Cow<'_, str>> {
             i += 1;
             continue;
         };
-        let start = offsets.byte(sql, significant[found.name_start].span.start);
-        let end = offsets.byte(sql, significant[found.value].span.end);
-        let name = &sql[start..offsets.byte(sql, significant[found.name_end].span.end)];
-        let last_part = &sql[offsets.byte(sql, significant[found.name_end].span.start)
-            ..offsets.byte(sql, significant[found.name_end].span.end)];
-        let value = &sql[offsets.byte(sql, significant[found.value].span.start)..end];
+        let start = offsets.byte(significant[found.name_start].span.start);
+        let end = offsets.byte(significant[found.value].span.end);
+        let name = &sql[start..offsets.byte(significant[found.name_end].span.end)];
+        let last_part = offsets.text_of(significant[found.name_end]);
+        let value = offsets.text_of(significant[found.value]);
         rewritten.push_str(&sql[copied..start]);
         rewritten.push_str(&format!(
             "time_travel('{}', {value})",
@@ -148,30 +147,6 @@ fn mentions(text: &str, word: &str) -> bool {
     text.as_bytes()
         .windows(word.len())
         .any(|w| w.eq_ignore_ascii_case(word.as_bytes()))
-}
-
-/// Where each line of a text starts, to turn token locations (line and
-/// character column) into byte offsets.
-struct LineOffsets(Vec<usize>);
-
-impl LineOffsets {
-    fn of(text: &str) -> Self {
-        let mut starts = vec![0];
-        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        Self(starts)
-    }
-
-    fn byte(&self, text: &str, location: Location) -> usize {
-        let line = usize::try_from(location.line.saturating_sub(1)).unwrap_or(usize::MAX);
-        let Some(&line_start) = self.0.get(line) else {
-            return text.len();
-        };
-        let column = usize::try_from(location.column.saturating_sub(1)).unwrap_or(usize::MAX);
-        text[line_start..]
-            .char_indices()
-            .nth(column)
-            .map_or(text.len(), |(i, _)| line_start + i)
-    }
 }
 
 #[cfg(test)]

@@ -51,7 +51,7 @@ impl LocationPolicy {
     /// Allows locations inside each of `stores` (local paths as their fence admits them).
     pub fn for_stores(stores: &Stores) -> Self {
         Self {
-            fence: Arc::clone(stores.local_files.fence()),
+            fence: Arc::clone(stores.local_files.gate().fence()),
             url_roots: stores
                 .stores
                 .iter()

@@ -11,20 +11,13 @@
 //! runs.
 
 use std::collections::HashSet;
-use std::fmt;
-use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
-use futures::stream::BoxStream;
-use futures::{StreamExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions,
-};
+
+use super::gated::{Gate, GatedStore};
 
 /// Why a path is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -132,48 +125,39 @@ fn resolve(path: &Path) -> PathBuf {
 }
 
 /// The local file system behind a [`Fence`]: what `file://` URLs reach.
-#[derive(Debug)]
-pub struct FencedFileSystem {
-    inner: LocalFileSystem,
-    guard: Arc<Guard>,
+pub type FencedFileSystem = GatedStore<Guard>;
+
+/// The local file system, admitting only what `fence` admits.
+pub fn fenced_file_system(fence: Arc<Fence>) -> FencedFileSystem {
+    let guard = Guard {
+        paths: LocalFileSystem::new(),
+        fence,
+        reported: Mutex::new(HashSet::new()),
+    };
+    GatedStore::new(
+        Arc::new(LocalFileSystem::new()),
+        guard,
+        "local files".into(),
+    )
 }
 
-/// Applies the fence to object-store paths; shared with listing streams,
-/// which outlive the call that starts them.
+/// Applies the fence to object-store paths.
 #[derive(Debug)]
-struct Guard {
+pub struct Guard {
     paths: LocalFileSystem,
     fence: Arc<Fence>,
     /// Paths already reported as skipped in listings (reported once each).
     reported: Mutex<HashSet<PathBuf>>,
 }
 
-impl fmt::Display for FencedFileSystem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "FencedFileSystem({:?})", self.guard.fence.roots)
-    }
-}
-
-impl FencedFileSystem {
-    /// The local file system, admitting only what `fence` admits.
-    pub fn new(fence: Arc<Fence>) -> Self {
-        Self {
-            inner: LocalFileSystem::new(),
-            guard: Arc::new(Guard {
-                paths: LocalFileSystem::new(),
-                fence,
-                reported: Mutex::new(HashSet::new()),
-            }),
-        }
-    }
-
+impl Guard {
     /// The fence it applies.
     pub fn fence(&self) -> &Arc<Fence> {
-        &self.guard.fence
+        &self.fence
     }
 }
 
-impl Guard {
+impl Gate for Guard {
     /// Refuses `location` unless the fence admits the file it names.
     fn check(&self, location: &ObjectPath) -> object_store::Result<()> {
         // Exactly the conversion `LocalFileSystem` makes before it opens a file.
@@ -186,8 +170,8 @@ impl Guard {
         })
     }
 
-    /// Whether a listed entry may be shown: entries in reserved folders are
-    /// left out silently, links that lead out of every store with a warning.
+    /// Entries in reserved folders are left out silently, links that lead
+    /// out of every store with a warning (once per path).
     fn listable(&self, location: &ObjectPath) -> bool {
         let Ok(path) = self.paths.path_to_filesystem(location) else {
             return false;
@@ -214,118 +198,11 @@ impl Guard {
     }
 }
 
-#[async_trait::async_trait]
-impl ObjectStore for FencedFileSystem {
-    async fn put_opts(
-        &self,
-        location: &ObjectPath,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        self.guard.check(location)?;
-        self.inner.put_opts(location, payload, opts).await
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &ObjectPath,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.guard.check(location)?;
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
-    async fn get_opts(
-        &self,
-        location: &ObjectPath,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        self.guard.check(location)?;
-        self.inner.get_opts(location, options).await
-    }
-
-    async fn get_ranges(
-        &self,
-        location: &ObjectPath,
-        ranges: &[Range<u64>],
-    ) -> object_store::Result<Vec<Bytes>> {
-        self.guard.check(location)?;
-        self.inner.get_ranges(location, ranges).await
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<ObjectPath>>,
-    ) -> BoxStream<'static, object_store::Result<ObjectPath>> {
-        let guard = Arc::clone(&self.guard);
-        let checked = locations
-            .and_then(move |location| {
-                futures::future::ready(guard.check(&location).map(|()| location))
-            })
-            .boxed();
-        self.inner.delete_stream(checked)
-    }
-
-    fn list(
-        &self,
-        prefix: Option<&ObjectPath>,
-    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        if let Some(prefix) = prefix
-            && let Err(denied) = self.guard.check(prefix)
-        {
-            return futures::stream::once(async { Err(denied) }).boxed();
-        }
-        let guard = Arc::clone(&self.guard);
-        self.inner
-            .list(prefix)
-            .try_filter(move |meta| futures::future::ready(guard.listable(&meta.location)))
-            .boxed()
-    }
-
-    async fn list_with_delimiter(
-        &self,
-        prefix: Option<&ObjectPath>,
-    ) -> object_store::Result<ListResult> {
-        if let Some(prefix) = prefix {
-            self.guard.check(prefix)?;
-        }
-        let mut listed = self.inner.list_with_delimiter(prefix).await?;
-        listed
-            .objects
-            .retain(|meta| self.guard.listable(&meta.location));
-        listed
-            .common_prefixes
-            .retain(|folder| self.guard.listable(folder));
-        Ok(listed)
-    }
-
-    async fn copy_opts(
-        &self,
-        from: &ObjectPath,
-        to: &ObjectPath,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.guard.check(from)?;
-        self.guard.check(to)?;
-        self.inner.copy_opts(from, to, options).await
-    }
-
-    async fn rename_opts(
-        &self,
-        from: &ObjectPath,
-        to: &ObjectPath,
-        options: RenameOptions,
-    ) -> object_store::Result<()> {
-        self.guard.check(from)?;
-        self.guard.check(to)?;
-        self.inner.rename_opts(from, to, options).await
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use object_store::ObjectStoreExt;
+    use futures::TryStreamExt;
+    use object_store::{ObjectStore, ObjectStoreExt};
 
     struct Layout {
         _dir: tempfile::TempDir,
@@ -357,7 +234,7 @@ mod tests {
 
     fn store(layout: &Layout) -> FencedFileSystem {
         let fence = Fence::new([layout.lake.clone()], [layout.state.clone()]);
-        FencedFileSystem::new(Arc::new(fence))
+        fenced_file_system(Arc::new(fence))
     }
 
     fn object(path: &Path) -> ObjectPath {

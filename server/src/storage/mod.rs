@@ -19,7 +19,7 @@
 //! state folder.
 
 pub mod fence;
-mod redacted;
+mod gated;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -29,7 +29,7 @@ use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
 
-use fence::{Fence, FencedFileSystem};
+use fence::{Fence, FencedFileSystem, fenced_file_system};
 use serde::Deserialize;
 use url::Url;
 
@@ -202,7 +202,7 @@ pub fn open_all(
         }
     }
     let fence = Fence::new(roots, reserved.iter().cloned());
-    let local_files = Arc::new(FencedFileSystem::new(Arc::new(fence)));
+    let local_files = Arc::new(fenced_file_system(Arc::new(fence)));
     let stores = configs
         .iter()
         .map(|(name, config)| Store::open(name, config, &local_files))
@@ -296,7 +296,11 @@ impl Store {
                 name: name.to_string(),
                 root_url,
                 prefix: ObjectPath::from(url.path().trim_matches('/')),
-                object_store: Arc::new(redacted::Redacted::new(Arc::new(client), shown)),
+                object_store: Arc::new(gated::GatedStore::new(
+                    Arc::new(client),
+                    gated::Open,
+                    shown,
+                )),
                 local_path: None,
                 addressing: Some(addressing),
             });
@@ -358,6 +362,12 @@ mod tests {
         let store = Store::open_alone("s", &config).unwrap();
         assert_eq!(store.display_url(), "s3://bucket/p");
         assert!(!format!("{store:?}").contains("wJalr"));
+        // Libraries print the object store itself (deltalake does, at debug level).
+        let shown = format!("{:?} {}", store.object_store, store.object_store);
+        assert!(
+            !shown.contains("AKIDEXAMPLE") && !shown.contains("wJalr"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -1,0 +1,47 @@
+//! SQL text as the server's tokenizer reads it: tokens with their places,
+//! and the byte ranges they cover (for the shell's splitter and the engine's
+//! rewrites, which must cut the text exactly where the parser would).
+
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::tokenizer::{Location, TokenWithSpan, Tokenizer};
+
+/// The tokens of `text` with their places, or `None` if it does not
+/// tokenize (an unterminated string or comment).
+pub fn tokens(text: &str) -> Option<Vec<TokenWithSpan>> {
+    Tokenizer::new(&GenericDialect {}, text)
+        .tokenize_with_location()
+        .ok()
+}
+
+/// Turns token locations (line and character column) into byte offsets.
+pub struct Offsets<'a> {
+    text: &'a str,
+    line_starts: Vec<usize>,
+}
+
+impl<'a> Offsets<'a> {
+    /// The offsets of `text`.
+    pub fn of(text: &'a str) -> Self {
+        let mut line_starts = vec![0];
+        line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        Self { text, line_starts }
+    }
+
+    /// The byte offset of `location` (the end of the text if it lies beyond).
+    pub fn byte(&self, location: Location) -> usize {
+        let line = usize::try_from(location.line.saturating_sub(1)).unwrap_or(usize::MAX);
+        let Some(&line_start) = self.line_starts.get(line) else {
+            return self.text.len();
+        };
+        let column = usize::try_from(location.column.saturating_sub(1)).unwrap_or(usize::MAX);
+        self.text[line_start..]
+            .char_indices()
+            .nth(column)
+            .map_or(self.text.len(), |(i, _)| line_start + i)
+    }
+
+    /// The text `token` covers.
+    pub fn text_of(&self, token: &TokenWithSpan) -> &'a str {
+        &self.text[self.byte(token.span.start)..self.byte(token.span.end)]
+    }
+}

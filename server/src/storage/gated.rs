@@ -1,0 +1,204 @@
+//! An object store behind a gate: every path is checked before the call
+//! goes through, listings show only what the gate lets through, and the store
+//! shows itself only by name.
+//!
+//! Two gates use it: the fence around local files ([`super::fence`]), and
+//! the open gate of a bucket, which only hides credentials: libraries log
+//! the stores they are given with `{:?}` (deltalake does at debug level), and
+//! `object_store`'s S3 client prints its access key id there.
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path as ObjectPath;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions,
+};
+
+/// What a [`GatedStore`] lets through.
+pub trait Gate: fmt::Debug + Send + Sync + 'static {
+    /// Refuses a call on `location` (`PermissionDenied`), or lets it through.
+    fn check(&self, location: &ObjectPath) -> object_store::Result<()>;
+
+    /// Whether a listed entry may be shown.
+    fn listable(&self, location: &ObjectPath) -> bool;
+}
+
+/// Lets everything through: a store that only hides its credentials.
+#[derive(Debug)]
+pub struct Open;
+
+impl Gate for Open {
+    fn check(&self, _location: &ObjectPath) -> object_store::Result<()> {
+        Ok(())
+    }
+
+    fn listable(&self, _location: &ObjectPath) -> bool {
+        true
+    }
+}
+
+/// `inner` behind `gate`, shown only as `name`.
+pub struct GatedStore<G> {
+    inner: Arc<dyn ObjectStore>,
+    gate: Arc<G>,
+    name: String,
+}
+
+impl<G: Gate> GatedStore<G> {
+    /// `inner` behind `gate`; it shows as `name` (which must hold no secret).
+    pub fn new(inner: Arc<dyn ObjectStore>, gate: G, name: String) -> Self {
+        Self {
+            inner,
+            gate: Arc::new(gate),
+            name,
+        }
+    }
+
+    /// The gate.
+    pub fn gate(&self) -> &G {
+        &self.gate
+    }
+}
+
+impl<G> fmt::Debug for GatedStore<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ObjectStore({}, credentials hidden)", self.name)
+    }
+}
+
+impl<G> fmt::Display for GatedStore<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+#[async_trait::async_trait]
+impl<G: Gate> ObjectStore for GatedStore<G> {
+    async fn put_opts(
+        &self,
+        location: &ObjectPath,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.gate.check(location)?;
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &ObjectPath,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.gate.check(location)?;
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &ObjectPath,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.gate.check(location)?;
+        self.inner.get_opts(location, options).await
+    }
+
+    async fn get_ranges(
+        &self,
+        location: &ObjectPath,
+        ranges: &[Range<u64>],
+    ) -> object_store::Result<Vec<Bytes>> {
+        self.gate.check(location)?;
+        self.inner.get_ranges(location, ranges).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<ObjectPath>>,
+    ) -> BoxStream<'static, object_store::Result<ObjectPath>> {
+        let gate = Arc::clone(&self.gate);
+        let checked = locations
+            .and_then(move |location| {
+                futures::future::ready(gate.check(&location).map(|()| location))
+            })
+            .boxed();
+        self.inner.delete_stream(checked)
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&ObjectPath>,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        if let Some(prefix) = prefix
+            && let Err(denied) = self.gate.check(prefix)
+        {
+            return futures::stream::once(async { Err(denied) }).boxed();
+        }
+        let gate = Arc::clone(&self.gate);
+        self.inner
+            .list(prefix)
+            .try_filter(move |meta| futures::future::ready(gate.listable(&meta.location)))
+            .boxed()
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&ObjectPath>,
+        offset: &ObjectPath,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        if let Some(prefix) = prefix
+            && let Err(denied) = self.gate.check(prefix)
+        {
+            return futures::stream::once(async { Err(denied) }).boxed();
+        }
+        let gate = Arc::clone(&self.gate);
+        self.inner
+            .list_with_offset(prefix, offset)
+            .try_filter(move |meta| futures::future::ready(gate.listable(&meta.location)))
+            .boxed()
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&ObjectPath>,
+    ) -> object_store::Result<ListResult> {
+        if let Some(prefix) = prefix {
+            self.gate.check(prefix)?;
+        }
+        let mut listed = self.inner.list_with_delimiter(prefix).await?;
+        listed
+            .objects
+            .retain(|meta| self.gate.listable(&meta.location));
+        listed
+            .common_prefixes
+            .retain(|folder| self.gate.listable(folder));
+        Ok(listed)
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &ObjectPath,
+        to: &ObjectPath,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.gate.check(from)?;
+        self.gate.check(to)?;
+        self.inner.copy_opts(from, to, options).await
+    }
+
+    async fn rename_opts(
+        &self,
+        from: &ObjectPath,
+        to: &ObjectPath,
+        options: RenameOptions,
+    ) -> object_store::Result<()> {
+        self.gate.check(from)?;
+        self.gate.check(to)?;
+        self.inner.rename_opts(from, to, options).await
+    }
+}
