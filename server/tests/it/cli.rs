@@ -183,4 +183,13 @@ fn an_invalid_log_filter_is_an_error_naming_the_flag() {
         stderr.contains("invalid --log filter 'tarn=loud'"),
         "{stderr}"
     );
+    // The environment form too.
+    let output = tarn()
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .env("TARN_LOG", "warn,tarn=shouty")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("invalid --log filter"), "{stderr}");
 }

@@ -518,3 +518,32 @@ async fn partition_values_that_are_not_dates_stay_strings() {
     .await;
     assert_eq!(count(one), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn show_tables_on_a_lake_that_cannot_be_listed_says_why() {
+    let lake = tempfile::tempdir().unwrap();
+    // A loop of links at the top: listing the folder fails.
+    std::os::unix::fs::symlink(lake.path().join("b"), lake.path().join("a")).unwrap();
+    std::os::unix::fs::symlink(lake.path().join("a"), lake.path().join("b")).unwrap();
+    let mut t = start_with(ServeConfig::for_lake(lake.path())).await;
+    let err = t.client.query("SHOW TABLES").await.unwrap_err();
+    assert_eq!(
+        err.status().unwrap().code(),
+        Code::FailedPrecondition,
+        "{err}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains("store 'lake'")
+            && message.contains(&lake.path().canonicalize().unwrap().display().to_string())
+            && message.contains("listing it failed"),
+        "{message}"
+    );
+    // Once a table exists, SHOW TABLES lists.
+    t.client
+        .execute_update("CREATE VIEW one AS SELECT 1 AS x")
+        .await
+        .unwrap();
+    let shown = query(&mut t.client, "SHOW TABLES").await;
+    assert!(shown.iter().map(|b| b.num_rows()).sum::<usize>() > 0);
+}
