@@ -14,6 +14,7 @@ pub mod flight;
 pub mod footers;
 pub mod lake;
 pub mod lineage;
+pub mod names;
 pub mod runtime;
 pub mod server;
 pub mod sql_text;

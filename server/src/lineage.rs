@@ -16,6 +16,8 @@ use std::fmt;
 use datafusion::common::{Column, DFSchema};
 use datafusion::logical_expr::{Expr, LogicalPlan};
 
+use crate::names::table_name;
+
 /// How a source column reaches its target (OpenLineage 1-2-0 types).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Transformation {
@@ -110,22 +112,6 @@ pub struct Lineage {
     /// False when a part could not be traced (then edges may be missing,
     /// never wrong).
     pub complete: bool,
-}
-
-/// The name lineage uses for a table: bare for Tarn's default schema
-/// (`orders` and `tarn.public.orders` are one table), qualified otherwise.
-pub fn table_name(reference: &datafusion::common::TableReference) -> String {
-    let default_catalog = reference
-        .catalog()
-        .is_none_or(|c| c == crate::engine::DEFAULT_CATALOG);
-    let default_schema = reference
-        .schema()
-        .is_none_or(|s| s == crate::engine::DEFAULT_SCHEMA);
-    if default_catalog && default_schema {
-        reference.table().to_string()
-    } else {
-        reference.to_string()
-    }
 }
 
 /// Traces `plan`.

@@ -67,10 +67,7 @@ use crate::runtime::{CpuRuntime, TaskFailure};
 use prepared::PreparedStatements;
 use results::ResultStore;
 
-/// The catalog name Tarn registers its lake under.
-pub const DEFAULT_CATALOG: &str = "tarn";
-/// The schema lake tables are registered in.
-pub const DEFAULT_SCHEMA: &str = "public";
+pub use crate::names::{DEFAULT_CATALOG, DEFAULT_SCHEMA};
 
 /// How the engine plans and executes.
 #[derive(Debug, Clone)]
@@ -529,7 +526,7 @@ impl Engine {
                 && let Some(view) = provider.downcast_ref::<datafusion::catalog::view::ViewTable>()
             {
                 views.insert(
-                    crate::lineage::table_name(&alias),
+                    crate::names::table_name(&alias),
                     view.logical_plan().clone(),
                 );
             }
@@ -1003,7 +1000,7 @@ impl Engine {
             .map_err(EngineError::from_planning)?;
         if let Some(catalog) = &self.catalog {
             let record = crate::catalog::TableRecord {
-                name: crate::lineage::table_name(&TableReference::parse_str(name)),
+                name: crate::names::table_name(&TableReference::parse_str(name)),
                 kind: crate::catalog::TableKind::Discovered,
                 location: None,
                 format: None,

@@ -6,7 +6,8 @@ use datafusion::logical_expr::{DdlStatement, LogicalPlan, Statement, WriteOp};
 use super::writes::{TableStatement, TableStatementNode};
 use super::{EngineError, EngineResult};
 use crate::catalog::{Catalog, RunEnd, RunStart, TableKind, WriteLineage};
-use crate::lineage::{self, table_name};
+use crate::lineage;
+use crate::names::table_name;
 
 /// Who runs statements until authentication exists.
 const ANONYMOUS: &str = "anonymous";
