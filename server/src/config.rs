@@ -195,6 +195,9 @@ pub struct ServeConfig {
     pub engine: EngineOptions,
     /// Transport settings.
     pub flight: FlightOptions,
+    /// A pause before every catalog job, simulating a slow disk (tests only;
+    /// not a setting of the config file).
+    pub catalog_job_delay: Duration,
 }
 
 impl ServeConfig {
@@ -213,6 +216,7 @@ impl ServeConfig {
             stores: Vec::new(),
             engine: EngineOptions::default(),
             flight: FlightOptions::default(),
+            catalog_job_delay: Duration::ZERO,
         }
     }
 }
@@ -358,6 +362,7 @@ pub fn resolve(file: ConfigFile, overrides: Overrides) -> ServeConfig {
                     .unwrap_or(engine_defaults.limits.max_expression_depth),
             },
         },
+        catalog_job_delay: Duration::ZERO,
         flight: FlightOptions {
             max_message_size: file
                 .server

@@ -14,9 +14,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rusqlite::{Connection, Transaction, params};
 use serde_json::{Value, json};
 
-use super::{Catalog, WriteLineage};
+use super::sqlite::SqliteCatalog;
+use super::{WriteLineage, now};
 
 const PRODUCER: &str = concat!(
     "https://example.invalid/tarn/tree/v",
@@ -219,10 +221,115 @@ pub(crate) fn abort_event(start: &str, reason: &str) -> Option<String> {
     Some(event.to_string())
 }
 
+/// Puts the event of `run` into the outbox, once per sink.
+pub(crate) fn enqueue(
+    tx: &Transaction,
+    config: &OpenLineageConfig,
+    run: &EventRun,
+) -> rusqlite::Result<()> {
+    let mut locations = BTreeMap::new();
+    {
+        let mut statement = tx.prepare(
+            "SELECT name, location FROM tables WHERE dropped_at IS NULL AND location IS NOT NULL",
+        )?;
+        let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        for row in rows {
+            let (name, location): (String, String) = row?;
+            locations.insert(name, location);
+        }
+    }
+    let event = run_event(config, run, &locations).to_string();
+    let at = now();
+    for sink in config.sinks() {
+        tx.execute(
+            "INSERT INTO outbox (sink, run_id, event_json, created_at, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+            params![sink, run.id, event, at],
+        )?;
+    }
+    Ok(())
+}
+
+/// Queues an ABORT event for run `id`, built from each START event it sent.
+pub(crate) fn enqueue_abort(
+    tx: &Transaction,
+    id: &str,
+    reason: &str,
+    at: &str,
+) -> rusqlite::Result<()> {
+    let starts: Vec<(String, String)> = {
+        let mut statement = tx.prepare(
+            "SELECT sink, event_json FROM outbox WHERE run_id = ?1 AND event_json LIKE '%\"eventType\":\"START\"%' ORDER BY id",
+        )?;
+        let rows = statement.query_map(params![id], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    for (sink, start) in starts {
+        let Some(event) = abort_event(&start, reason) else {
+            continue;
+        };
+        tx.execute(
+            "INSERT INTO outbox (sink, run_id, event_json, created_at, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+            params![sink, id, event, at],
+        )?;
+    }
+    Ok(())
+}
+
+/// The next events `sink` should get, oldest first, up to the first that is
+/// waiting for a retry.
+pub(crate) fn due_events(c: &Connection, sink: &str) -> rusqlite::Result<Vec<(i64, String)>> {
+    let at = now();
+    let mut statement = c.prepare(
+        "SELECT id, event_json, next_attempt_at FROM outbox WHERE sink = ?1 AND delivered_at IS NULL ORDER BY id LIMIT 100",
+    )?;
+    let rows = statement.query_map(params![sink], |row| {
+        Ok((
+            row.get::<_, i64>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, String>(2)?,
+        ))
+    })?;
+    let mut due = Vec::new();
+    for row in rows {
+        let (id, event, next) = row?;
+        if next > at {
+            break;
+        }
+        due.push((id, event));
+    }
+    Ok(due)
+}
+
+/// Marks an outbox event delivered, or schedules its retry: 0.5 s doubling
+/// to 10 s.
+pub(crate) fn delivered(c: &Connection, id: i64, error: Option<String>) -> rusqlite::Result<()> {
+    match error {
+        None => c.execute(
+            "UPDATE outbox SET delivered_at = ?2, last_error = NULL WHERE id = ?1",
+            params![id, now()],
+        )?,
+        Some(error) => {
+            let attempts: i64 = c.query_row(
+                "SELECT attempts FROM outbox WHERE id = ?1",
+                params![id],
+                |row| row.get(0),
+            )?;
+            let backoff_ms = (500_i64 << attempts.min(5)).min(10_000);
+            let next = (chrono::Utc::now() + chrono::Duration::milliseconds(backoff_ms))
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            c.execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3 WHERE id = ?1",
+                params![id, next, error],
+            )?
+        }
+    };
+    Ok(())
+}
+
 /// Delivers queued events until the process ends: each sink in order,
 /// retrying a failing sink with backoff (0.5 s doubling to 10 s).
-pub fn spawn_delivery(catalog: Arc<Catalog>) -> Option<tokio::task::JoinHandle<()>> {
-    let config = catalog.openlineage.clone()?;
+pub fn spawn_delivery(catalog: Arc<SqliteCatalog>) -> Option<tokio::task::JoinHandle<()>> {
+    let config = catalog.openlineage()?.clone();
     if config.sinks().is_empty() {
         return None;
     }
@@ -234,25 +341,18 @@ pub fn spawn_delivery(catalog: Arc<Catalog>) -> Option<tokio::task::JoinHandle<(
         loop {
             let mut idle = true;
             for sink in config.sinks() {
-                let due = {
-                    let catalog = Arc::clone(&catalog);
-                    tokio::task::spawn_blocking(move || catalog.due_events(sink))
-                        .await
-                        .ok()
-                        .and_then(Result::ok)
-                        .unwrap_or_default()
-                };
+                let due = catalog
+                    .call(move |c| due_events(c, sink))
+                    .await
+                    .unwrap_or_default();
                 for (id, event) in due {
                     idle = false;
                     let outcome = match sink {
                         "file" => write_line(config.file.as_ref(), &event),
                         _ => post(http.as_ref(), config.endpoint.as_deref(), &event).await,
                     };
-                    let catalog = Arc::clone(&catalog);
                     let failed = outcome.is_err();
-                    let _ =
-                        tokio::task::spawn_blocking(move || catalog.delivered(id, outcome.err()))
-                            .await;
+                    let _ = catalog.call(move |c| delivered(c, id, outcome.err())).await;
                     if failed {
                         // Keep the order: later events wait for this one.
                         break;

@@ -23,7 +23,9 @@ use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 
-use super::Catalog;
+use rusqlite::Connection;
+
+use super::SqliteCatalog;
 
 /// The schema the system tables are in.
 pub const SYSTEM_SCHEMA: &str = "system";
@@ -150,7 +152,7 @@ const TABLES: &[SystemTableDef] = &[
 
 /// Registers `system.*` and the lineage functions with `ctx`, under its
 /// default catalog.
-pub fn register(ctx: &SessionContext, catalog: Arc<Catalog>) -> DataFusionResult<()> {
+pub fn register(ctx: &SessionContext, catalog: Arc<SqliteCatalog>) -> DataFusionResult<()> {
     let schema = Arc::new(MemorySchemaProvider::new());
     for def in TABLES {
         let table = SystemTable {
@@ -194,7 +196,7 @@ fn schema_of(columns: &[(&str, DataType)]) -> SchemaRef {
 
 /// A system table: its rows are read from the catalog at each scan.
 struct SystemTable {
-    catalog: Arc<Catalog>,
+    catalog: Arc<SqliteCatalog>,
     def: &'static SystemTableDef,
     schema: SchemaRef,
 }
@@ -226,37 +228,33 @@ impl TableProvider for SystemTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DataFusionResult<Arc<dyn ExecutionPlan>> {
-        let (catalog, sql, schema) = (Arc::clone(&self.catalog), self.def.sql, self.schema());
-        let batch = tokio::task::spawn_blocking(move || read_rows(&catalog, sql, schema))
+        let (sql, schema) = (self.def.sql, self.schema());
+        let columns = self
+            .catalog
+            .call(move |c| read_rows(c, sql, schema))
             .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))??;
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let batch = RecordBatch::try_new(self.schema(), columns)?;
         let table = MemTable::try_new(self.schema(), vec![vec![batch]])?;
         table.scan(state, projection, filters, limit).await
     }
 }
 
-fn read_rows(catalog: &Catalog, sql: &str, schema: SchemaRef) -> DataFusionResult<RecordBatch> {
-    let columns = catalog
-        .read(|c| {
-            let mut statement = c.prepare(sql)?;
-            let mut builders: Vec<Builder> = schema
-                .fields()
-                .iter()
-                .map(|f| Builder::new(f.data_type()))
-                .collect();
-            let mut rows = statement.query([])?;
-            while let Some(row) = rows.next()? {
-                for (i, builder) in builders.iter_mut().enumerate() {
-                    builder.push(row, i)?;
-                }
-            }
-            Ok(builders
-                .into_iter()
-                .map(Builder::finish)
-                .collect::<Vec<ArrayRef>>())
-        })
-        .map_err(|e| DataFusionError::External(Box::new(e)))?;
-    Ok(RecordBatch::try_new(schema, columns)?)
+/// The rows of `sql`, one array per column of `schema`.
+fn read_rows(c: &Connection, sql: &str, schema: SchemaRef) -> rusqlite::Result<Vec<ArrayRef>> {
+    let mut statement = c.prepare(sql)?;
+    let mut builders: Vec<Builder> = schema
+        .fields()
+        .iter()
+        .map(|f| Builder::new(f.data_type()))
+        .collect();
+    let mut rows = statement.query([])?;
+    while let Some(row) = rows.next()? {
+        for (i, builder) in builders.iter_mut().enumerate() {
+            builder.push(row, i)?;
+        }
+    }
+    Ok(builders.into_iter().map(Builder::finish).collect())
 }
 
 enum Builder {
@@ -329,31 +327,28 @@ pub struct WalkEdge {
     pub subtype: String,
 }
 
-/// Walks the recorded lineage from `start` (`table` or `table.column`).
-/// A column walk follows DIRECT edges; a table walk follows every edge.
-pub fn walk(
-    catalog: &Catalog,
-    start: &str,
-    direction: Direction,
-    depth: i64,
-) -> Result<Vec<WalkEdge>, super::CatalogError> {
-    let edges: Vec<WalkEdge> = catalog.read(|c| {
-        let mut statement = c.prepare(
-            "SELECT DISTINCT target_table, target_column, source_table, source_column, kind, subtype FROM column_lineage",
-        )?;
-        let rows = statement.query_map([], |row| {
-            Ok(WalkEdge {
-                depth: 0,
-                target_table: row.get(0)?,
-                target_column: row.get(1)?,
-                source_table: row.get(2)?,
-                source_column: row.get(3)?,
-                kind: row.get(4)?,
-                subtype: row.get(5)?,
-            })
-        })?;
-        rows.collect()
+/// Every recorded column edge.
+fn read_edges(c: &Connection) -> rusqlite::Result<Vec<WalkEdge>> {
+    let mut statement = c.prepare(
+        "SELECT DISTINCT target_table, target_column, source_table, source_column, kind, subtype FROM column_lineage",
+    )?;
+    let rows = statement.query_map([], |row| {
+        Ok(WalkEdge {
+            depth: 0,
+            target_table: row.get(0)?,
+            target_column: row.get(1)?,
+            source_table: row.get(2)?,
+            source_column: row.get(3)?,
+            kind: row.get(4)?,
+            subtype: row.get(5)?,
+        })
     })?;
+    rows.collect()
+}
+
+/// Walks `edges` from `start` (`table` or `table.column`). A column walk
+/// follows DIRECT edges; a table walk follows every edge.
+pub fn walk(edges: &[WalkEdge], start: &str, direction: Direction, depth: i64) -> Vec<WalkEdge> {
     let (table, column) = match start.split_once('.') {
         Some((t, c)) => (t.to_string(), Some(c.to_string())),
         None => (start.to_string(), None),
@@ -366,7 +361,7 @@ pub fn walk(
         if level >= depth || !visited.insert((table.clone(), column.clone())) {
             continue;
         }
-        for edge in &edges {
+        for edge in edges {
             let (near_table, near_column, far_table, far_column) = match direction {
                 Direction::Upstream => (
                     &edge.target_table,
@@ -403,13 +398,13 @@ pub fn walk(
         }
     }
     out.sort();
-    Ok(out)
+    out
 }
 
 /// `lineage_upstream(start [, depth])` and `lineage_downstream(...)`.
 #[derive(Debug)]
 struct LineageWalk {
-    catalog: Arc<Catalog>,
+    catalog: Arc<SqliteCatalog>,
     direction: Direction,
 }
 
@@ -430,17 +425,59 @@ impl TableFunctionImpl for LineageWalk {
             ] => (start.clone(), *depth),
             _ => return Err(usage()),
         };
-        let edges = walk(&self.catalog, &start, self.direction, depth)
+        // The edges are read when the walk is scanned: planning never waits
+        // on the catalog.
+        Ok(Arc::new(LineageEdges {
+            catalog: Arc::clone(&self.catalog),
+            start,
+            direction: self.direction,
+            depth,
+            schema: schema_of(&[
+                ("depth", INT),
+                ("target_table", TEXT),
+                ("target_column", TEXT),
+                ("source_table", TEXT),
+                ("source_column", TEXT),
+                ("kind", TEXT),
+                ("subtype", TEXT),
+            ]),
+        }))
+    }
+}
+
+/// The edges of one lineage walk, read from the catalog at scan.
+#[derive(Debug)]
+struct LineageEdges {
+    catalog: Arc<SqliteCatalog>,
+    start: String,
+    direction: Direction,
+    depth: i64,
+    schema: SchemaRef,
+}
+
+#[async_trait::async_trait]
+impl TableProvider for LineageEdges {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DataFusionResult<Arc<dyn ExecutionPlan>> {
+        let all = self
+            .catalog
+            .call(|c| read_edges(c))
+            .await
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let schema = schema_of(&[
-            ("depth", INT),
-            ("target_table", TEXT),
-            ("target_column", TEXT),
-            ("source_table", TEXT),
-            ("source_column", TEXT),
-            ("kind", TEXT),
-            ("subtype", TEXT),
-        ]);
+        let edges = walk(&all, &self.start, self.direction, self.depth);
         let text = |f: fn(&WalkEdge) -> &str| -> ArrayRef {
             Arc::new(arrow::array::StringArray::from_iter_values(
                 edges.iter().map(f),
@@ -457,7 +494,9 @@ impl TableFunctionImpl for LineageWalk {
             text(|e| &e.kind),
             text(|e| &e.subtype),
         ];
-        let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
-        Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+        let batch = RecordBatch::try_new(self.schema(), columns)?;
+        MemTable::try_new(self.schema(), vec![vec![batch]])?
+            .scan(state, projection, filters, limit)
+            .await
     }
 }

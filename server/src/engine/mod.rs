@@ -61,7 +61,7 @@ pub use results::ResultId;
 pub use statement::StatementLimits;
 pub use wire::WireTypes;
 
-use crate::catalog::Catalog;
+use crate::catalog::{CatalogStore, TableOrigin, TableRecord, TableVersionRecord};
 use crate::delta::{DeltaLakeTable, WriteStats};
 use crate::runtime::{CpuRuntime, TaskFailure};
 use prepared::PreparedStatements;
@@ -134,6 +134,13 @@ impl PlannedQuery {
     pub fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
     }
+
+    /// Ends the runs of a result that will never be streamed, with `reason`.
+    fn abort_runs(&self, reason: &str) {
+        for run in &self.runs {
+            run.abort(reason);
+        }
+    }
 }
 
 /// The SQL engine shared by every connection.
@@ -143,7 +150,7 @@ pub struct Engine {
     results: ResultStore,
     prepared: PreparedStatements,
     options: EngineOptions,
-    catalog: Option<Arc<Catalog>>,
+    catalog: Option<Arc<dyn CatalogStore>>,
     /// Why stores serve no tables, for `SHOW TABLES` on an empty lake.
     empty_stores: std::sync::RwLock<Vec<String>>,
 }
@@ -228,7 +235,7 @@ impl Engine {
     }
 
     /// Records every run, its lineage and the tables it creates in `catalog`.
-    pub fn with_catalog(mut self, catalog: Arc<Catalog>) -> Self {
+    pub fn with_catalog(mut self, catalog: Arc<dyn CatalogStore>) -> Self {
         self.catalog = Some(catalog);
         self
     }
@@ -266,7 +273,7 @@ impl Engine {
     }
 
     /// The catalog runs are recorded in, if any.
-    pub fn catalog(&self) -> Option<&Arc<Catalog>> {
+    pub fn catalog_store(&self) -> Option<&Arc<dyn CatalogStore>> {
         self.catalog.as_ref()
     }
 
@@ -492,7 +499,7 @@ impl Engine {
         };
         let views = self.views_in(&plan).await;
         let run = runs::Run::describe(sql, &plan, &views, self.options.tables_location.as_deref());
-        run.start(&catalog)?;
+        run.start(catalog.as_ref()).await?;
         let outcome = self.execute_plan(plan).await;
         if run.is_query()
             && let Ok((exec, _)) = outcome
@@ -505,9 +512,9 @@ impl Engine {
         let error = outcome.as_ref().err().map(|e| e.to_string());
         // The table first, so the run's COMPLETE event knows its location.
         if outcome.is_ok() {
-            self.record_effect(&catalog, &run).await?;
+            self.record_effect(catalog.as_ref(), &run).await?;
         }
-        run.end(&catalog, stats, error)?;
+        run.end(catalog.as_ref(), stats, error).await?;
         outcome.map(|(exec, _)| (exec, None))
     }
 
@@ -536,48 +543,43 @@ impl Engine {
 
     /// Records what a successful statement changed: a table and its schema,
     /// a dropped table, a setting.
-    async fn record_effect(&self, catalog: &Catalog, run: &runs::Run) -> EngineResult<()> {
+    async fn record_effect(&self, catalog: &dyn CatalogStore, run: &runs::Run) -> EngineResult<()> {
         let recorded = match &run.effect {
             runs::Effect::None => return Ok(()),
-            runs::Effect::Drop(name) => catalog.drop_table(name),
-            runs::Effect::Setting(key) => catalog.record_setting(key, &run.sql),
-            runs::Effect::Reset(key) => catalog.forget_setting(key),
+            runs::Effect::Drop(name) => catalog.drop_table(name.clone()).await,
+            runs::Effect::Setting(key) => {
+                catalog.record_setting(key.clone(), run.sql.clone()).await
+            }
+            runs::Effect::Reset(key) => catalog.forget_setting(key.clone()).await,
             runs::Effect::Table {
                 name,
-                kind,
+                origin,
                 definition,
             } => {
                 let reference = TableReference::parse_str(name);
                 let Ok(provider) = self.ctx.table_provider(reference).await else {
                     return Ok(());
                 };
-                let (location, format) = match provider.downcast_ref::<DeltaLakeTable>() {
-                    Some(delta) => (
-                        Some(delta.location().to_string()),
-                        Some("delta".to_string()),
-                    ),
-                    None => (None, None),
-                };
-                let record = crate::catalog::TableRecord {
+                let delta = provider.downcast_ref::<DeltaLakeTable>();
+                let record = TableRecord {
                     name: name.clone(),
-                    kind: *kind,
-                    location,
-                    format,
+                    origin: *origin,
+                    location: delta.map(|d| d.location().to_string()),
+                    format: delta.map(|_| "delta".to_string()),
                     definition: definition.clone(),
                 };
-                catalog
-                    .record_table(&record, provider.schema().as_ref(), Some(&run.id))
-                    .and_then(|_| {
-                        match provider
-                            .downcast_ref::<DeltaLakeTable>()
-                            .and_then(DeltaLakeTable::version_stats)
-                        {
-                            Some(stats) => {
-                                catalog.record_table_version(name, &stats, Some(&run.id))
-                            }
-                            None => Ok(()),
-                        }
-                    })
+                let run_id = Some(run.id.clone());
+                let recorded = catalog
+                    .record_table(record, provider.schema(), run_id.clone())
+                    .await;
+                match (recorded, delta.and_then(DeltaLakeTable::version_stats)) {
+                    (Ok(_), Some(stats)) => {
+                        catalog
+                            .record_table_version(name.clone(), version_record(stats), run_id)
+                            .await
+                    }
+                    (recorded, _) => recorded.map(|_| ()),
+                }
             }
         };
         recorded.map_err(|e| {
@@ -999,16 +1001,21 @@ impl Engine {
             .and_then(|_| self.ctx.register_table(name, Arc::new(refreshed)))
             .map_err(EngineError::from_planning)?;
         if let Some(catalog) = &self.catalog {
-            let record = crate::catalog::TableRecord {
+            let record = TableRecord {
                 name: crate::names::table_name(&TableReference::parse_str(name)),
-                kind: crate::catalog::TableKind::Discovered,
+                origin: TableOrigin::Discovered,
                 location: None,
                 format: None,
                 definition: None,
             };
-            catalog.record_table(&record, &schema, None).map_err(|e| {
-                EngineError::Internal(format!("the catalog could not record the new schema: {e}"))
-            })?;
+            catalog
+                .record_table(record, schema, None)
+                .await
+                .map_err(|e| {
+                    EngineError::Internal(format!(
+                        "the catalog could not record the new schema: {e}"
+                    ))
+                })?;
         }
         Ok(())
     }
@@ -1035,7 +1042,7 @@ impl Engine {
 
     /// Parks a planned query until a `DoGet` takes it (or it expires).
     pub fn park(&self, query: PlannedQuery) -> ResultId {
-        self.results.park(query)
+        self.results.park(query, &self.cpu)
     }
 
     /// Takes a parked query; each result can be taken once.
@@ -1049,15 +1056,20 @@ impl Engine {
     /// stopping; no client will fetch them).
     pub fn abandon_pending_results(&self, reason: &str) {
         for query in self.results.drain() {
-            for run in &query.runs {
-                run.abort(reason);
-            }
+            query.abort_runs(reason);
         }
     }
 
-    /// Drops a parked query. Returns whether it was still pending.
+    /// Drops a parked query, ending its run (ABORT). Returns whether it was
+    /// still pending.
     pub fn cancel(&self, id: &ResultId) -> bool {
-        self.results.take(id).is_some()
+        match self.results.take(id) {
+            Some(query) => {
+                query.abort_runs("the client cancelled the result before fetching it");
+                true
+            }
+            None => false,
+        }
     }
 
     /// Prepares `sql`: plans it with its placeholders, runs nothing.
@@ -1107,11 +1119,21 @@ impl Engine {
         }
         let (plan, rows, schema) = self.prepared.instantiate(id)?;
         let mut plans = Vec::with_capacity(rows.len().max(1));
-        let mut runs = Vec::new();
+        let mut runs: Vec<Arc<runs::StreamingRun>> = Vec::new();
         for plan in bind_rows(plan, rows)? {
-            let (physical, run) = self.to_physical(&sql, plan).await?;
-            plans.push(physical);
-            runs.extend(run);
+            match self.to_physical(&sql, plan).await {
+                Ok((physical, run)) => {
+                    plans.push(physical);
+                    runs.extend(run);
+                }
+                Err(err) => {
+                    // The rows planned before will not be streamed either.
+                    for run in &runs {
+                        run.abort(&format!("another parameter row failed: {err}"));
+                    }
+                    return Err(err);
+                }
+            }
         }
         let schema = plans.first().map_or(schema, |p| p.schema());
         Ok(PlannedQuery {
@@ -1169,6 +1191,16 @@ fn refresh_target(sql: &str) -> Option<String> {
     let table = words.next()?.eq_ignore_ascii_case("table");
     let name = words.next()?;
     (refresh && table && words.next().is_none()).then(|| name.to_string())
+}
+
+/// The catalog's record of the size of a Delta table's version.
+pub fn version_record(stats: crate::delta::VersionStats) -> TableVersionRecord {
+    TableVersionRecord {
+        version: stats.version,
+        rows: stats.rows,
+        files: stats.files,
+        bytes: stats.bytes,
+    }
 }
 
 /// Substitutes each bound parameter row into `plan`.

@@ -1,28 +1,25 @@
 //! Planned results parked between `GetFlightInfo` and `DoGet`.
 //!
-//! A result is taken once. One that is never fetched expires after the
-//! store's TTL, so abandoned queries cannot pin plans (and the memory they
-//! hold) forever.
+//! A result is taken once. One that is never fetched is removed by its own
+//! expiry timer after the store's TTL, and its run is ended then (ABORT),
+//! so abandoned queries neither pin plans (and the memory they hold) nor
+//! stay RUNNING in the catalog.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use super::PlannedQuery;
+use crate::runtime::CpuRuntime;
 
 super::ids::random_id!(
     /// An unguessable name for a parked result.
     ResultId
 );
 
-struct Parked {
-    query: PlannedQuery,
-    expires: Instant,
-}
-
 pub(super) struct ResultStore {
     ttl: Duration,
-    parked: Mutex<HashMap<ResultId, Parked>>,
+    parked: Arc<Mutex<HashMap<ResultId, PlannedQuery>>>,
 }
 
 impl std::fmt::Debug for ResultStore {
@@ -37,48 +34,51 @@ impl ResultStore {
     pub(super) fn new(ttl: Duration) -> Self {
         Self {
             ttl,
-            parked: Mutex::new(HashMap::new()),
+            parked: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
-    pub(super) fn park(&self, query: PlannedQuery) -> ResultId {
-        let now = Instant::now();
+    /// Parks `query` until it is taken, or until its timer (on `runtime`)
+    /// ends it.
+    pub(super) fn park(&self, query: PlannedQuery, runtime: &CpuRuntime) -> ResultId {
         let id = ResultId::random();
-        let mut parked = self.lock();
-        // Expiry is swept on every park: the map never outgrows the queries
-        // planned within one TTL.
-        parked.retain(|_, p| p.expires > now);
-        parked.insert(
-            id,
-            Parked {
-                query,
-                expires: now + self.ttl,
-            },
-        );
+        lock(&self.parked).insert(id, query);
+        let (parked, ttl) = (Arc::clone(&self.parked), self.ttl);
+        runtime.spawn(async move {
+            tokio::time::sleep(ttl).await;
+            // Out of the map first: the run is ended outside the lock.
+            let expired = lock(&parked).remove(&id);
+            if let Some(query) = expired {
+                let reason = format!(
+                    "the result was not fetched within {} s (result_ttl)",
+                    ttl.as_secs()
+                );
+                query.abort_runs(&reason);
+            }
+        });
         id
     }
 
+    /// Takes a parked result: each can be taken once.
     pub(super) fn take(&self, id: &ResultId) -> Option<PlannedQuery> {
-        let parked = self.lock().remove(id)?;
-        (parked.expires > Instant::now()).then_some(parked.query)
+        lock(&self.parked).remove(id)
     }
 
-    /// Takes every parked result out, fetchable or expired.
+    /// Takes every parked result out.
     pub(super) fn drain(&self) -> Vec<PlannedQuery> {
-        self.lock()
-            .drain()
-            .map(|(_, parked)| parked.query)
-            .collect()
+        lock(&self.parked).drain().map(|(_, query)| query).collect()
     }
 
     /// When a result parked now stops being fetchable, in wall-clock time.
     pub(super) fn expiry_from_now(&self) -> SystemTime {
         SystemTime::now() + self.ttl
     }
+}
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ResultId, Parked>> {
-        // A panic while holding the lock cannot leave the map inconsistent
-        // (every operation is a single insert/remove), so poisoning is ignored.
-        self.parked.lock().unwrap_or_else(|p| p.into_inner())
-    }
+fn lock(
+    parked: &Mutex<HashMap<ResultId, PlannedQuery>>,
+) -> std::sync::MutexGuard<'_, HashMap<ResultId, PlannedQuery>> {
+    // A panic while holding the lock cannot leave the map inconsistent
+    // (every operation is a single insert/remove), so poisoning is ignored.
+    parked.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -5,7 +5,12 @@ use datafusion::logical_expr::{DdlStatement, LogicalPlan, Statement, WriteOp};
 
 use super::writes::{TableStatement, TableStatementNode};
 use super::{EngineError, EngineResult};
-use crate::catalog::{Catalog, RunEnd, RunStart, TableKind, WriteLineage};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::catalog::{
+    CatalogStore, RunEnd, RunKind, RunStart, RunState, TableOrigin, WriteLineage,
+};
 use crate::lineage;
 use crate::names::table_name;
 
@@ -19,7 +24,7 @@ pub(crate) enum Effect {
     /// A table or view was created or written: record it and its schema.
     Table {
         name: String,
-        kind: TableKind,
+        origin: TableOrigin,
         definition: Option<String>,
     },
     Drop(String),
@@ -34,7 +39,7 @@ pub(crate) enum Effect {
 pub(crate) struct Run {
     pub(crate) id: String,
     pub(crate) sql: String,
-    kind: &'static str,
+    kind: RunKind,
     inputs: Vec<String>,
     write: Option<WriteLineage>,
     pub(crate) effect: Effect,
@@ -51,7 +56,7 @@ impl Run {
         let mut run = Run {
             id: uuid::Uuid::now_v7().to_string(),
             sql: sql.to_string(),
-            kind: "query",
+            kind: RunKind::Query,
             inputs: Vec::new(),
             write: None,
             effect: Effect::None,
@@ -87,18 +92,18 @@ impl Run {
                         .ok(),
                         (None, None) => None,
                     };
-                    run.kind = "write";
+                    run.kind = RunKind::Write;
                     let mut lineage = write(target.clone(), field_names(input), input);
                     lineage.target_location = folder.map(|url| url.to_string());
                     run.write = Some(lineage);
                     run.effect = Effect::Table {
                         name: target,
-                        kind: TableKind::Created,
+                        origin: TableOrigin::Created,
                         definition: None,
                     };
                 }
                 TableStatement::DropPurge { name, .. } => {
-                    run.kind = "ddl";
+                    run.kind = RunKind::Ddl;
                     run.effect = Effect::Drop(table_name(name));
                 }
             }
@@ -118,7 +123,7 @@ impl Run {
                     } else {
                         field_names(&dml.input)
                     };
-                    run.kind = "write";
+                    run.kind = RunKind::Write;
                     let mut lineage = write(target.clone(), columns, &dml.input);
                     lineage.target_location =
                         datafusion::datasource::source_as_provider(&dml.target)
@@ -131,40 +136,40 @@ impl Run {
                     run.write = Some(lineage);
                     run.effect = Effect::Table {
                         name: target,
-                        kind: TableKind::Created,
+                        origin: TableOrigin::Created,
                         definition: None,
                     };
                 }
-                LogicalPlan::Dml(_) => run.kind = "write",
+                LogicalPlan::Dml(_) => run.kind = RunKind::Write,
                 LogicalPlan::Ddl(DdlStatement::CreateView(view)) => {
                     let target = table_name(&view.name);
-                    run.kind = "ddl";
+                    run.kind = RunKind::Ddl;
                     run.write = Some(write(target.clone(), field_names(&view.input), &view.input));
                     run.effect = Effect::Table {
                         name: target,
-                        kind: TableKind::View,
+                        origin: TableOrigin::View,
                         definition: Some(sql.to_string()),
                     };
                 }
                 LogicalPlan::Ddl(DdlStatement::CreateExternalTable(external)) => {
-                    run.kind = "ddl";
+                    run.kind = RunKind::Ddl;
                     run.effect = Effect::Table {
                         name: table_name(&external.name),
-                        kind: TableKind::External,
+                        origin: TableOrigin::External,
                         definition: Some(sql.to_string()),
                     };
                 }
                 LogicalPlan::Ddl(DdlStatement::DropTable(drop)) => {
-                    run.kind = "ddl";
+                    run.kind = RunKind::Ddl;
                     run.effect = Effect::Drop(table_name(&drop.name));
                 }
                 LogicalPlan::Ddl(DdlStatement::DropView(drop)) => {
-                    run.kind = "ddl";
+                    run.kind = RunKind::Ddl;
                     run.effect = Effect::Drop(table_name(&drop.name));
                 }
-                LogicalPlan::Ddl(_) => run.kind = "ddl",
+                LogicalPlan::Ddl(_) => run.kind = RunKind::Ddl,
                 LogicalPlan::Copy(copy) => {
-                    run.kind = "write";
+                    run.kind = RunKind::Write;
                     run.write = Some(write(
                         copy.output_url.clone(),
                         field_names(&copy.input),
@@ -172,14 +177,14 @@ impl Run {
                     ));
                 }
                 LogicalPlan::Statement(Statement::SetVariable(set)) => {
-                    run.kind = "ddl";
+                    run.kind = RunKind::Ddl;
                     run.effect = Effect::Setting(set.variable.clone());
                 }
                 LogicalPlan::Statement(Statement::ResetVariable(reset)) => {
-                    run.kind = "ddl";
+                    run.kind = RunKind::Ddl;
                     run.effect = Effect::Reset(reset.variable.clone());
                 }
-                LogicalPlan::Statement(_) => run.kind = "ddl",
+                LogicalPlan::Statement(_) => run.kind = RunKind::Ddl,
                 query => {
                     run.inputs = lineage::trace_with_views(query, views)
                         .tables
@@ -194,8 +199,10 @@ impl Run {
         run
     }
 
-    /// Records the start. A write that cannot be recorded does not run.
-    pub(crate) fn start(&self, catalog: &Catalog) -> EngineResult<()> {
+    /// Records the start. A statement that changes something and cannot be
+    /// recorded does not run, so its start is awaited; a query's is queued
+    /// (no query waits on the catalog's disk).
+    pub(crate) async fn start(&self, catalog: &dyn CatalogStore) -> EngineResult<()> {
         let start = RunStart {
             id: self.id.clone(),
             sql: self.sql.clone(),
@@ -203,8 +210,13 @@ impl Run {
             kind: self.kind,
             target_location: self.write.as_ref().and_then(|w| w.target_location.clone()),
         };
+        if self.is_query() {
+            catalog.start_run_soon(start, self.inputs.clone());
+            return Ok(());
+        }
         catalog
-            .start_run(&start, &self.inputs, self.write.as_ref())
+            .start_run(start, self.inputs.clone(), self.write.clone())
+            .await
             .map_err(|e| {
                 EngineError::Internal(format!(
                     "the catalog cannot record the statement, so it did not run: {e}"
@@ -212,15 +224,19 @@ impl Run {
             })
     }
 
-    /// Records the end, the inputs and a write's lineage.
-    pub(crate) fn end(
+    /// Records the end and a write's lineage.
+    pub(crate) async fn end(
         &self,
-        catalog: &Catalog,
+        catalog: &dyn CatalogStore,
         written: Option<crate::delta::WriteStats>,
         error: Option<String>,
     ) -> EngineResult<()> {
         let end = RunEnd {
-            state: if error.is_none() { "COMPLETE" } else { "FAIL" },
+            state: if error.is_none() {
+                RunState::Complete
+            } else {
+                RunState::Fail
+            },
             rows_out: written.map(|w| w.rows),
             bytes_out: written.and_then(|w| w.bytes),
             files_out: written.map(|w| w.files).filter(|files| *files > 0),
@@ -229,31 +245,31 @@ impl Run {
             error,
         };
         catalog
-            .end_run(&self.id, &end, &[], self.write.as_ref())
+            .end_run(self.id.clone(), end, self.write.clone())
+            .await
             .map_err(|e| {
                 EngineError::Internal(format!(
                     "the statement ran, but the catalog could not record its end: {e}"
                 ))
             })
     }
-}
 
-impl Run {
     /// Whether this run only reads (its end is known when its result has
     /// been streamed, not when it is planned).
     pub(crate) fn is_query(&self) -> bool {
-        self.kind == "query"
+        self.kind == RunKind::Query
     }
 }
 
 /// A query's run between planning and the end of its result stream. It is
-/// ended exactly once: by [`StreamingRun::finish`], or as ABORT when the
-/// result is dropped unfetched (expired or cancelled).
+/// ended exactly once: by [`StreamingRun::finish`] when the stream ends, by
+/// [`StreamingRun::abort`] when the result expires, is cancelled or the
+/// server stops. Ends are queued to the catalog, never awaited.
 #[derive(Debug)]
 pub(crate) struct StreamingRun {
     id: String,
-    catalog: std::sync::Arc<Catalog>,
-    ended: std::sync::atomic::AtomicBool,
+    catalog: Arc<dyn CatalogStore>,
+    ended: AtomicBool,
 }
 
 /// How a streamed result ended.
@@ -267,20 +283,20 @@ pub(crate) struct StreamEnd {
 }
 
 impl StreamingRun {
-    pub(crate) fn new(id: String, catalog: std::sync::Arc<Catalog>) -> Self {
+    pub(crate) fn new(id: String, catalog: Arc<dyn CatalogStore>) -> Self {
         Self {
             id,
             catalog,
-            ended: std::sync::atomic::AtomicBool::new(false),
+            ended: AtomicBool::new(false),
         }
     }
 
-    /// Records how the stream ended (the first call wins).
+    /// Records how the stream ended (the first end recorded wins).
     pub(crate) fn finish(&self, end: &StreamEnd) {
         let state = match (&end.error, end.abandoned) {
-            (Some(_), _) => "FAIL",
-            (None, true) => "ABORT",
-            (None, false) => "COMPLETE",
+            (Some(_), _) => RunState::Fail,
+            (None, true) => RunState::Abort,
+            (None, false) => RunState::Complete,
         };
         self.record(RunEnd {
             state,
@@ -297,7 +313,7 @@ impl StreamingRun {
     /// end recorded wins).
     pub(crate) fn abort(&self, reason: &str) {
         self.record(RunEnd {
-            state: "ABORT",
+            state: RunState::Abort,
             rows_out: Some(0),
             bytes_out: None,
             files_out: None,
@@ -307,33 +323,20 @@ impl StreamingRun {
         });
     }
 
-    fn record(&self, record: RunEnd) {
-        if self.ended.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            return;
+    fn record(&self, end: RunEnd) {
+        if !self.ended.swap(true, Ordering::SeqCst) {
+            self.catalog.end_run_soon(self.id.clone(), end);
         }
-        if let Err(e) = self.catalog.end_run(&self.id, &record, &[], None) {
-            tracing::warn!(run = %self.id, "the catalog could not record the end of a query: {e}");
-        }
-    }
-}
-
-impl Drop for StreamingRun {
-    fn drop(&mut self) {
-        self.finish(&StreamEnd {
-            abandoned: true,
-            error: None,
-            ..Default::default()
-        });
     }
 }
 
 /// Rows read by the leaves of `plans` and bytes scanned from files, from
 /// the plans' metrics after they ran.
 pub(crate) fn input_metrics(
-    plans: &[std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>],
+    plans: &[Arc<dyn datafusion::physical_plan::ExecutionPlan>],
 ) -> (Option<u64>, Option<u64>) {
     fn walk(
-        plan: &std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+        plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>,
         rows: &mut Option<u64>,
         bytes: &mut Option<u64>,
     ) {

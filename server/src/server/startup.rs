@@ -1,219 +1,20 @@
-//! Starting and stopping a Tarn server: config in, listening socket out.
+//! Bringing a server up: its stores, the runs an earlier process left open,
+//! the lake's tables, the tables Tarn created, and what the catalog
+//! recreates (views, external tables, settings). Nothing is served before
+//! all of this is done.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::TcpListenerStream;
+use crate::catalog::{CatalogStore, TableOrigin, TableRecord};
+use crate::engine::Engine;
+use crate::lake;
+use crate::storage::{self, Store, StoreConfig, Stores};
 
-use crate::catalog::{self, Catalog, CatalogError, TableKind, TableRecord};
-use crate::config::ServeConfig;
-use crate::engine::{Engine, EngineError, LocationPolicy};
-use crate::storage::{self, Store, StoreConfig, StoreError, Stores};
-use crate::{demo, flight, lake};
-
-/// HTTP/2 flow-control window per stream, bytes.
-const HTTP2_STREAM_WINDOW: u32 = 8 * 1024 * 1024;
-/// HTTP/2 flow-control window per connection, bytes.
-const HTTP2_CONNECTION_WINDOW: u32 = 32 * 1024 * 1024;
-
-/// Largest HTTP/2 frame we accept, bytes (the default, 16 KiB, splits one
-/// result message into over a hundred frames).
-const HTTP2_MAX_FRAME: u32 = 1024 * 1024;
-
-/// Why a server could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    /// The address is in use or not ours.
-    #[error("cannot listen on {addr}: {source}; pick another address with --bind")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// A store is misconfigured.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// `[lake] tables_store` names no store.
-    #[error(
-        "[lake] tables_store = \"{0}\" names no store; declare [stores.{0}] or name one of the declared stores"
-    )]
-    UnknownStore(String),
-    /// The state folder cannot be resolved.
-    #[error("cannot use the state folder {path}: {source}; pick another with --state-dir")]
-    StateDir {
-        /// The folder.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The state folder is a store's folder or holds one.
-    #[error(
-        "the state folder {state_dir} holds the folder of store '{store}'; statements may never touch the state folder, so it must be a folder of its own: pick another with --state-dir (the default is a hidden .tarn folder inside the lake)"
-    )]
-    StateDirHoldsStore {
-        /// The state folder.
-        state_dir: PathBuf,
-        /// The store inside it.
-        store: String,
-    },
-    /// The catalog cannot be opened or written.
-    #[error(transparent)]
-    Catalog(#[from] CatalogError),
-    /// The demo lake cannot be generated.
-    #[error(transparent)]
-    Demo(#[from] demo::DemoError),
-    /// The engine cannot start.
-    #[error(transparent)]
-    Engine(#[from] EngineError),
-}
-
-/// A running server.
-#[derive(Debug)]
-pub struct Server {
-    addr: SocketAddr,
-    engine: Arc<Engine>,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), tonic::transport::Error>>,
-    /// Sends queued OpenLineage events (undelivered ones wait in the catalog).
-    delivery: Option<JoinHandle<()>>,
-}
-
-impl Server {
-    /// Loads the lake and starts serving it.
-    pub async fn start(config: ServeConfig) -> Result<Self, ServeError> {
-        if config.generate_demo && !demo::exists(Path::new(&config.lake)) {
-            tracing::info!(lake = %config.lake, scale = config.demo_scale, "generating the demo lake (first start)");
-            let (lake, scale) = (PathBuf::from(&config.lake), config.demo_scale);
-            tokio::task::spawn_blocking(move || demo::generate(&lake, scale))
-                .await
-                .map_err(|e| EngineError::Internal(e.to_string()))??;
-        }
-        let configs = store_configs(&config);
-        // Before the state folder is made (by default inside the lake), so
-        // that a mistyped lake is an error, not a new empty folder.
-        storage::check_local_folders(&configs)?;
-        // The state folder is Tarn's own: no statement may read or write it.
-        let state_dir = std::fs::create_dir_all(&config.state_dir)
-            .and_then(|()| config.state_dir.canonicalize())
-            .map_err(|source| ServeError::StateDir {
-                path: config.state_dir.clone(),
-                source,
-            })?;
-        let stores = open_stores(&configs, &state_dir)?;
-        // Statements may name locations inside the stores, and nowhere else.
-        let mut options = config.engine.clone();
-        options.locations = LocationPolicy::for_stores(&stores);
-        if options.tables_location.is_none() {
-            let store = stores
-                .stores
-                .iter()
-                .find(|s| s.name == config.tables_store)
-                .ok_or_else(|| ServeError::UnknownStore(config.tables_store.clone()))?;
-            options.tables_location = Some(store.display_url());
-        }
-        let catalog =
-            Arc::new(Catalog::open(&state_dir)?.with_openlineage(config.openlineage.clone()));
-        let delivery = catalog::openlineage::spawn_delivery(Arc::clone(&catalog));
-        let engine = Arc::new(Engine::new(options)?.with_catalog(Arc::clone(&catalog)));
-        register_stores(&engine, &stores);
-        close_interrupted_runs(&engine, &catalog).await?;
-        let created = catalog.created_tables()?;
-        let loaded = load_lake(&engine, &stores.stores, &created).await;
-        let loaded = forget_dropped(&engine, &catalog, loaded)?;
-        let loaded = serve_created(&engine, &created, loaded).await;
-        record_lake(&engine, &catalog, &loaded).await?;
-        restore(&engine, &catalog).await;
-        catalog::system::register(engine.session(), catalog).map_err(|e| {
-            EngineError::Internal(format!("cannot register the system tables: {e}"))
-        })?;
-
-        let listener = TcpListener::bind(config.bind)
-            .await
-            .map_err(|source| ServeError::Bind {
-                addr: config.bind,
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| ServeError::Bind {
-            addr: config.bind,
-            source,
-        })?;
-        let (shutdown, stopped) = oneshot::channel::<()>();
-        let service = flight::service(Arc::clone(&engine), &config.flight);
-        // Small responses (a FlightInfo, a one-row result) must leave at
-        // once: with Nagle's algorithm on, each waits for a delayed ACK
-        // (~40 ms). tonic's own `tcp_nodelay` only covers sockets it binds.
-        let incoming = TcpListenerStream::new(listener).map(|stream| {
-            if let Ok(stream) = &stream {
-                let _ = stream.set_nodelay(true);
-            }
-            stream
-        });
-        let task = tokio::spawn(
-            tonic::transport::Server::builder()
-                // HTTP/2's default 64 KiB windows stall large DoPut uploads
-                // on round trips; these let a few messages be in flight.
-                .initial_stream_window_size(Some(HTTP2_STREAM_WINDOW))
-                .initial_connection_window_size(Some(HTTP2_CONNECTION_WINDOW))
-                .max_frame_size(Some(HTTP2_MAX_FRAME))
-                .layer(flight::undecodable_requests_are_invalid_arguments())
-                .add_service(service)
-                .serve_with_incoming_shutdown(incoming, async {
-                    let _ = stopped.await;
-                }),
-        );
-        tracing::info!(%addr, "serving Flight SQL");
-        Ok(Self {
-            addr,
-            engine,
-            shutdown: Some(shutdown),
-            task,
-            delivery,
-        })
-    }
-
-    /// The address the server listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// The engine behind the server.
-    pub fn engine(&self) -> &Arc<Engine> {
-        &self.engine
-    }
-
-    /// Stops accepting calls and waits for the calls in flight to finish;
-    /// results planned but never fetched are ended (ABORT) in the catalog.
-    pub async fn shutdown(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        let _ = (&mut self.task).await;
-        self.engine
-            .abandon_pending_results("the server stopped before the result was fetched");
-        if let Some(delivery) = self.delivery.take() {
-            delivery.abort();
-            let _ = delivery.await;
-        }
-    }
-
-    /// Serves until the task ends (Ctrl-C handling is the caller's).
-    pub async fn wait(&mut self) -> Result<(), String> {
-        match (&mut self.task).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-}
+use super::{ServeConfig, ServeError};
 
 /// The lake (store "lake") and every `[stores.NAME]`.
-fn store_configs(config: &ServeConfig) -> Vec<(String, StoreConfig)> {
+pub(super) fn store_configs(config: &ServeConfig) -> Vec<(String, StoreConfig)> {
     let mut configs = config.stores.clone();
     if !configs.iter().any(|(name, _)| name == "lake") {
         let lake = StoreConfig {
@@ -226,7 +27,10 @@ fn store_configs(config: &ServeConfig) -> Vec<(String, StoreConfig)> {
 }
 
 /// Opens the stores; the state folder (resolved) is fenced off from them.
-fn open_stores(configs: &[(String, StoreConfig)], state_dir: &Path) -> Result<Stores, ServeError> {
+pub(super) fn open_stores(
+    configs: &[(String, StoreConfig)],
+    state_dir: &Path,
+) -> Result<Stores, ServeError> {
     let stores = storage::open_all(configs, &[state_dir.to_path_buf()])?;
     // A state folder that is (or holds) a store would fence off the store.
     for store in &stores.stores {
@@ -244,7 +48,7 @@ fn open_stores(configs: &[(String, StoreConfig)], state_dir: &Path) -> Result<St
 
 /// Makes every store reachable by URL for the engine. Every file:// URL,
 /// whatever a statement or library makes of it, is opened through the fence.
-fn register_stores(engine: &Engine, stores: &Stores) {
+pub(super) fn register_stores(engine: &Engine, stores: &Stores) {
     let runtime = engine.session().runtime_env();
     if let Ok(files) = url::Url::parse("file:///") {
         runtime.register_object_store(&files, Arc::clone(&stores.local_files) as _);
@@ -260,8 +64,11 @@ const STOPPED: &str = "the server stopped before the statement ended";
 /// Ends the runs an earlier process left RUNNING (it was killed, or stopped
 /// with results unfetched) as ABORT, after removing what its unfinished
 /// writes left in their tables.
-async fn close_interrupted_runs(engine: &Engine, catalog: &Catalog) -> Result<(), ServeError> {
-    let interrupted = catalog.interrupted_runs()?;
+pub(super) async fn close_interrupted_runs(
+    engine: &Engine,
+    catalog: &dyn CatalogStore,
+) -> Result<(), ServeError> {
+    let interrupted = catalog.interrupted_runs().await?;
     if interrupted.is_empty() {
         return Ok(());
     }
@@ -293,7 +100,7 @@ async fn close_interrupted_runs(engine: &Engine, catalog: &Catalog) -> Result<()
         }
     }
     let ids: Vec<String> = interrupted.iter().map(|r| r.id.clone()).collect();
-    catalog.abort_runs(&ids, STOPPED)?;
+    catalog.abort_runs(ids.clone(), STOPPED.to_string()).await?;
     tracing::info!(
         runs = ids.len(),
         files_removed = removed,
@@ -305,7 +112,7 @@ async fn close_interrupted_runs(engine: &Engine, catalog: &Catalog) -> Result<()
 /// Discovers and registers the tables of every store. `created` (tables Tarn
 /// wrote, by name and location) are served by [`serve_created`]: folders
 /// that hold them deeper down are not worth a warning.
-async fn load_lake(
+pub(super) async fn load_lake(
     engine: &Engine,
     stores: &[Store],
     created: &[(String, String)],
@@ -372,7 +179,7 @@ fn explain_empty_stores(
 /// Serves every table Tarn created under the name it was created with,
 /// wherever it lies: at the top of a store (where discovery finds it, maybe
 /// under its folder's name), at a LOCATION below the top, or in another store.
-async fn serve_created(
+pub(super) async fn serve_created(
     engine: &Engine,
     created: &[(String, String)],
     mut loaded: Vec<lake::LakeTable>,
@@ -423,12 +230,12 @@ fn same_location(a: &str, b: &str) -> bool {
 
 /// Unregisters lake tables that were dropped with `DROP TABLE` (which keeps
 /// files): dropping is remembered across restarts.
-fn forget_dropped(
+pub(super) async fn forget_dropped(
     engine: &Engine,
-    catalog: &Catalog,
+    catalog: &dyn CatalogStore,
     loaded: Vec<lake::LakeTable>,
 ) -> Result<Vec<lake::LakeTable>, ServeError> {
-    let dropped = catalog.dropped_locations()?;
+    let dropped = catalog.dropped_locations().await?;
     Ok(loaded
         .into_iter()
         .filter(|table| {
@@ -449,9 +256,9 @@ fn forget_dropped(
 
 /// Records every table found in the lake with its schema: a table whose
 /// files gained columns since the last start gets a new schema version.
-async fn record_lake(
+pub(super) async fn record_lake(
     engine: &Engine,
-    catalog: &Catalog,
+    catalog: &dyn CatalogStore,
     tables: &[lake::LakeTable],
 ) -> Result<(), ServeError> {
     for table in tables {
@@ -460,17 +267,22 @@ async fn record_lake(
         };
         let record = TableRecord {
             name: table.name.clone(),
-            kind: TableKind::Discovered,
+            origin: TableOrigin::Discovered,
             location: Some(table.location.clone()),
             format: Some(table.format.to_string()),
             definition: None,
         };
-        catalog.record_table(&record, provider.schema().as_ref(), None)?;
+        catalog
+            .record_table(record, provider.schema(), None)
+            .await?;
         if let Some(stats) = provider
             .downcast_ref::<crate::delta::DeltaLakeTable>()
             .and_then(crate::delta::DeltaLakeTable::version_stats)
         {
-            catalog.record_table_version(&table.name, &stats, None)?;
+            let version = crate::engine::version_record(stats);
+            catalog
+                .record_table_version(table.name.clone(), version, None)
+                .await?;
         }
     }
     Ok(())
@@ -478,8 +290,8 @@ async fn record_lake(
 
 /// Recreates what SQL created and the lake does not show by itself (views,
 /// external tables, tables written elsewhere) and the settings made with SET.
-async fn restore(engine: &Arc<Engine>, catalog: &Catalog) {
-    let definitions = catalog.definitions().unwrap_or_else(|e| {
+pub(super) async fn restore(engine: &Arc<Engine>, catalog: &dyn CatalogStore) {
+    let definitions = catalog.definitions().await.unwrap_or_else(|e| {
         tracing::warn!("cannot read the catalog's definitions: {e}");
         Vec::new()
     });
@@ -491,7 +303,7 @@ async fn restore(engine: &Arc<Engine>, catalog: &Catalog) {
             tracing::warn!(table = %name, "cannot recreate '{name}' from the catalog: {e}");
         }
     }
-    for sql in catalog.settings().unwrap_or_default() {
+    for sql in catalog.settings().await.unwrap_or_default() {
         if let Err(e) = engine.replay(&sql).await {
             // A setting refused now (or no longer valid) is skipped, so
             // that one bad setting cannot break every query after a restart.

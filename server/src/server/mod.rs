@@ -1,0 +1,225 @@
+//! Starting and stopping a Tarn server: config in, listening socket out.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::catalog::{self, CatalogError, CatalogOptions, CatalogStore, SqliteCatalog};
+use crate::config::ServeConfig;
+use crate::engine::{Engine, EngineError, LocationPolicy};
+use crate::storage::{self, StoreError};
+use crate::{demo, flight};
+
+mod startup;
+
+/// HTTP/2 flow-control window per stream, bytes.
+const HTTP2_STREAM_WINDOW: u32 = 8 * 1024 * 1024;
+/// HTTP/2 flow-control window per connection, bytes.
+const HTTP2_CONNECTION_WINDOW: u32 = 32 * 1024 * 1024;
+
+/// Largest HTTP/2 frame we accept, bytes (the default, 16 KiB, splits one
+/// result message into over a hundred frames).
+const HTTP2_MAX_FRAME: u32 = 1024 * 1024;
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The address is in use or not ours.
+    #[error("cannot listen on {addr}: {source}; pick another address with --bind")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A store is misconfigured.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// `[lake] tables_store` names no store.
+    #[error(
+        "[lake] tables_store = \"{0}\" names no store; declare [stores.{0}] or name one of the declared stores"
+    )]
+    UnknownStore(String),
+    /// The state folder cannot be resolved.
+    #[error("cannot use the state folder {path}: {source}; pick another with --state-dir")]
+    StateDir {
+        /// The folder.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The state folder is a store's folder or holds one.
+    #[error(
+        "the state folder {state_dir} holds the folder of store '{store}'; statements may never touch the state folder, so it must be a folder of its own: pick another with --state-dir (the default is a hidden .tarn folder inside the lake)"
+    )]
+    StateDirHoldsStore {
+        /// The state folder.
+        state_dir: PathBuf,
+        /// The store inside it.
+        store: String,
+    },
+    /// The catalog cannot be opened or written.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// The demo lake cannot be generated.
+    #[error(transparent)]
+    Demo(#[from] demo::DemoError),
+    /// The engine cannot start.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    addr: SocketAddr,
+    engine: Arc<Engine>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+    /// Sends queued OpenLineage events (undelivered ones wait in the catalog).
+    delivery: Option<JoinHandle<()>>,
+    catalog: Arc<SqliteCatalog>,
+}
+
+impl Server {
+    /// Loads the lake and starts serving it.
+    pub async fn start(config: ServeConfig) -> Result<Self, ServeError> {
+        if config.generate_demo && !demo::exists(Path::new(&config.lake)) {
+            tracing::info!(lake = %config.lake, scale = config.demo_scale, "generating the demo lake (first start)");
+            let (lake, scale) = (PathBuf::from(&config.lake), config.demo_scale);
+            tokio::task::spawn_blocking(move || demo::generate(&lake, scale))
+                .await
+                .map_err(|e| EngineError::Internal(e.to_string()))??;
+        }
+        let configs = startup::store_configs(&config);
+        // Before the state folder is made (by default inside the lake), so
+        // that a mistyped lake is an error, not a new empty folder.
+        storage::check_local_folders(&configs)?;
+        // The state folder is Tarn's own: no statement may read or write it.
+        let state_dir = std::fs::create_dir_all(&config.state_dir)
+            .and_then(|()| config.state_dir.canonicalize())
+            .map_err(|source| ServeError::StateDir {
+                path: config.state_dir.clone(),
+                source,
+            })?;
+        let stores = startup::open_stores(&configs, &state_dir)?;
+        // Statements may name locations inside the stores, and nowhere else.
+        let mut options = config.engine.clone();
+        options.locations = LocationPolicy::for_stores(&stores);
+        if options.tables_location.is_none() {
+            let store = stores
+                .stores
+                .iter()
+                .find(|s| s.name == config.tables_store)
+                .ok_or_else(|| ServeError::UnknownStore(config.tables_store.clone()))?;
+            options.tables_location = Some(store.display_url());
+        }
+        let catalog = Arc::new(SqliteCatalog::open(
+            &state_dir,
+            CatalogOptions {
+                openlineage: config.openlineage.clone(),
+                job_delay: config.catalog_job_delay,
+            },
+        )?);
+        let delivery = catalog::openlineage::spawn_delivery(Arc::clone(&catalog));
+        let store: Arc<dyn CatalogStore> = Arc::clone(&catalog) as _;
+        let engine = Arc::new(Engine::new(options)?.with_catalog(Arc::clone(&store)));
+        startup::register_stores(&engine, &stores);
+        startup::close_interrupted_runs(&engine, store.as_ref()).await?;
+        let created = store.created_tables().await?;
+        let loaded = startup::load_lake(&engine, &stores.stores, &created).await;
+        let loaded = startup::forget_dropped(&engine, store.as_ref(), loaded).await?;
+        let loaded = startup::serve_created(&engine, &created, loaded).await;
+        startup::record_lake(&engine, store.as_ref(), &loaded).await?;
+        startup::restore(&engine, store.as_ref()).await;
+        catalog::system::register(engine.session(), Arc::clone(&catalog)).map_err(|e| {
+            EngineError::Internal(format!("cannot register the system tables: {e}"))
+        })?;
+
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: config.bind,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        let service = flight::service(Arc::clone(&engine), &config.flight);
+        // Small responses (a FlightInfo, a one-row result) must leave at
+        // once: with Nagle's algorithm on, each waits for a delayed ACK
+        // (~40 ms). tonic's own `tcp_nodelay` only covers sockets it binds.
+        let incoming = TcpListenerStream::new(listener).map(|stream| {
+            if let Ok(stream) = &stream {
+                let _ = stream.set_nodelay(true);
+            }
+            stream
+        });
+        let task = tokio::spawn(
+            tonic::transport::Server::builder()
+                // HTTP/2's default 64 KiB windows stall large DoPut uploads
+                // on round trips; these let a few messages be in flight.
+                .initial_stream_window_size(Some(HTTP2_STREAM_WINDOW))
+                .initial_connection_window_size(Some(HTTP2_CONNECTION_WINDOW))
+                .max_frame_size(Some(HTTP2_MAX_FRAME))
+                .layer(flight::undecodable_requests_are_invalid_arguments())
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stopped.await;
+                }),
+        );
+        tracing::info!(%addr, "serving Flight SQL");
+        Ok(Self {
+            addr,
+            engine,
+            shutdown: Some(shutdown),
+            task,
+            delivery,
+            catalog,
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The engine behind the server.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Stops accepting calls and waits for the calls in flight to finish;
+    /// results planned but never fetched are ended (ABORT) in the catalog.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.task).await;
+        self.engine
+            .abandon_pending_results("the server stopped before the result was fetched");
+        if let Some(delivery) = self.delivery.take() {
+            delivery.abort();
+            let _ = delivery.await;
+        }
+        // Every queued change is stored, and the state folder is free.
+        self.catalog.close().await;
+    }
+
+    /// Serves until the task ends (Ctrl-C handling is the caller's).
+    pub async fn wait(&mut self) -> Result<(), String> {
+        match (&mut self.task).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
