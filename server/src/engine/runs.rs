@@ -8,9 +8,14 @@ use super::{EngineError, EngineResult};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use datafusion::common::TableReference;
+
+use super::Engine;
 use crate::catalog::{
-    CatalogStore, RunEnd, RunKind, RunStart, RunState, TableOrigin, WriteLineage,
+    CatalogStore, RunEnd, RunKind, RunStart, RunState, TableOrigin, TableRecord,
+    TableVersionRecord, WriteLineage,
 };
+use crate::delta::DeltaLakeTable;
 use crate::lineage;
 use crate::names::table_name;
 
@@ -73,7 +78,12 @@ impl Run {
             target_location: None,
             lineage: lineage::trace_with_views(input, views),
         };
-        if let Some(statement) = TableStatementNode::of(plan) {
+        if let Some(name) = super::refresh::RefreshTableNode::of(plan) {
+            run.kind = RunKind::Ddl;
+            run.inputs = vec![table_name(&datafusion::common::TableReference::parse_str(
+                name,
+            ))];
+        } else if let Some(statement) = TableStatementNode::of(plan) {
             match statement {
                 TableStatement::Create {
                     name,
@@ -367,4 +377,66 @@ fn field_names(plan: &LogicalPlan) -> Vec<String> {
         .iter()
         .map(|f| f.name().clone())
         .collect()
+}
+
+impl Engine {
+    /// Records what a successful statement changed: a table and its schema,
+    /// a dropped table, a setting.
+    pub(super) async fn record_effect(
+        &self,
+        catalog: &dyn CatalogStore,
+        run: &Run,
+    ) -> EngineResult<()> {
+        let recorded = match &run.effect {
+            Effect::None => return Ok(()),
+            Effect::Drop(name) => catalog.drop_table(name.clone()).await,
+            Effect::Setting(key) => catalog.record_setting(key.clone(), run.sql.clone()).await,
+            Effect::Reset(key) => catalog.forget_setting(key.clone()).await,
+            Effect::Table {
+                name,
+                origin,
+                definition,
+            } => {
+                let reference = TableReference::parse_str(name);
+                let Ok(provider) = self.ctx.table_provider(reference).await else {
+                    return Ok(());
+                };
+                let delta = provider.downcast_ref::<DeltaLakeTable>();
+                let record = TableRecord {
+                    name: name.clone(),
+                    origin: *origin,
+                    location: delta.map(|d| d.location().to_string()),
+                    format: delta.map(|_| "delta".to_string()),
+                    definition: definition.clone(),
+                };
+                let run_id = Some(run.id.clone());
+                let recorded = catalog
+                    .record_table(record, provider.schema(), run_id.clone())
+                    .await;
+                match (recorded, delta.and_then(DeltaLakeTable::version_stats)) {
+                    (Ok(_), Some(stats)) => {
+                        catalog
+                            .record_table_version(name.clone(), version_record(stats), run_id)
+                            .await
+                    }
+                    (recorded, _) => recorded.map(|_| ()),
+                }
+            }
+        };
+        recorded.map_err(|e| {
+            EngineError::Internal(format!(
+                "the statement ran, but the catalog could not record it: {e}"
+            ))
+        })
+    }
+}
+
+/// The catalog's record of the size of a Delta table's version.
+pub fn version_record(stats: crate::delta::VersionStats) -> TableVersionRecord {
+    TableVersionRecord {
+        version: stats.version,
+        rows: stats.rows,
+        files: stats.files,
+        bytes: stats.bytes,
+    }
 }

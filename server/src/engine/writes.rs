@@ -24,7 +24,14 @@ use datafusion::sql::sqlparser::ast;
 use url::Url;
 
 use super::error::{EngineError, EngineResult};
+use datafusion::datasource::source_as_provider;
+use datafusion::logical_expr::WriteOp;
+use datafusion::logical_expr::dml::InsertOp;
+
+use super::Engine;
 use crate::delta::DeltaLakeTable;
+use crate::delta::WriteStats;
+use crate::runtime::TaskFailure;
 
 /// Clauses DataFusion's planner refuses, taken out of the statement.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -276,6 +283,177 @@ impl TableProviderFactory for DeltaTableFactory {
             .map_err(|e| DataFusionError::Plan(e.to_string()))?;
         Ok(Arc::new(table))
     }
+}
+
+impl Engine {
+    /// Runs `plan` if it writes a Delta table; returns what it wrote.
+    pub(super) async fn run_table_write(
+        &self,
+        plan: &LogicalPlan,
+    ) -> EngineResult<Option<WriteStats>> {
+        if let Some(statement) = TableStatementNode::of(plan) {
+            return match statement.clone() {
+                TableStatement::Create {
+                    name,
+                    location,
+                    partition_by,
+                    if_not_exists,
+                    or_replace,
+                    input,
+                } => {
+                    let new = NewTableRequest {
+                        name,
+                        location,
+                        partition_by,
+                        if_not_exists,
+                        or_replace,
+                    };
+                    self.create_table(new, input.as_ref().clone())
+                        .await
+                        .map(Some)
+                }
+                TableStatement::DropPurge { name, if_exists } => self
+                    .purge_table(name, if_exists)
+                    .await
+                    .map(|()| Some(WriteStats::default())),
+            };
+        }
+        let LogicalPlan::Dml(dml) = plan else {
+            return Ok(None);
+        };
+        let WriteOp::Insert(op) = dml.op else {
+            return Ok(None);
+        };
+        let provider = source_as_provider(&dml.target).map_err(EngineError::from_planning)?;
+        if provider.downcast_ref::<DeltaLakeTable>().is_none() {
+            return Ok(None);
+        }
+        let overwrite = matches!(op, InsertOp::Overwrite);
+        let (state, input) = (Arc::new(self.ctx.state()), dml.input.as_ref().clone());
+        let rows = self
+            .cpu
+            .spawn(async move {
+                match provider.downcast_ref::<DeltaLakeTable>() {
+                    Some(table) => table.append(state, input, overwrite).await,
+                    None => Ok(WriteStats::default()),
+                }
+            })
+            .await
+            .map_err(|e| EngineError::from(TaskFailure::from(e)))??;
+        Ok(Some(rows))
+    }
+
+    /// `CREATE [OR REPLACE] TABLE [IF NOT EXISTS] ...`: a new Delta table.
+    async fn create_table(
+        &self,
+        new: NewTableRequest,
+        input: LogicalPlan,
+    ) -> EngineResult<WriteStats> {
+        let existing = self.ctx.table_provider(new.name.clone()).await.ok();
+        match &existing {
+            Some(_) if new.if_not_exists => return Ok(WriteStats::default()),
+            Some(_) if !new.or_replace => {
+                return Err(EngineError::AlreadyExists(format!(
+                    "table '{}' already exists; use CREATE OR REPLACE TABLE, or DROP TABLE it first",
+                    new.name
+                )));
+            }
+            _ => {}
+        }
+        let existing_delta = existing
+            .as_ref()
+            .and_then(|p| p.downcast_ref::<DeltaLakeTable>())
+            .map(|t| t.location().clone());
+        if existing.is_some() && existing_delta.is_none() {
+            return Err(EngineError::AlreadyExists(format!(
+                "table '{}' is a table of plain files, which OR REPLACE cannot replace atomically; DROP TABLE it first",
+                new.name
+            )));
+        }
+        // The location that is checked is the one written.
+        let location = match (&new.location, existing_delta) {
+            (Some(location), _) => as_folder(self.options.locations.check(location)?),
+            (None, Some(current)) => current,
+            (None, None) => {
+                let default = self.default_location(new.name.table())?;
+                as_folder(self.options.locations.check(default.as_str())?)
+            }
+        };
+        let root = crate::delta::root_store(&self.ctx.runtime_env(), &location)
+            .map_err(EngineError::from_planning)?;
+        let request = crate::delta::NewTable {
+            location: location.clone(),
+            partition_by: new.partition_by.clone(),
+            replace: new.or_replace,
+        };
+        let (state, task_root) = (Arc::new(self.ctx.state()), Arc::clone(&root));
+        let (table, stats) = self
+            .cpu
+            .spawn(async move { crate::delta::create(task_root, &request, state, input).await })
+            .await
+            .map_err(|e| EngineError::from(TaskFailure::from(e)))??;
+        let provider =
+            DeltaLakeTable::with_table(root, location, table, self.options.listing_cache_ttl)
+                .await?;
+        if existing.is_some() {
+            let _ = self.ctx.deregister_table(new.name.clone());
+        }
+        self.ctx
+            .register_table(new.name, Arc::new(provider))
+            .map_err(EngineError::from_planning)?;
+        Ok(stats)
+    }
+
+    /// Where a new table goes without a `LOCATION`: a folder named after it.
+    fn default_location(&self, table: &str) -> EngineResult<url::Url> {
+        let Some(folder) = &self.options.tables_location else {
+            return Err(EngineError::Plan(
+                "no store is set for new tables; add LOCATION '<folder or s3:// URL>'".into(),
+            ));
+        };
+        let plain = !table.is_empty()
+            && table
+                .chars()
+                .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+            && !table.starts_with(['_', '.']);
+        if !plain {
+            return Err(EngineError::Plan(format!(
+                "table name '{table}' cannot be a folder name; use letters, digits, '_' and '-' (not first), or add LOCATION"
+            )));
+        }
+        let folder = folder.trim_end_matches('/');
+        location_url(&format!("{folder}/{table}"))
+    }
+
+    /// `DROP TABLE name PURGE`: forget the table and delete its files.
+    async fn purge_table(&self, name: TableReference, if_exists: bool) -> EngineResult<()> {
+        let provider = match self.ctx.table_provider(name.clone()).await {
+            Ok(provider) => provider,
+            Err(_) if if_exists => return Ok(()),
+            Err(_) => {
+                return Err(EngineError::TableNotFound {
+                    name: name.to_string(),
+                });
+            }
+        };
+        let Some(table) = provider.downcast_ref::<DeltaLakeTable>() else {
+            return Err(EngineError::NotSupported(format!(
+                "PURGE deletes Delta tables only; '{name}' is a table of plain files: DROP TABLE it without PURGE and delete its files in the store"
+            )));
+        };
+        let _ = self.ctx.deregister_table(name);
+        crate::delta::purge(table.root(), table.location()).await?;
+        Ok(())
+    }
+}
+
+/// What `CREATE TABLE` asked for, apart from its rows.
+struct NewTableRequest {
+    name: TableReference,
+    location: Option<String>,
+    partition_by: Vec<String>,
+    if_not_exists: bool,
+    or_replace: bool,
 }
 
 #[cfg(test)]

@@ -229,6 +229,13 @@ async fn refresh_table_shows_new_files_at_once() {
         .await
         .unwrap_err();
     assert_eq!(err.status().unwrap().code(), Code::NotFound);
+    // Each REFRESH is a run of its own, like any statement.
+    let runs = query(
+        &mut t.client,
+        "SELECT count(*) FROM system.runs WHERE sql ILIKE 'refresh table events%' AND kind = 'ddl' AND state = 'COMPLETE'",
+    )
+    .await;
+    assert_eq!(count(runs), 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,0 +1,232 @@
+//! Running plans: logical to physical (running side effects), collecting
+//! a statement's small outcome, and streaming a result from the CPU runtime.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, RecordBatch, UInt64Array};
+use arrow::datatypes::Schema;
+use datafusion::catalog::memory::MemorySourceConfig;
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, execute_stream};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::error::{self, EngineError, EngineResult};
+use super::planning::has_side_effects;
+use super::refresh::RefreshTableNode;
+use super::{Engine, PlannedQuery, corruption, runs, settings};
+use crate::delta::WriteStats;
+use crate::runtime::TaskFailure;
+
+impl Engine {
+    /// Logical plan to physical plan, running side effects on the way;
+    /// returns the rows a write wrote.
+    pub(super) async fn execute_plan(
+        &self,
+        plan: LogicalPlan,
+    ) -> EngineResult<(Arc<dyn ExecutionPlan>, Option<WriteStats>)> {
+        self.options.locations.check_plan(&plan)?;
+        settings::check_plan(&plan)?;
+        if let Some(name) = RefreshTableNode::of(&plan) {
+            self.refresh_table(name).await?;
+            let nothing = Arc::new(EmptyExec::new(Arc::new(Schema::empty())));
+            return Ok((nothing, None));
+        }
+        if let Some(stats) = self.run_table_write(&plan).await? {
+            return count_result(stats.rows).map(|exec| (exec, Some(stats)));
+        }
+        let side_effects = has_side_effects(&plan);
+        let plan = if side_effects {
+            plan
+        } else {
+            self.options.wire_types.cast_plan(plan)?
+        };
+        // For DDL this is what runs the statement. Planning reads file
+        // metadata, so it runs on the CPU runtime, where a reader that
+        // panics on a corrupt file fails this statement, not the server.
+        let ctx = self.ctx.clone();
+        let planned = plan.clone();
+        let outcome = self
+            .cpu
+            .spawn(async move {
+                let frame = ctx.execute_logical_plan(plan).await?;
+                frame.create_physical_plan().await
+            })
+            .await;
+        let failure = match outcome {
+            Ok(Ok(physical)) => Ok(physical),
+            Ok(Err(err)) => Err(EngineError::from_planning(err)),
+            Err(join) => Err(TaskFailure::from(join).into()),
+        };
+        let physical = match failure {
+            Ok(physical) => physical,
+            Err(err) if err.may_be_a_corrupt_file() => {
+                let runtime = self.ctx.runtime_env();
+                return Err(
+                    match corruption::in_logical_plan(&runtime, &planned).await {
+                        Some(named) => EngineError::Corrupt(named),
+                        None => err,
+                    },
+                );
+            }
+            Err(err) => return Err(err),
+        };
+        if !side_effects {
+            return Ok((physical, None));
+        }
+        // DML/COPY run now, not when (or if) the client fetches the count.
+        let schema = physical.schema();
+        let ran = Arc::clone(&physical);
+        let batches = self.collect(physical).await?;
+        let rows = affected_rows(&batches);
+        let (rows_in, bytes_in) = runs::input_metrics(&[ran]);
+        let exec: Arc<dyn ExecutionPlan> = if batches.is_empty() {
+            Arc::new(datafusion::physical_plan::empty::EmptyExec::new(schema))
+        } else {
+            MemorySourceConfig::try_new_from_batches(schema, batches)
+                .map_err(|e| EngineError::Internal(e.to_string()))?
+        };
+        let stats = WriteStats {
+            rows,
+            bytes: None,
+            files: 0,
+            rows_in,
+            bytes_in,
+        };
+        Ok((exec, Some(stats)))
+    }
+
+    /// Executes `plan` on the CPU runtime and gathers its batches.
+    pub(super) async fn collect(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+    ) -> EngineResult<Vec<RecordBatch>> {
+        let task_ctx = self.ctx.task_ctx();
+        let checked = Arc::clone(&plan);
+        let outcome = self
+            .cpu
+            .spawn(async move { datafusion::physical_plan::collect(plan, task_ctx).await })
+            .await;
+        let err = match outcome {
+            Ok(Ok(batches)) => return Ok(batches),
+            Ok(Err(err)) => EngineError::from_execution(err),
+            Err(join) => TaskFailure::from(join).into(),
+        };
+        if !err.may_be_a_corrupt_file() {
+            return Err(err);
+        }
+        let runtime = self.ctx.runtime_env();
+        Err(
+            match corruption::in_physical_plans(&runtime, &[checked]).await {
+                Some(named) => EngineError::Corrupt(named),
+                None => err,
+            },
+        )
+    }
+
+    /// Streams the result of a planned query. The plan runs on the CPU
+    /// runtime; dropping the stream cancels it.
+    pub fn execute(&self, query: PlannedQuery) -> SendableRecordBatchStream {
+        let PlannedQuery {
+            schema,
+            plans,
+            task_ctx,
+            runs,
+        } = query;
+        // Two batches in flight keep the network busy without buffering the result.
+        let (tx, rx) = mpsc::channel(2);
+        let failure_tx = tx.clone();
+        let (checked, runtime) = (plans.clone(), task_ctx.runtime_env());
+        let driver = self.cpu.spawn(async move {
+            let mut sent = 0_u64;
+            for plan in plans {
+                let mut stream = match execute_stream(plan, Arc::clone(&task_ctx)) {
+                    Ok(stream) => stream,
+                    Err(err) => return (sent, Some(err), false),
+                };
+                while let Some(item) = stream.next().await {
+                    let item = match item {
+                        Ok(batch) if batch.num_rows() == 0 => continue,
+                        Ok(batch) => batch,
+                        // Reported by the task below, with the file named if it can be.
+                        Err(err) => return (sent, Some(err), false),
+                    };
+                    let rows = item.num_rows() as u64;
+                    if tx.send(Ok(item)).await.is_err() {
+                        // The client went away: dropping `stream` stops the work.
+                        return (sent, None, true);
+                    }
+                    sent += rows;
+                }
+            }
+            (sent, None, false)
+        });
+        // A failure, even a panic in the driver (a reader crashing on a
+        // corrupt file), must end the stream with an error, never look like a
+        // complete result.
+        self.cpu.spawn(async move {
+            let (sent, failure, abandoned) = match driver.await {
+                Ok(outcome) => outcome,
+                Err(e) => (0, Some(DataFusionError::ExecutionJoin(Box::new(e))), false),
+            };
+            let (rows_in, bytes_in) = runs::input_metrics(&checked);
+            let end = runs::StreamEnd {
+                rows_out: sent,
+                rows_in,
+                bytes_in,
+                error: failure.as_ref().map(|e| e.to_string()),
+                abandoned,
+            };
+            for run in &runs {
+                run.finish(&end);
+            }
+            let Some(err) = failure else {
+                return;
+            };
+            let err = match error::may_be_a_corrupt_file(&err) {
+                true => match corruption::in_physical_plans(&runtime, &checked).await {
+                    Some(named) => corruption::named(named),
+                    None => err,
+                },
+                false => err,
+            };
+            let _ = failure_tx.send(Err(err)).await;
+        });
+        Box::pin(RecordBatchStreamAdapter::new(
+            schema,
+            ReceiverStream::new(rx),
+        ))
+    }
+}
+
+/// The one-row `count` result of a write, like DataFusion's DML results.
+pub(super) fn count_result(rows: u64) -> EngineResult<Arc<dyn ExecutionPlan>> {
+    let schema = Arc::new(Schema::new(vec![arrow::datatypes::Field::new(
+        "count",
+        arrow::datatypes::DataType::UInt64,
+        false,
+    )]));
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![Arc::new(UInt64Array::from(vec![rows]))],
+    )
+    .map_err(|e| EngineError::Internal(e.to_string()))?;
+    let exec: Arc<dyn ExecutionPlan> =
+        MemorySourceConfig::try_new_from_batches(schema, vec![batch])
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
+    Ok(exec)
+}
+
+/// The row count a DML/COPY result reports (a single `count` column), or 0.
+pub(super) fn affected_rows(batches: &[RecordBatch]) -> u64 {
+    batches
+        .iter()
+        .filter(|b| b.num_columns() == 1)
+        .filter_map(|b| b.column(0).as_any().downcast_ref::<UInt64Array>().cloned())
+        .map(|counts| counts.iter().flatten().sum::<u64>())
+        .sum()
+}

@@ -1,0 +1,300 @@
+//! Planning a statement: SQL text to a logical plan (within the limits),
+//! then to the physical plan a result streams from, recording the run on
+//! the way. Statements with side effects run here, when submitted.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::datatypes::{Schema, SchemaRef};
+use datafusion::common::{ParamValues, TableReference};
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::sql::parser::Statement as DFStatement;
+
+use super::error::{EngineError, EngineResult};
+use super::prepared::{PreparedStatementId, PreparedStatementInfo};
+use super::{
+    DEFAULT_CATALOG, DEFAULT_SCHEMA, Engine, PlannedQuery, placeholders, refresh, runs, statement,
+    writes,
+};
+
+impl Engine {
+    /// `SHOW TABLES` when the lake serves no table: the reason, instead of
+    /// a list of system tables only.
+    pub(super) fn refuse_to_show_an_empty_lake(&self, statement: &DFStatement) -> EngineResult<()> {
+        let show_tables = matches!(statement, DFStatement::Statement(inner)
+            if matches!(inner.as_ref(), datafusion::sql::sqlparser::ast::Statement::ShowTables { .. }));
+        if !show_tables {
+            return Ok(());
+        }
+        let has_tables = self
+            .ctx
+            .catalog(DEFAULT_CATALOG)
+            .and_then(|c| c.schema(DEFAULT_SCHEMA))
+            .is_some_and(|schema| !schema.table_names().is_empty());
+        let notes = self
+            .empty_stores
+            .read()
+            .map(|notes| notes.clone())
+            .unwrap_or_default();
+        if has_tables || notes.is_empty() {
+            return Ok(());
+        }
+        Err(EngineError::EmptyLake(notes.join("; ")))
+    }
+
+    /// Plans `sql` into a logical plan, without executing anything.
+    pub(super) async fn logical_plan(&self, sql: &str) -> EngineResult<LogicalPlan> {
+        // Tarn's own statement: DataFusion does not parse it.
+        if let Some(name) = refresh::RefreshTableNode::parse(sql) {
+            return Ok(refresh::RefreshTableNode::plan(name));
+        }
+        let state = self.ctx.state();
+        let mut statement = statement::parse(&state, sql, self.options.limits)?;
+        self.refuse_to_show_an_empty_lake(&statement)?;
+        placeholders::number_question_marks(&mut statement);
+        let clauses = writes::take_clauses(&mut statement)?;
+        // Known before planning consumes the statement, to name a missing table.
+        let references = state
+            .resolve_table_references(&statement)
+            .unwrap_or_default();
+        match state.statement_to_plan(statement).await {
+            Ok(plan) => writes::rewrite_plan(plan, clauses),
+            Err(err) => Err(self.explain_planning_error(references, err)),
+        }
+    }
+
+    /// Plans a statement that is executed directly (not prepared): it must
+    /// not have placeholders, since nothing can bind them.
+    pub(super) async fn direct_plan(&self, sql: &str) -> EngineResult<LogicalPlan> {
+        let plan = self.logical_plan(sql).await?;
+        let mut names: Vec<String> = plan
+            .get_parameter_names()
+            .map_err(EngineError::from_planning)?
+            .into_iter()
+            .collect();
+        if !names.is_empty() {
+            names.sort();
+            return Err(EngineError::InvalidParameters(format!(
+                "the statement has placeholders ({}); prepare it and bind values, or write the values inline",
+                names.join(", ")
+            )));
+        }
+        Ok(plan)
+    }
+
+    /// Turns a planning failure into the most useful error: a missing table
+    /// is named as the statement wrote it.
+    fn explain_planning_error(
+        &self,
+        references: Vec<TableReference>,
+        err: datafusion::error::DataFusionError,
+    ) -> EngineError {
+        let missing_table = matches!(err.find_root(),
+            datafusion::error::DataFusionError::Plan(msg) if msg.starts_with("table '") && msg.ends_with("not found"));
+        if !missing_table {
+            return EngineError::from_planning(err);
+        }
+        let state = self.ctx.state();
+        for reference in references {
+            // Table functions (`generate_series(...)`) are references too.
+            let function = reference.schema().is_none()
+                && state.table_functions().contains_key(reference.table());
+            if !function && !matches!(self.ctx.table_exist(reference.clone()), Ok(true)) {
+                return EngineError::TableNotFound {
+                    name: reference.to_string(),
+                };
+            }
+        }
+        EngineError::from_planning(err)
+    }
+
+    /// The schema `sql` would return, without running it.
+    pub(super) async fn schema_of_on_cpu(&self, sql: &str) -> EngineResult<SchemaRef> {
+        let plan = self.logical_plan(sql).await?;
+        Ok(self
+            .options
+            .wire_types
+            .wire_schema(plan.schema().as_arrow()))
+    }
+
+    /// Plans a statement for streaming. Statements with side effects run now;
+    /// their (small) outcome is what the result streams.
+    pub(super) async fn plan_query_on_cpu(&self, sql: &str) -> EngineResult<PlannedQuery> {
+        let plan = self.direct_plan(sql).await?;
+        let (physical, run) = self.to_physical(sql, plan).await?;
+        Ok(PlannedQuery {
+            schema: physical.schema(),
+            plans: vec![physical],
+            task_ctx: self.ctx.task_ctx(),
+            runs: run.into_iter().collect(),
+        })
+    }
+
+    /// Runs a statement that changes something and returns the number of rows
+    /// it affected (0 for DDL).
+    pub(super) async fn execute_update_on_cpu(&self, sql: &str) -> EngineResult<u64> {
+        let plan = self.direct_plan(sql).await?;
+        self.run_update(sql, plan).await
+    }
+
+    /// Runs `sql` as it was recorded earlier (views, settings restored at
+    /// start), without recording it again.
+    pub(super) async fn replay_on_cpu(&self, sql: &str) -> EngineResult<()> {
+        let plan = self.direct_plan(sql).await?;
+        self.execute_plan(plan).await.map(|_| ())
+    }
+
+    pub(super) async fn run_update(&self, sql: &str, plan: LogicalPlan) -> EngineResult<u64> {
+        if !has_side_effects(&plan) {
+            return Err(EngineError::WrongStatementKind(
+                "this statement returns rows: execute it as a query, not as an update".into(),
+            ));
+        }
+        let (physical, _) = self.to_physical(sql, plan).await?;
+        let batches = self.collect(physical).await?;
+        Ok(super::execution::affected_rows(&batches))
+    }
+
+    /// Logical plan to physical plan, running side effects on the way, and
+    /// recording the run (and a write's lineage) in the catalog.
+    pub(super) async fn to_physical(
+        &self,
+        sql: &str,
+        plan: LogicalPlan,
+    ) -> EngineResult<(Arc<dyn ExecutionPlan>, Option<Arc<runs::StreamingRun>>)> {
+        let Some(catalog) = self.catalog.clone() else {
+            return self.execute_plan(plan).await.map(|(exec, _)| (exec, None));
+        };
+        let views = self.views_in(&plan).await;
+        let run = runs::Run::describe(sql, &plan, &views, self.options.tables_location.as_deref());
+        run.start(catalog.as_ref()).await?;
+        let outcome = self.execute_plan(plan).await;
+        if run.is_query()
+            && let Ok((exec, _)) = outcome
+        {
+            // A query's run ends when its result has been streamed.
+            let streaming = runs::StreamingRun::new(run.id.clone(), catalog);
+            return Ok((exec, Some(Arc::new(streaming))));
+        }
+        let stats = outcome.as_ref().ok().and_then(|(_, stats)| *stats);
+        let error = outcome.as_ref().err().map(|e| e.to_string());
+        // The table first, so the run's COMPLETE event knows its location.
+        if outcome.is_ok() {
+            self.record_effect(catalog.as_ref(), &run).await?;
+        }
+        run.end(catalog.as_ref(), stats, error).await?;
+        outcome.map(|(exec, _)| (exec, None))
+    }
+
+    /// The views `plan` reads (DataFusion expands them in place), by name.
+    pub(super) async fn views_in(&self, plan: &LogicalPlan) -> HashMap<String, LogicalPlan> {
+        let mut aliases = Vec::new();
+        let _ = plan.apply_with_subqueries(|node| {
+            if let LogicalPlan::SubqueryAlias(alias) = node {
+                aliases.push(alias.alias.clone());
+            }
+            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        });
+        let mut views = HashMap::new();
+        for alias in aliases {
+            if let Ok(provider) = self.ctx.table_provider(alias.clone()).await
+                && let Some(view) = provider.downcast_ref::<datafusion::catalog::view::ViewTable>()
+            {
+                views.insert(
+                    crate::names::table_name(&alias),
+                    view.logical_plan().clone(),
+                );
+            }
+        }
+        views
+    }
+
+    /// Prepares `sql`: plans it with its placeholders, runs nothing.
+    pub(super) async fn prepare_on_cpu(&self, sql: &str) -> EngineResult<PreparedStatementInfo> {
+        let plan = self.logical_plan(sql).await?;
+        let dataset_schema = if has_side_effects(&plan) {
+            Arc::new(Schema::empty())
+        } else {
+            self.options
+                .wire_types
+                .wire_schema(plan.schema().as_arrow())
+        };
+        self.prepared
+            .insert(sql, plan, dataset_schema, self.options.wire_types)
+    }
+
+    /// Plans a prepared query with its bound parameters.
+    pub(super) async fn plan_prepared_query_on_cpu(
+        &self,
+        id: &PreparedStatementId,
+    ) -> EngineResult<PlannedQuery> {
+        let sql = self.prepared.sql(id)?;
+        let (plan, rows, schema) = self.prepared.instantiate(id)?;
+        let mut plans = Vec::with_capacity(rows.len().max(1));
+        let mut runs: Vec<Arc<runs::StreamingRun>> = Vec::new();
+        for plan in bind_rows(plan, rows)? {
+            match self.to_physical(&sql, plan).await {
+                Ok((physical, run)) => {
+                    plans.push(physical);
+                    runs.extend(run);
+                }
+                Err(err) => {
+                    // The rows planned before will not be streamed either.
+                    for run in &runs {
+                        run.abort(&format!("another parameter row failed: {err}"));
+                    }
+                    return Err(err);
+                }
+            }
+        }
+        let schema = plans.first().map_or(schema, |p| p.schema());
+        Ok(PlannedQuery {
+            schema,
+            plans,
+            task_ctx: self.ctx.task_ctx(),
+            runs,
+        })
+    }
+
+    /// Runs a prepared update once per bound parameter row; returns the total
+    /// number of affected rows.
+    pub(super) async fn execute_prepared_update_on_cpu(
+        &self,
+        id: &PreparedStatementId,
+    ) -> EngineResult<u64> {
+        let sql = self.prepared.sql(id)?;
+        let (plan, rows, _) = self.prepared.instantiate(id)?;
+        let mut total = 0;
+        for plan in bind_rows(plan, rows)? {
+            total += self.run_update(&sql, plan).await?;
+        }
+        Ok(total)
+    }
+}
+
+/// Substitutes each bound parameter row into `plan`.
+fn bind_rows(plan: LogicalPlan, rows: Vec<ParamValues>) -> EngineResult<Vec<LogicalPlan>> {
+    if rows.is_empty() {
+        return Ok(vec![plan]);
+    }
+    rows.into_iter()
+        .map(|row| {
+            plan.clone()
+                .with_param_values(row)
+                .map_err(|e| EngineError::InvalidParameters(e.strip_backtrace()))
+        })
+        .collect()
+}
+
+/// Whether running `plan` changes state (and so must run exactly once, now).
+pub(super) fn has_side_effects(plan: &LogicalPlan) -> bool {
+    matches!(
+        plan,
+        LogicalPlan::Ddl(_)
+            | LogicalPlan::Dml(_)
+            | LogicalPlan::Copy(_)
+            | LogicalPlan::Statement(_)
+    ) || writes::TableStatementNode::of(plan).is_some()
+        || refresh::RefreshTableNode::of(plan).is_some()
+}
