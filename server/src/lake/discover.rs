@@ -1,140 +1,18 @@
-//! The lake: finding tables in a folder and registering them with the engine.
-//!
-//! Every Parquet, CSV or JSON file directly under the root is a table named
-//! after the file (without extension); every folder that holds such files is a
-//! table named after the folder. Inside a folder, `key=value/` directories
-//! are Hive partitions: each key becomes a typed column (integer, date or
-//! string, inferred from the values), and filters on it prune whole folders.
-//! A folder with a `_delta_log/` is a Delta Lake table: only the files its
-//! newest commit lists are read (see [`crate::delta`]).
+//! Finding the tables of a store by listing it: files and folders of
+//! Parquet, CSV and JSON, typed Hive partitions, Delta tables. Nothing is
+//! registered here.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arrow::datatypes::DataType;
-use datafusion::datasource::file_format::options::JsonReadOptions;
-use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionContext};
 use futures::TryStreamExt;
 use object_store::ObjectMeta;
 use object_store::path::Path as ObjectPath;
 
+use super::{FileFormat, LakeError, LakeTable};
 use crate::storage::Store;
-
-/// The file formats Tarn reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum FileFormat {
-    /// Apache Parquet (`.parquet`).
-    Parquet,
-    /// Comma-separated values with a header row (`.csv`).
-    Csv,
-    /// Newline-delimited JSON (`.json`, `.jsonl`, `.ndjson`).
-    Json,
-    /// A Delta Lake table (a folder with a `_delta_log/`).
-    Delta,
-}
-
-impl FileFormat {
-    /// The format a file name's extension says, if any.
-    pub fn of(path: &Path) -> Option<(FileFormat, &'static str)> {
-        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
-        match ext.as_str() {
-            "parquet" => Some((FileFormat::Parquet, ".parquet")),
-            "csv" => Some((FileFormat::Csv, ".csv")),
-            "json" => Some((FileFormat::Json, ".json")),
-            "jsonl" => Some((FileFormat::Json, ".jsonl")),
-            "ndjson" => Some((FileFormat::Json, ".ndjson")),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for FileFormat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            FileFormat::Parquet => "parquet",
-            FileFormat::Csv => "csv",
-            FileFormat::Json => "json",
-            FileFormat::Delta => "delta",
-        })
-    }
-}
-
-/// A table found in the lake.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LakeTable {
-    /// The table name (the file stem or folder name).
-    pub name: String,
-    /// The store it was found in.
-    pub store: String,
-    /// The URL of the file or folder (folders end in `/`).
-    pub location: String,
-    /// The format of its files.
-    pub format: FileFormat,
-    /// The extension its files end with (".parquet", ".jsonl", ...).
-    pub extension: &'static str,
-    /// Hive partition columns, outermost first, with their inferred types.
-    pub partitions: Vec<(String, DataType)>,
-}
-
-/// Why a part of the lake could not become a table. Discovery reports these
-/// and goes on: one bad folder never hides the rest of the lake.
-#[derive(Debug, thiserror::Error)]
-pub enum LakeError {
-    /// The store cannot be listed (missing folder or bucket, no access, unreachable).
-    #[error("cannot list store '{store}' at {url}: {message}")]
-    Store {
-        /// Store name.
-        store: String,
-        /// Its URL.
-        url: String,
-        /// The cause.
-        message: String,
-    },
-    /// A folder mixes formats, or partition keys differ between folders.
-    #[error("skipping {location}: {reason}")]
-    Inconsistent {
-        /// The folder.
-        location: String,
-        /// What is wrong, and how to fix it.
-        reason: String,
-    },
-    /// A folder holds Delta tables deeper down, not at its top.
-    #[error(
-        "skipping {location}: it holds Delta tables below the top of the store ({}); serve each with CREATE EXTERNAL TABLE name STORED AS DELTA LOCATION '...'",
-        tables.join(", ")
-    )]
-    NestedDelta {
-        /// The folder.
-        location: String,
-        /// The folders of the Delta tables inside it.
-        tables: Vec<String>,
-    },
-    /// Two entries would get the same table name.
-    #[error(
-        "skipping {location}: a table named '{name}' already exists (from {existing}); rename one of them"
-    )]
-    DuplicateName {
-        /// The table name.
-        name: String,
-        /// The entry that was skipped.
-        location: String,
-        /// The entry that was kept.
-        existing: String,
-    },
-    /// DataFusion could not read the table (unreadable or corrupt file).
-    #[error("skipping table '{name}' at {location}: {message}")]
-    Register {
-        /// The table name.
-        name: String,
-        /// The file or folder.
-        location: String,
-        /// The cause.
-        message: String,
-    },
-}
 
 /// The smallest Parquet file: magic, footer length, magic.
 const MIN_PARQUET_SIZE: u64 = 12;
@@ -220,159 +98,6 @@ pub async fn discover(store: &Store) -> Result<(Vec<LakeTable>, Vec<LakeError>),
         }
     }
     Ok((tables.into_values().collect(), problems))
-}
-
-/// Discovers every table of every store and registers it with `ctx`.
-/// Returns the tables registered and the problems met (each skipped, none
-/// fatal: an unreachable store leaves the others served).
-///
-/// Delta tables serve a snapshot that is renewed at most `freshness` after
-/// another writer commits.
-pub async fn load(
-    ctx: &SessionContext,
-    stores: &[Store],
-    freshness: Duration,
-) -> (Vec<LakeTable>, Vec<LakeError>) {
-    let mut loaded = Vec::new();
-    let mut problems = Vec::new();
-    for store in stores {
-        let tables = match discover(store).await {
-            Ok((tables, mut found)) => {
-                problems.append(&mut found);
-                tables
-            }
-            Err(problem) => {
-                problems.push(problem);
-                continue;
-            }
-        };
-        for table in &tables {
-            if loaded.iter().any(|t: &LakeTable| t.name == table.name) {
-                problems.push(LakeError::DuplicateName {
-                    name: table.name.clone(),
-                    location: table.location.clone(),
-                    existing: "another store".into(),
-                });
-                continue;
-            }
-            match register(ctx, table, freshness).await {
-                Ok(()) => loaded.push(table.clone()),
-                Err(problem) => problems.push(problem),
-            }
-        }
-    }
-    (loaded, problems)
-}
-
-/// Registers `table` with the session, reading its schema from its files.
-///
-/// Runs as its own task: a Parquet reader that panics on a corrupt file
-/// skips this table instead of taking the server down.
-pub async fn register(
-    ctx: &SessionContext,
-    table: &LakeTable,
-    freshness: Duration,
-) -> Result<(), LakeError> {
-    let (task_ctx, owned) = (ctx.clone(), table.clone());
-    let result =
-        match tokio::spawn(async move { register_now(&task_ctx, &owned, freshness).await }).await {
-            Ok(result) => result,
-            Err(e) => Err(LakeError::Register {
-                name: table.name.clone(),
-                location: table.location.clone(),
-                message: format!(
-                    "reading its files failed: {}; one of them is probably corrupt",
-                    crate::runtime::TaskFailure::from(e)
-                ),
-            }),
-        };
-    match result {
-        Err(LakeError::Register { message, .. }) if table.format == FileFormat::Parquet => {
-            Err(LakeError::Register {
-                name: table.name.clone(),
-                location: table.location.clone(),
-                message: name_corrupt_files(ctx, table).await.unwrap_or(message),
-            })
-        }
-        other => other,
-    }
-}
-
-/// Why the Parquet files of `table` cannot be one table, naming the files:
-/// unreadable footers, or columns whose type differs between files. `None`
-/// when neither explains the failure.
-async fn name_corrupt_files(ctx: &SessionContext, table: &LakeTable) -> Option<String> {
-    let url = url::Url::parse(&table.location).ok()?;
-    let store = crate::delta::root_store(&ctx.runtime_env(), &url).ok()?;
-    let prefix = match url.to_file_path() {
-        Ok(path) => ObjectPath::from_filesystem_path(path).ok()?,
-        Err(()) => ObjectPath::parse(url.path().trim_matches('/')).ok()?,
-    };
-    let objects: Vec<ObjectMeta> = store.list(Some(&prefix)).try_collect().await.ok()?;
-    let files: Vec<(Arc<dyn object_store::ObjectStore>, ObjectMeta)> = objects
-        .into_iter()
-        .filter(|o| o.location.as_ref().ends_with(table.extension))
-        .map(|o| (Arc::clone(&store), o))
-        .collect();
-    let root = &url[..url::Position::BeforePath];
-    match crate::footers::describe_corrupt(crate::footers::corrupt_files(root, files.clone()).await)
-    {
-        Some(corrupt) => Some(corrupt),
-        None => crate::footers::schema_conflicts(root, files).await,
-    }
-}
-
-async fn register_now(
-    ctx: &SessionContext,
-    table: &LakeTable,
-    freshness: Duration,
-) -> Result<(), LakeError> {
-    let location = table.location.as_str();
-    let partitions = table.partitions.clone();
-    let result = match table.format {
-        FileFormat::Delta => register_delta(ctx, table, freshness).await,
-        FileFormat::Parquet => {
-            let options = ParquetReadOptions::default()
-                .file_extension(table.extension)
-                .table_partition_cols(partitions);
-            ctx.register_parquet(&table.name, location, options).await
-        }
-        FileFormat::Csv => {
-            let options = CsvReadOptions::new()
-                .has_header(true)
-                .file_extension(table.extension)
-                .table_partition_cols(partitions);
-            ctx.register_csv(&table.name, location, options).await
-        }
-        FileFormat::Json => {
-            let options = JsonReadOptions {
-                file_extension: table.extension,
-                table_partition_cols: partitions,
-                ..Default::default()
-            };
-            ctx.register_json(&table.name, location, options).await
-        }
-    };
-    result.map_err(|e| LakeError::Register {
-        name: table.name.clone(),
-        location: table.location.clone(),
-        message: e.strip_backtrace(),
-    })
-}
-
-async fn register_delta(
-    ctx: &SessionContext,
-    table: &LakeTable,
-    freshness: Duration,
-) -> datafusion::error::Result<()> {
-    let url = url::Url::parse(&table.location)
-        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-    let root = crate::delta::root_store(&ctx.runtime_env(), &url)?;
-    let delta = crate::delta::DeltaLakeTable::open(root, url, freshness)
-        .await
-        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-    ctx.register_table(table.name.as_str(), Arc::new(delta))
-        .map(|_| ())
 }
 
 fn is_hidden(name: &str) -> bool {
@@ -587,7 +312,12 @@ fn is_iso_date(value: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use datafusion::prelude::SessionContext;
+
     use super::*;
+    use crate::lake::load;
 
     #[test]
     fn partition_types_are_inferred_from_values() {
