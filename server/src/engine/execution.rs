@@ -25,7 +25,7 @@ use crate::runtime::TaskFailure;
 impl Engine {
     /// Logical plan to physical plan, running side effects on the way;
     /// returns the rows a write wrote.
-    pub(super) async fn execute_plan(
+    pub(super) async fn plan_physical(
         &self,
         plan: LogicalPlan,
     ) -> EngineResult<(Arc<dyn ExecutionPlan>, Option<WriteStats>)> {

@@ -387,7 +387,7 @@ impl Engine {
     }
 
     /// Every catalog name.
-    pub fn catalogs(&self) -> Vec<String> {
+    pub fn catalog_names(&self) -> Vec<String> {
         let mut names = self.ctx.catalog_names();
         names.sort();
         names

@@ -122,7 +122,7 @@ impl Engine {
     /// their (small) outcome is what the result streams.
     pub(super) async fn plan_query_on_cpu(&self, sql: &str) -> EngineResult<PlannedQuery> {
         let plan = self.direct_plan(sql).await?;
-        let (physical, run) = self.to_physical(sql, plan).await?;
+        let (physical, run) = self.plan_and_record(sql, plan).await?;
         Ok(PlannedQuery {
             schema: physical.schema(),
             plans: vec![physical],
@@ -142,7 +142,7 @@ impl Engine {
     /// start), without recording it again.
     pub(super) async fn replay_on_cpu(&self, sql: &str) -> EngineResult<()> {
         let plan = self.direct_plan(sql).await?;
-        self.execute_plan(plan).await.map(|_| ())
+        self.plan_physical(plan).await.map(|_| ())
     }
 
     pub(super) async fn run_update(&self, sql: &str, plan: LogicalPlan) -> EngineResult<u64> {
@@ -151,25 +151,25 @@ impl Engine {
                 "this statement returns rows: execute it as a query, not as an update".into(),
             ));
         }
-        let (physical, _) = self.to_physical(sql, plan).await?;
+        let (physical, _) = self.plan_and_record(sql, plan).await?;
         let batches = self.collect(physical).await?;
         Ok(super::execution::affected_rows(&batches))
     }
 
     /// Logical plan to physical plan, running side effects on the way, and
     /// recording the run (and a write's lineage) in the catalog.
-    pub(super) async fn to_physical(
+    pub(super) async fn plan_and_record(
         &self,
         sql: &str,
         plan: LogicalPlan,
     ) -> EngineResult<(Arc<dyn ExecutionPlan>, Option<Arc<runs::StreamingRun>>)> {
         let Some(catalog) = self.catalog.clone() else {
-            return self.execute_plan(plan).await.map(|(exec, _)| (exec, None));
+            return self.plan_physical(plan).await.map(|(exec, _)| (exec, None));
         };
         let views = self.views_in(&plan).await;
         let run = runs::Run::describe(sql, &plan, &views, self.options.tables_location.as_deref());
         run.start(catalog.as_ref()).await?;
-        let outcome = self.execute_plan(plan).await;
+        let outcome = self.plan_physical(plan).await;
         if run.is_query()
             && let Ok((exec, _)) = outcome
         {
@@ -234,7 +234,7 @@ impl Engine {
         let mut plans = Vec::with_capacity(rows.len().max(1));
         let mut runs: Vec<Arc<runs::StreamingRun>> = Vec::new();
         for plan in bind_rows(plan, rows)? {
-            match self.to_physical(&sql, plan).await {
+            match self.plan_and_record(&sql, plan).await {
                 Ok((physical, run)) => {
                     plans.push(physical);
                     runs.extend(run);

@@ -35,7 +35,7 @@ pub async fn answer(engine: &Engine, command: Command) -> Result<RecordBatch, St
     match command {
         Command::CommandGetCatalogs(c) => {
             let mut b = c.into_builder();
-            for catalog in engine.catalogs() {
+            for catalog in engine.catalog_names() {
                 b.append(catalog);
             }
             b.build().map_err(internal)

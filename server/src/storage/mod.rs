@@ -190,7 +190,8 @@ pub struct Stores {
 }
 
 /// Opens the stores `configs`; local paths are fenced into the local stores
-/// and kept out of the `reserved` folders (the state folder).
+/// and kept out of the `reserved` folders (the state folder). Called on the
+/// runtime that serves the network: buckets make their requests there.
 pub fn open_all(
     configs: &[(String, StoreConfig)],
     reserved: &[PathBuf],
@@ -284,6 +285,13 @@ impl Store {
             }
             if let Some(token) = &config.session_token {
                 builder = builder.with_token(token.expose());
+            }
+            // Requests run on the runtime that serves the network, never on
+            // the threads that run queries: a slow bucket keeps a scan
+            // waiting, not a CPU thread busy.
+            if let Ok(io) = tokio::runtime::Handle::try_current() {
+                builder = builder
+                    .with_http_connector(object_store::client::SpawnedReqwestConnector::new(io));
             }
             let client = builder.build().map_err(|e| StoreError::Client {
                 name: name.to_string(),

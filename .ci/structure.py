@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
-"""Checks the layering of server/src: the modules in LAYERS, top first; a
-module may use modules of its own layer's lower layers only (never one
-above it), and no two top-level modules may use each other (no cycle).
+"""Checks the structure of server/src, so that anyone can repeat it:
 
-Reads `use crate::...` lines and `crate::name::` paths (test modules at the
-end of a file are left out: tests may reach anywhere). Prints every import
-that breaks the rule and exits 1, or prints the layers and exits 0.
+1. Layering: the modules in LAYERS, top first; a module may use modules of
+   lower layers only (never one above it), and no two modules of one layer
+   may use each other (no cycle). Reads `use crate::...` lines and
+   `crate::name::` paths (test modules at the end of a file are left out:
+   tests may reach anywhere).
+2. Size: no file over MAX_LINES lines, not counting its unit tests at the
+   end, except the data tables in LARGE_DATA_FILES.
 
-    python3 .ci/layers.py
+Prints every problem and exits 1, or a summary and exits 0.
+
+    python3 .ci/structure.py
 """
 
 import pathlib
@@ -27,6 +31,9 @@ LAYERS = [
     ["footers", "storage", "demo", "runtime", "sql_text", "names"],
     ["lib"],
 ]
+
+MAX_LINES = 600
+LARGE_DATA_FILES = {"flight/sql_info.rs"}
 
 SRC = pathlib.Path(__file__).resolve().parents[1] / "server" / "src"
 USE = re.compile(r"\bcrate::([a-z_]+)")
@@ -55,18 +62,23 @@ def main() -> int:
     problems = []
     for (source, target), files in sorted(edges.items()):
         if source not in layer_of or target not in layer_of:
-            problems.append(f"{source} -> {target}: a module missing from LAYERS in .ci/layers.py ({', '.join(sorted(files))})")
+            problems.append(f"{source} -> {target}: a module missing from LAYERS in .ci/structure.py ({', '.join(sorted(files))})")
         elif layer_of[target] <= layer_of[source] and layer_of[target] != layer_of[source]:
             problems.append(f"{source} -> {target}: imports upward ({', '.join(sorted(files))})")
         elif layer_of[target] == layer_of[source] and (target, source) in edges:
             problems.append(f"{source} <-> {target}: a cycle within a layer ({', '.join(sorted(files))})")
+    for path in sorted(SRC.rglob("*.rs")):
+        relative = str(path.relative_to(SRC))
+        lines = without_tests(path.read_text()).count("\n")
+        if lines > MAX_LINES and relative not in LARGE_DATA_FILES:
+            problems.append(f"server/src/{relative}: {lines} lines (without its tests); split it by concept (at most {MAX_LINES})")
     for problem in problems:
         print(problem)
     if problems:
         return 1
     for i, layer in enumerate(LAYERS):
         print(f"{i}: {', '.join(layer)}")
-    print(f"{len(edges)} imports between modules, none upward, no cycle")
+    print(f"{len(edges)} imports between modules, none upward, no cycle; no file over {MAX_LINES} lines but {', '.join(sorted(LARGE_DATA_FILES))}")
     return 0
 
 
