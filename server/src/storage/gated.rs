@@ -66,6 +66,26 @@ impl<G: Gate> GatedStore<G> {
     }
 }
 
+impl<G: Gate> GatedStore<G> {
+    /// The listing `list` makes of `prefix`, if the gate lets the prefix
+    /// through, with only the entries it lets through.
+    fn gated_listing(
+        &self,
+        prefix: Option<&ObjectPath>,
+        list: impl FnOnce(&dyn ObjectStore) -> BoxStream<'static, object_store::Result<ObjectMeta>>,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        if let Some(prefix) = prefix
+            && let Err(denied) = self.gate.check(prefix)
+        {
+            return futures::stream::once(async { Err(denied) }).boxed();
+        }
+        let gate = Arc::clone(&self.gate);
+        list(self.inner.as_ref())
+            .try_filter(move |meta| futures::future::ready(gate.listable(&meta.location)))
+            .boxed()
+    }
+}
+
 impl<G> fmt::Debug for GatedStore<G> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "ObjectStore({}, credentials hidden)", self.name)
@@ -134,16 +154,7 @@ impl<G: Gate> ObjectStore for GatedStore<G> {
         &self,
         prefix: Option<&ObjectPath>,
     ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        if let Some(prefix) = prefix
-            && let Err(denied) = self.gate.check(prefix)
-        {
-            return futures::stream::once(async { Err(denied) }).boxed();
-        }
-        let gate = Arc::clone(&self.gate);
-        self.inner
-            .list(prefix)
-            .try_filter(move |meta| futures::future::ready(gate.listable(&meta.location)))
-            .boxed()
+        self.gated_listing(prefix, |inner| inner.list(prefix))
     }
 
     fn list_with_offset(
@@ -151,16 +162,7 @@ impl<G: Gate> ObjectStore for GatedStore<G> {
         prefix: Option<&ObjectPath>,
         offset: &ObjectPath,
     ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        if let Some(prefix) = prefix
-            && let Err(denied) = self.gate.check(prefix)
-        {
-            return futures::stream::once(async { Err(denied) }).boxed();
-        }
-        let gate = Arc::clone(&self.gate);
-        self.inner
-            .list_with_offset(prefix, offset)
-            .try_filter(move |meta| futures::future::ready(gate.listable(&meta.location)))
-            .boxed()
+        self.gated_listing(prefix, |inner| inner.list_with_offset(prefix, offset))
     }
 
     async fn list_with_delimiter(
