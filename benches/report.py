@@ -166,6 +166,7 @@ def main():
         "latency": rust["latency"],
         "metadata": rust["metadata"],
         "concurrency": rust["concurrency"],
+        "before_after": rust.get("before_after"),
     }
     json_path = args.out_prefix.with_suffix(".json")
     json_path.write_text(json.dumps(combined, indent=1))
@@ -259,8 +260,33 @@ def markdown(r, chart_name):
         lines.append(
             f"| {c['clients']} | {c['queries']} | {c['queries_per_second']:.2f} | {c['p50_ms']:.0f} | {c['p99_ms']:.0f} | {c['errors']} | {c['server_peak_rss_mib']:.0f} |"
         )
+    lines += before_after(r.get("before_after"))
     lines += ["", "Raw samples, answers and configuration: the JSON file beside this report.", ""]
     return "\n".join(lines)
+
+
+def before_after(b):
+    """This build against an earlier one, measured side by side (--baseline)."""
+    if not b:
+        return []
+    name, total, select = b["name"], b["tpch_total_ms"], b["select_1"]
+    lines = [
+        "",
+        f"## Before/after: this build against {name}",
+        "",
+        f"Both servers serve the same lake at once; TPC-H queries interleaved run by run, `SELECT 1` in rounds of 50.",
+        "",
+        f"- TPC-H total (sum of medians): this build **{total['current']:.0f} ms**, {name} {total['baseline']:.0f} ms, ratio **{total['ratio']:.3f}**",
+        f"- `SELECT 1`: p50 **{select['current']['p50_ms']:.3f} ms** (p99 {select['current']['p99_ms']:.3f}), "
+        f"{name} p50 {select['baseline']['p50_ms']:.3f} ms (p99 {select['baseline']['p99_ms']:.3f})",
+        "",
+        f"| query | this build ms | {name} ms | ratio |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for q, v in b["tpch"].items():
+        now, before = v["current"]["median_ms"], v["baseline"]["median_ms"]
+        lines.append(f"| {q.upper()} | {fmt(now)} | {fmt(before)} | {now / before:.3f} |")
+    return lines
 
 
 if __name__ == "__main__":

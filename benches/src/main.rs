@@ -4,6 +4,7 @@
 //! runners (ADBC, DuckDB) and the report.
 
 mod answers;
+mod baseline;
 mod probes;
 mod stats;
 mod tpch;
@@ -52,6 +53,13 @@ struct Args {
     /// The server's configuration file, so that (a) runs with exactly its engine settings
     #[arg(long)]
     config: Option<PathBuf>,
+    /// An earlier build of Tarn serving the same lake: adds a before/after
+    /// comparison (TPC-H and SELECT 1, side by side)
+    #[arg(long)]
+    baseline_uri: Option<String>,
+    /// What the baseline is (a git revision), for the report
+    #[arg(long, default_value = "baseline")]
+    baseline_name: String,
     /// Run only these parts (for investigating one of them)
     #[arg(
         long,
@@ -140,6 +148,24 @@ async fn run(args: Args) -> Result<(), String> {
         false => serde_json::Value::Null,
     };
 
+    let before_after = match &args.baseline_uri {
+        Some(uri) => {
+            let mut earlier = Client::connect(uri).await.map_err(|e| e.to_string())?;
+            let mut compared = baseline::compare(
+                &mut client,
+                &mut earlier,
+                &args.queries,
+                args.warmup,
+                args.runs,
+                args.latency_calls,
+            )
+            .await?;
+            compared["name"] = json!(args.baseline_name);
+            compared
+        }
+        None => serde_json::Value::Null,
+    };
+
     let config = engine.session().state().config().options().clone();
     let results = json!({
         "runner": "tarn-bench",
@@ -158,6 +184,7 @@ async fn run(args: Args) -> Result<(), String> {
         "latency": latency,
         "metadata": metadata,
         "concurrency": concurrency,
+        "before_after": before_after,
     });
     let text = serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?;
     std::fs::write(&args.out, text).map_err(|e| format!("{}: {e}", args.out.display()))?;
