@@ -90,9 +90,9 @@ impl Engine {
         references: Vec<TableReference>,
         err: datafusion::error::DataFusionError,
     ) -> EngineError {
-        let missing_table = matches!(err.find_root(),
-            datafusion::error::DataFusionError::Plan(msg) if msg.starts_with("table '") && msg.ends_with("not found"));
-        if !missing_table {
+        // A plan that cannot be made while a table it reads does not exist
+        // fails because of that table: name it as the statement wrote it.
+        if !matches!(err.find_root(), datafusion::error::DataFusionError::Plan(_)) {
             return EngineError::from_planning(err);
         }
         let state = self.ctx.state();
