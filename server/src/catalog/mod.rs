@@ -12,6 +12,7 @@
 //!   ports to Postgres; its versions are migrations (`open.rs`).
 //! - A catalog written by a newer Tarn is refused at start, never rewritten.
 
+mod delivery;
 mod open;
 pub mod openlineage;
 mod runs;
@@ -26,6 +27,7 @@ use arrow::datatypes::SchemaRef;
 
 use crate::lineage::Lineage;
 
+pub use delivery::spawn_delivery;
 pub use sqlite::{CatalogOptions, SqliteCatalog};
 pub use tables::schema_json;
 

@@ -16,8 +16,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::error::{self, EngineError, EngineResult};
-use super::planning::has_side_effects;
 use super::refresh::RefreshTableNode;
+use super::writes;
 use super::{Engine, PlannedQuery, corruption, runs, settings};
 use crate::delta::WriteStats;
 use crate::runtime::TaskFailure;
@@ -229,4 +229,16 @@ pub(super) fn affected_rows(batches: &[RecordBatch]) -> u64 {
         .filter_map(|b| b.column(0).as_any().downcast_ref::<UInt64Array>().cloned())
         .map(|counts| counts.iter().flatten().sum::<u64>())
         .sum()
+}
+
+/// Whether running `plan` changes state (and so must run exactly once, now).
+pub(super) fn has_side_effects(plan: &LogicalPlan) -> bool {
+    matches!(
+        plan,
+        LogicalPlan::Ddl(_)
+            | LogicalPlan::Dml(_)
+            | LogicalPlan::Copy(_)
+            | LogicalPlan::Statement(_)
+    ) || writes::TableStatementNode::of(plan).is_some()
+        || RefreshTableNode::of(plan).is_some()
 }

@@ -12,6 +12,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::sql::parser::Statement as DFStatement;
 
 use super::error::{EngineError, EngineResult};
+use super::execution::{affected_rows, has_side_effects};
 use super::prepared::{PreparedStatementId, PreparedStatementInfo};
 use super::{
     DEFAULT_CATALOG, DEFAULT_SCHEMA, Engine, PlannedQuery, placeholders, refresh, runs, statement,
@@ -153,7 +154,7 @@ impl Engine {
         }
         let (physical, _) = self.plan_and_record(sql, plan).await?;
         let batches = self.collect(physical).await?;
-        Ok(super::execution::affected_rows(&batches))
+        Ok(affected_rows(&batches))
     }
 
     /// Logical plan to physical plan, running side effects on the way, and
@@ -285,16 +286,4 @@ fn bind_rows(plan: LogicalPlan, rows: Vec<ParamValues>) -> EngineResult<Vec<Logi
                 .map_err(|e| EngineError::InvalidParameters(e.strip_backtrace()))
         })
         .collect()
-}
-
-/// Whether running `plan` changes state (and so must run exactly once, now).
-pub(super) fn has_side_effects(plan: &LogicalPlan) -> bool {
-    matches!(
-        plan,
-        LogicalPlan::Ddl(_)
-            | LogicalPlan::Dml(_)
-            | LogicalPlan::Copy(_)
-            | LogicalPlan::Statement(_)
-    ) || writes::TableStatementNode::of(plan).is_some()
-        || refresh::RefreshTableNode::of(plan).is_some()
 }

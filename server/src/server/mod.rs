@@ -127,7 +127,7 @@ impl Server {
                 job_delay: config.catalog_job_delay,
             },
         )?);
-        let delivery = catalog::openlineage::spawn_delivery(Arc::clone(&catalog));
+        let delivery = catalog::spawn_delivery(Arc::clone(&catalog));
         let store: Arc<dyn CatalogStore> = Arc::clone(&catalog) as _;
         let engine = Arc::new(Engine::new(options)?.with_catalog(Arc::clone(&store)));
         startup::register_stores(&engine, &stores);
