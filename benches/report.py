@@ -283,7 +283,7 @@ def before_after(b):
         f"| query | this build ms | {name} ms | ratio |",
         "| --- | ---: | ---: | ---: |",
     ]
-    for q, v in b["tpch"].items():
+    for q, v in sorted(b["tpch"].items(), key=lambda item: int(item[0].lstrip("q"))):
         now, before = v["current"]["median_ms"], v["baseline"]["median_ms"]
         lines.append(f"| {q.upper()} | {fmt(now)} | {fmt(before)} | {now / before:.3f} |")
     return lines
