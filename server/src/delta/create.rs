@@ -260,12 +260,47 @@ pub async fn remove_orphans(
             Err(e) => return Err(DeltaError::table(location, e)),
         }
     }
+    let mut removed = orphans.len();
     if let Ok(path) = location.to_file_path() {
+        // `object_store` never lists a local write's `name#n` staging files.
+        removed += remove_staging_files(&path, since);
         // Local stores keep the folders of removed files (partition folders;
         // all of an unfinished create, whose name is then free again).
         remove_empty_folders(&path);
     }
-    Ok(orphans.len())
+    Ok(removed)
+}
+
+/// Removes the `name#n` files (n digits) under `folder` modified at or
+/// after `since`: what a local write was writing when it was killed
+/// (object_store writes `name#n`, then renames it). Links are not followed.
+fn remove_staging_files(folder: &std::path::Path, since: DateTime<Utc>) -> usize {
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            removed += remove_staging_files(&entry.path(), since);
+            continue;
+        }
+        let name = entry.file_name();
+        let staging = name
+            .to_str()
+            .and_then(|n| n.rsplit_once('#'))
+            .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        let recent = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| DateTime::<Utc>::from(t) >= since);
+        if kind.is_file() && staging && recent && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// Removes `folder` and its subfolders if no file is left in any of them.
