@@ -12,7 +12,9 @@
 //!   ports to Postgres; its versions are migrations (`open.rs`).
 //! - A catalog written by a newer Tarn is refused at start, never rewritten.
 
+mod audit;
 mod delivery;
+mod identities;
 mod open;
 pub mod openlineage;
 mod runs;
@@ -27,7 +29,9 @@ use arrow::datatypes::SchemaRef;
 
 use crate::lineage::Lineage;
 
+pub use audit::{AuditLog, AuditRecord};
 pub use delivery::spawn_delivery;
+pub use identities::{IdentityChange, IdentityStore, NewToken, TokenRecord, UserRecord};
 pub use sqlite::{CatalogOptions, SqliteCatalog};
 pub use tables::schema_json;
 

@@ -20,6 +20,10 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("schema.sql")),
     // 2: the folder a write writes, so a killed write can be cleaned up.
     M::up("ALTER TABLE runs ADD COLUMN target_location TEXT;"),
+    // 3: users, roles, role members, API tokens (hashes only).
+    M::up(include_str!("identities.sql")),
+    // 4: the audit log.
+    M::up(include_str!("audit.sql")),
 ];
 
 /// The schema version this Tarn writes.

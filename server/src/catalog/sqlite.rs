@@ -37,6 +37,8 @@ pub struct CatalogOptions {
     pub openlineage: OpenLineageConfig,
     /// A pause before every job: simulates a slow disk (for tests).
     pub job_delay: Duration,
+    /// A file audit records are appended to as JSON lines, too.
+    pub audit_file: Option<PathBuf>,
 }
 
 /// The SQLite catalog in a state folder.
@@ -44,6 +46,7 @@ pub struct SqliteCatalog {
     jobs: Mutex<mpsc::Sender<Message>>,
     path: PathBuf,
     openlineage: Option<OpenLineageConfig>,
+    audit_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for SqliteCatalog {
@@ -71,12 +74,18 @@ impl SqliteCatalog {
             jobs: Mutex::new(jobs),
             path,
             openlineage: sinks.then_some(options.openlineage),
+            audit_file: options.audit_file,
         })
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The file audit records are appended to, if any.
+    pub fn audit_file(&self) -> Option<&Path> {
+        self.audit_file.as_deref()
     }
 
     /// Where OpenLineage events go, if anywhere.
@@ -277,6 +286,16 @@ mod tests {
         // Closed, the folder is free, and everything is still there.
         let again = open(dir.path());
         super::super::suite::after_reopening(&again).await;
+    }
+
+    #[tokio::test]
+    async fn the_identity_suite_passes() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = open(dir.path());
+        super::super::identities::suite::exercise(&catalog).await;
+        catalog.close().await;
+        let again = open(dir.path());
+        super::super::identities::suite::after_reopening(&again).await;
     }
 
     #[tokio::test]

@@ -30,6 +30,9 @@ use super::SqliteCatalog;
 /// The schema the system tables are in.
 pub const SYSTEM_SCHEMA: &str = "system";
 
+/// The system tables only admins may read: they list who may connect.
+pub const ADMIN_ONLY_TABLES: &[&str] = &["users", "roles", "tokens", "audit"];
+
 struct SystemTableDef {
     name: &'static str,
     sql: &'static str,
@@ -146,6 +149,59 @@ const TABLES: &[SystemTableDef] = &[
             ("kind", TEXT),
             ("subtype", TEXT),
             ("run_id", TEXT),
+        ],
+    },
+    SystemTableDef {
+        name: "users",
+        sql: "SELECT u.name, (SELECT group_concat(role, ',') FROM \
+              (SELECT role FROM role_members m WHERE m.member = u.name ORDER BY role)), \
+              u.created_at, u.password_changed_at FROM users u ORDER BY u.name",
+        columns: &[
+            ("user_name", TEXT),
+            ("roles", TEXT),
+            ("created_at", TEXT),
+            ("password_changed_at", TEXT),
+        ],
+    },
+    SystemTableDef {
+        name: "roles",
+        sql: "SELECT r.name, (SELECT group_concat(member, ',') FROM \
+              (SELECT member FROM role_members m WHERE m.role = r.name ORDER BY member)), \
+              r.created_at FROM roles r ORDER BY r.name",
+        columns: &[("role_name", TEXT), ("members", TEXT), ("created_at", TEXT)],
+    },
+    SystemTableDef {
+        name: "tokens",
+        sql: "SELECT name, user_name, created_at, expires_at, revoked_at, \
+              CASE WHEN revoked_at IS NOT NULL THEN 'revoked' \
+              WHEN expires_at IS NOT NULL AND expires_at <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now') THEN 'expired' \
+              WHEN user_name NOT IN (SELECT name FROM users) THEN 'revoked' \
+              ELSE 'live' END FROM tokens ORDER BY name, id",
+        columns: &[
+            ("token_name", TEXT),
+            ("user_name", TEXT),
+            ("created_at", TEXT),
+            ("expires_at", TEXT),
+            ("revoked_at", TEXT),
+            ("state", TEXT),
+        ],
+    },
+    SystemTableDef {
+        name: "audit",
+        sql: "SELECT at, principal, peer, method, command, sql_text, code, detail, rows_out, bytes_out, \
+              CAST(round(duration_ms * 1000) AS INTEGER) FROM audit ORDER BY id",
+        columns: &[
+            ("at", TEXT),
+            ("principal", TEXT),
+            ("peer", TEXT),
+            ("method", TEXT),
+            ("command", TEXT),
+            ("sql", TEXT),
+            ("code", TEXT),
+            ("detail", TEXT),
+            ("rows", INT),
+            ("bytes", INT),
+            ("duration_us", INT),
         ],
     },
 ];
