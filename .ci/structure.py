@@ -25,10 +25,11 @@ LAYERS = [
     ["config"],
     ["flight"],
     ["engine"],
+    ["auth"],
     ["catalog"],
     ["lake"],
     ["delta", "lineage"],
-    ["footers", "storage", "demo", "runtime", "sql_text", "names"],
+    ["footers", "storage", "demo", "runtime", "sql_text", "names", "identity"],
     ["lib"],
 ]
 

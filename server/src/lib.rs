@@ -4,6 +4,7 @@
 //! stream to clients over Arrow Flight SQL. See `ARCHITECTURE.md` for the
 //! codemap.
 
+pub mod auth;
 pub mod catalog;
 pub mod cli;
 pub mod config;
@@ -12,6 +13,7 @@ pub mod demo;
 pub mod engine;
 pub mod flight;
 pub mod footers;
+pub mod identity;
 pub mod lake;
 pub mod lineage;
 pub mod names;
