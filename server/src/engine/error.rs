@@ -59,6 +59,15 @@ pub enum EngineError {
     #[error("not supported: {0}")]
     NotSupported(String),
 
+    /// A user, role or token the statement names does not exist.
+    #[error("{0}")]
+    NoSuchObject(String),
+
+    /// The statement is refused in the server's current state (it would
+    /// remove the last admin, ...).
+    #[error("{0}")]
+    Refused(String),
+
     /// The statement would create something that already exists.
     #[error("already exists: {0}")]
     AlreadyExists(String),

@@ -15,11 +15,13 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::admin::AdminNode;
 use super::error::{self, EngineError, EngineResult};
 use super::refresh::RefreshTableNode;
 use super::writes;
 use super::{Engine, PlannedQuery, corruption, runs, settings};
 use crate::delta::WriteStats;
+use crate::identity::Principal;
 use crate::runtime::TaskFailure;
 
 impl Engine {
@@ -28,9 +30,13 @@ impl Engine {
     pub(super) async fn plan_physical(
         &self,
         plan: LogicalPlan,
+        principal: &Principal,
     ) -> EngineResult<(Arc<dyn ExecutionPlan>, Option<WriteStats>)> {
         self.options.locations.check_plan(&plan)?;
-        settings::check_plan(&plan)?;
+        settings::check_plan(&plan, principal)?;
+        if let Some(statement) = AdminNode::of(&plan) {
+            return Ok((self.run_admin(statement, principal).await?, None));
+        }
         if let Some(name) = RefreshTableNode::of(&plan) {
             self.refresh_table(name).await?;
             let nothing = Arc::new(EmptyExec::new(Arc::new(Schema::empty())));
@@ -136,6 +142,7 @@ impl Engine {
             plans,
             task_ctx,
             runs,
+            ..
         } = query;
         // Two batches in flight keep the network busy without buffering the result.
         let (tx, rx) = mpsc::channel(2);
@@ -241,4 +248,5 @@ pub(super) fn has_side_effects(plan: &LogicalPlan) -> bool {
             | LogicalPlan::Statement(_)
     ) || writes::TableStatementNode::of(plan).is_some()
         || RefreshTableNode::of(plan).is_some()
+        || AdminNode::of(plan).is_some()
 }

@@ -10,6 +10,8 @@
 //! - Results leave in wire types ([`WireTypes`]); the promised schema is the
 //!   streamed schema.
 
+mod accounts;
+mod admin;
 mod as_of;
 mod corruption;
 pub mod error;
@@ -41,6 +43,7 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+pub use admin::recorded_sql;
 pub use error::{EngineError, EngineResult};
 pub use locations::LocationPolicy;
 pub use metadata::{TableInfo, TableKind};
@@ -50,7 +53,9 @@ pub use runs::version_record;
 pub use statement::StatementLimits;
 pub use wire::WireTypes;
 
+use crate::auth::Authenticator;
 use crate::catalog::CatalogStore;
+use crate::identity::Principal;
 use crate::runtime::CpuRuntime;
 use prepared::PreparedStatements;
 use results::ResultStore;
@@ -115,12 +120,21 @@ pub struct PlannedQuery {
     task_ctx: Arc<TaskContext>,
     /// The catalog runs that end when the result has been streamed.
     runs: Vec<Arc<runs::StreamingRun>>,
+    /// The statement, as it may be recorded.
+    sql: String,
+    /// The user who planned it: nobody else may fetch it.
+    owner: String,
 }
 
 impl PlannedQuery {
     /// The schema every batch of the result has.
     pub fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
+    }
+
+    /// The statement it answers (passwords left out).
+    pub fn sql(&self) -> Option<&str> {
+        Some(self.sql.as_str()).filter(|s| !s.is_empty())
     }
 
     /// Ends the runs of a result that will never be streamed, with `reason`.
@@ -139,6 +153,8 @@ pub struct Engine {
     prepared: PreparedStatements,
     options: EngineOptions,
     catalog: Option<Arc<dyn CatalogStore>>,
+    /// Users, roles and tokens, for identity statements.
+    auth: Option<Arc<Authenticator>>,
     /// Why stores serve no tables, for `SHOW TABLES` on an empty lake.
     empty_stores: std::sync::RwLock<Vec<String>>,
 }
@@ -218,6 +234,7 @@ impl Engine {
             prepared: PreparedStatements::new(options.prepared_statement_ttl),
             options,
             catalog: None,
+            auth: None,
             empty_stores: Default::default(),
         })
     }
@@ -225,6 +242,13 @@ impl Engine {
     /// Records every run, its lineage and the tables it creates in `catalog`.
     pub fn with_catalog(mut self, catalog: Arc<dyn CatalogStore>) -> Self {
         self.catalog = Some(catalog);
+        self
+    }
+
+    /// Lets identity statements (`CREATE USER`, ...) change `auth`'s users,
+    /// roles and tokens.
+    pub fn with_authenticator(mut self, auth: Arc<Authenticator>) -> Self {
+        self.auth = Some(auth);
         self
     }
 
@@ -276,25 +300,37 @@ impl Engine {
     }
 
     /// The schema `sql` would return, without running it.
-    pub async fn schema_of(self: &Arc<Self>, sql: &str) -> EngineResult<SchemaRef> {
-        let sql = sql.to_string();
-        self.on_cpu(|engine| async move { engine.schema_of_on_cpu(&sql).await })
+    pub async fn schema_of(
+        self: &Arc<Self>,
+        sql: &str,
+        principal: &Principal,
+    ) -> EngineResult<SchemaRef> {
+        let (sql, principal) = (sql.to_string(), principal.clone());
+        self.on_cpu(|engine| async move { engine.schema_of_on_cpu(&sql, &principal).await })
             .await
     }
 
     /// Plans a statement for streaming. Statements with side effects run now;
     /// their (small) outcome is what the result streams.
-    pub async fn plan_query(self: &Arc<Self>, sql: &str) -> EngineResult<PlannedQuery> {
-        let sql = sql.to_string();
-        self.on_cpu(|engine| async move { engine.plan_query_on_cpu(&sql).await })
+    pub async fn plan_query(
+        self: &Arc<Self>,
+        sql: &str,
+        principal: &Principal,
+    ) -> EngineResult<PlannedQuery> {
+        let (sql, principal) = (sql.to_string(), principal.clone());
+        self.on_cpu(|engine| async move { engine.plan_query_on_cpu(&sql, &principal).await })
             .await
     }
 
     /// Runs a statement that changes something and returns the number of rows
     /// it affected (0 for DDL).
-    pub async fn execute_update(self: &Arc<Self>, sql: &str) -> EngineResult<u64> {
-        let sql = sql.to_string();
-        self.on_cpu(|engine| async move { engine.execute_update_on_cpu(&sql).await })
+    pub async fn execute_update(
+        self: &Arc<Self>,
+        sql: &str,
+        principal: &Principal,
+    ) -> EngineResult<u64> {
+        let (sql, principal) = (sql.to_string(), principal.clone());
+        self.on_cpu(|engine| async move { engine.execute_update_on_cpu(&sql, &principal).await })
             .await
     }
 
@@ -307,9 +343,13 @@ impl Engine {
     }
 
     /// Prepares `sql`: plans it with its placeholders, runs nothing.
-    pub async fn prepare(self: &Arc<Self>, sql: &str) -> EngineResult<PreparedStatementInfo> {
-        let sql = sql.to_string();
-        self.on_cpu(|engine| async move { engine.prepare_on_cpu(&sql).await })
+    pub async fn prepare(
+        self: &Arc<Self>,
+        sql: &str,
+        principal: &Principal,
+    ) -> EngineResult<PreparedStatementInfo> {
+        let (sql, principal) = (sql.to_string(), principal.clone());
+        self.on_cpu(|engine| async move { engine.prepare_on_cpu(&sql, &principal).await })
             .await
     }
 
@@ -317,10 +357,14 @@ impl Engine {
     pub async fn plan_prepared_query(
         self: &Arc<Self>,
         id: &PreparedStatementId,
+        principal: &Principal,
     ) -> EngineResult<PlannedQuery> {
         let id = *id;
-        self.on_cpu(|engine| async move { engine.plan_prepared_query_on_cpu(&id).await })
-            .await
+        let principal = principal.clone();
+        self.on_cpu(
+            |engine| async move { engine.plan_prepared_query_on_cpu(&id, &principal).await },
+        )
+        .await
     }
 
     /// Runs a prepared update once per bound parameter row; returns the total
@@ -328,10 +372,14 @@ impl Engine {
     pub async fn execute_prepared_update(
         self: &Arc<Self>,
         id: &PreparedStatementId,
+        principal: &Principal,
     ) -> EngineResult<u64> {
         let id = *id;
-        self.on_cpu(|engine| async move { engine.execute_prepared_update_on_cpu(&id).await })
-            .await
+        let principal = principal.clone();
+        self.on_cpu(
+            |engine| async move { engine.execute_prepared_update_on_cpu(&id, &principal).await },
+        )
+        .await
     }
 
     /// Parks a planned query until a `DoGet` takes it (or it expires).
@@ -339,11 +387,13 @@ impl Engine {
         self.results.park(query, &self.cpu)
     }
 
-    /// Takes a parked query; each result can be taken once.
-    pub fn take(&self, id: &ResultId) -> EngineResult<PlannedQuery> {
-        self.results.take(id).ok_or(EngineError::ResultNotFound {
-            ttl_secs: self.options.result_ttl.as_secs(),
-        })
+    /// Takes a parked query of `principal`; each result can be taken once.
+    pub fn take(&self, id: &ResultId, principal: &Principal) -> EngineResult<PlannedQuery> {
+        self.results
+            .take(id, principal.name())
+            .ok_or(EngineError::ResultNotFound {
+                ttl_secs: self.options.result_ttl.as_secs(),
+            })
     }
 
     /// Ends every parked result's run as ABORT with `reason` (the server is
@@ -356,8 +406,8 @@ impl Engine {
 
     /// Drops a parked query, ending its run (ABORT). Returns whether it was
     /// still pending.
-    pub fn cancel(&self, id: &ResultId) -> bool {
-        match self.results.take(id) {
+    pub fn cancel(&self, id: &ResultId, principal: &Principal) -> bool {
+        match self.results.take(id, principal.name()) {
             Some(query) => {
                 query.abort_runs("the client cancelled the result before fetching it");
                 true
@@ -366,19 +416,37 @@ impl Engine {
         }
     }
 
+    /// The SQL text of a prepared statement (passwords left out), if it is open.
+    pub fn prepared_sql(&self, id: &PreparedStatementId) -> Option<String> {
+        self.prepared.sql(id).ok().map(|sql| recorded_sql(&sql))
+    }
+
     /// The result schema a prepared statement promises.
-    pub fn prepared_dataset_schema(&self, id: &PreparedStatementId) -> EngineResult<SchemaRef> {
-        self.prepared.dataset_schema(id)
+    pub fn prepared_dataset_schema(
+        &self,
+        id: &PreparedStatementId,
+        principal: &Principal,
+    ) -> EngineResult<SchemaRef> {
+        self.prepared.dataset_schema(id, principal.name())
     }
 
     /// Binds parameter rows to a prepared statement, replacing earlier ones.
-    pub fn bind(&self, id: &PreparedStatementId, batches: &[RecordBatch]) -> EngineResult<()> {
-        self.prepared.bind(id, batches)
+    pub fn bind(
+        &self,
+        id: &PreparedStatementId,
+        batches: &[RecordBatch],
+        principal: &Principal,
+    ) -> EngineResult<()> {
+        self.prepared.bind(id, batches, principal.name())
     }
 
     /// Closes a prepared statement.
-    pub fn close_prepared(&self, id: &PreparedStatementId) -> EngineResult<()> {
-        self.prepared.remove(id)
+    pub fn close_prepared(
+        &self,
+        id: &PreparedStatementId,
+        principal: &Principal,
+    ) -> EngineResult<()> {
+        self.prepared.remove(id, principal.name())
     }
 
     /// Every table and view of every catalog, with its wire schema.

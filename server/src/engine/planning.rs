@@ -11,6 +11,7 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::sql::parser::Statement as DFStatement;
 
+use super::admin::{AdminNode, AdminStatement};
 use super::error::{EngineError, EngineResult};
 use super::execution::{affected_rows, has_side_effects};
 use super::prepared::{PreparedStatementId, PreparedStatementInfo};
@@ -18,6 +19,8 @@ use super::{
     DEFAULT_CATALOG, DEFAULT_SCHEMA, Engine, PlannedQuery, placeholders, refresh, runs, statement,
     writes,
 };
+use crate::catalog::system::{ADMIN_ONLY_TABLES, SYSTEM_SCHEMA};
+use crate::identity::Principal;
 
 impl Engine {
     /// `SHOW TABLES` when the lake serves no table: the reason, instead of
@@ -45,8 +48,15 @@ impl Engine {
     }
 
     /// Plans `sql` into a logical plan, without executing anything.
-    pub(super) async fn logical_plan(&self, sql: &str) -> EngineResult<LogicalPlan> {
-        // Tarn's own statement: DataFusion does not parse it.
+    pub(super) async fn logical_plan(
+        &self,
+        sql: &str,
+        principal: &Principal,
+    ) -> EngineResult<LogicalPlan> {
+        // Tarn's own statements: DataFusion does not parse them.
+        if let Some(statement) = AdminStatement::parse(sql) {
+            return AdminNode::plan(statement?);
+        }
         if let Some(name) = refresh::RefreshTableNode::parse(sql) {
             return Ok(refresh::RefreshTableNode::plan(name));
         }
@@ -59,6 +69,7 @@ impl Engine {
         let references = state
             .resolve_table_references(&statement)
             .unwrap_or_default();
+        refuse_admin_tables(&references, principal)?;
         match state.statement_to_plan(statement).await {
             Ok(plan) => writes::rewrite_plan(plan, clauses),
             Err(err) => Err(self.explain_planning_error(references, err)),
@@ -67,8 +78,12 @@ impl Engine {
 
     /// Plans a statement that is executed directly (not prepared): it must
     /// not have placeholders, since nothing can bind them.
-    pub(super) async fn direct_plan(&self, sql: &str) -> EngineResult<LogicalPlan> {
-        let plan = self.logical_plan(sql).await?;
+    pub(super) async fn direct_plan(
+        &self,
+        sql: &str,
+        principal: &Principal,
+    ) -> EngineResult<LogicalPlan> {
+        let plan = self.logical_plan(sql, principal).await?;
         let mut names: Vec<String> = plan
             .get_parameter_names()
             .map_err(EngineError::from_planning)?
@@ -111,8 +126,12 @@ impl Engine {
     }
 
     /// The schema `sql` would return, without running it.
-    pub(super) async fn schema_of_on_cpu(&self, sql: &str) -> EngineResult<SchemaRef> {
-        let plan = self.logical_plan(sql).await?;
+    pub(super) async fn schema_of_on_cpu(
+        &self,
+        sql: &str,
+        principal: &Principal,
+    ) -> EngineResult<SchemaRef> {
+        let plan = self.logical_plan(sql, principal).await?;
         Ok(self
             .options
             .wire_types
@@ -121,38 +140,54 @@ impl Engine {
 
     /// Plans a statement for streaming. Statements with side effects run now;
     /// their (small) outcome is what the result streams.
-    pub(super) async fn plan_query_on_cpu(&self, sql: &str) -> EngineResult<PlannedQuery> {
-        let plan = self.direct_plan(sql).await?;
-        let (physical, run) = self.plan_and_record(sql, plan).await?;
+    pub(super) async fn plan_query_on_cpu(
+        &self,
+        sql: &str,
+        principal: &Principal,
+    ) -> EngineResult<PlannedQuery> {
+        let plan = self.direct_plan(sql, principal).await?;
+        let (physical, run) = self.plan_and_record(sql, plan, principal).await?;
         Ok(PlannedQuery {
             schema: physical.schema(),
             plans: vec![physical],
             task_ctx: self.ctx.task_ctx(),
             runs: run.into_iter().collect(),
+            sql: super::admin::recorded_sql(sql),
+            owner: principal.name().to_string(),
         })
     }
 
     /// Runs a statement that changes something and returns the number of rows
     /// it affected (0 for DDL).
-    pub(super) async fn execute_update_on_cpu(&self, sql: &str) -> EngineResult<u64> {
-        let plan = self.direct_plan(sql).await?;
-        self.run_update(sql, plan).await
+    pub(super) async fn execute_update_on_cpu(
+        &self,
+        sql: &str,
+        principal: &Principal,
+    ) -> EngineResult<u64> {
+        let plan = self.direct_plan(sql, principal).await?;
+        self.run_update(sql, plan, principal).await
     }
 
     /// Runs `sql` as it was recorded earlier (views, settings restored at
     /// start), without recording it again.
     pub(super) async fn replay_on_cpu(&self, sql: &str) -> EngineResult<()> {
-        let plan = self.direct_plan(sql).await?;
-        self.plan_physical(plan).await.map(|_| ())
+        let system = Principal::anonymous();
+        let plan = self.direct_plan(sql, &system).await?;
+        self.plan_physical(plan, &system).await.map(|_| ())
     }
 
-    pub(super) async fn run_update(&self, sql: &str, plan: LogicalPlan) -> EngineResult<u64> {
+    pub(super) async fn run_update(
+        &self,
+        sql: &str,
+        plan: LogicalPlan,
+        principal: &Principal,
+    ) -> EngineResult<u64> {
         if !has_side_effects(&plan) {
             return Err(EngineError::WrongStatementKind(
                 "this statement returns rows: execute it as a query, not as an update".into(),
             ));
         }
-        let (physical, _) = self.plan_and_record(sql, plan).await?;
+        let (physical, _) = self.plan_and_record(sql, plan, principal).await?;
         let batches = self.collect(physical).await?;
         Ok(affected_rows(&batches))
     }
@@ -163,14 +198,27 @@ impl Engine {
         &self,
         sql: &str,
         plan: LogicalPlan,
+        principal: &Principal,
     ) -> EngineResult<(Arc<dyn ExecutionPlan>, Option<Arc<runs::StreamingRun>>)> {
         let Some(catalog) = self.catalog.clone() else {
-            return self.plan_physical(plan).await.map(|(exec, _)| (exec, None));
+            return self
+                .plan_physical(plan, principal)
+                .await
+                .map(|(exec, _)| (exec, None));
         };
         let views = self.views_in(&plan).await;
-        let run = runs::Run::describe(sql, &plan, &views, self.options.tables_location.as_deref());
+        // A password never reaches the catalog.
+        let recorded = AdminNode::of(&plan).map(AdminStatement::recorded_text);
+        let sql = recorded.as_deref().unwrap_or(sql);
+        let run = runs::Run::describe(
+            sql,
+            &plan,
+            &views,
+            self.options.tables_location.as_deref(),
+            principal.name(),
+        );
         run.start(catalog.as_ref()).await?;
-        let outcome = self.plan_physical(plan).await;
+        let outcome = self.plan_physical(plan, principal).await;
         if run.is_query()
             && let Ok((exec, _)) = outcome
         {
@@ -212,30 +260,42 @@ impl Engine {
     }
 
     /// Prepares `sql`: plans it with its placeholders, runs nothing.
-    pub(super) async fn prepare_on_cpu(&self, sql: &str) -> EngineResult<PreparedStatementInfo> {
-        let plan = self.logical_plan(sql).await?;
-        let dataset_schema = if has_side_effects(&plan) {
+    pub(super) async fn prepare_on_cpu(
+        &self,
+        sql: &str,
+        principal: &Principal,
+    ) -> EngineResult<PreparedStatementInfo> {
+        let plan = self.logical_plan(sql, principal).await?;
+        let dataset_schema = if AdminNode::of(&plan).is_some() {
+            Arc::new(plan.schema().as_arrow().clone())
+        } else if has_side_effects(&plan) {
             Arc::new(Schema::empty())
         } else {
             self.options
                 .wire_types
                 .wire_schema(plan.schema().as_arrow())
         };
-        self.prepared
-            .insert(sql, plan, dataset_schema, self.options.wire_types)
+        self.prepared.insert(
+            sql,
+            plan,
+            dataset_schema,
+            self.options.wire_types,
+            principal.name(),
+        )
     }
 
     /// Plans a prepared query with its bound parameters.
     pub(super) async fn plan_prepared_query_on_cpu(
         &self,
         id: &PreparedStatementId,
+        principal: &Principal,
     ) -> EngineResult<PlannedQuery> {
         let sql = self.prepared.sql(id)?;
-        let (plan, rows, schema) = self.prepared.instantiate(id)?;
+        let (plan, rows, schema) = self.prepared.instantiate(id, principal.name())?;
         let mut plans = Vec::with_capacity(rows.len().max(1));
         let mut runs: Vec<Arc<runs::StreamingRun>> = Vec::new();
         for plan in bind_rows(plan, rows)? {
-            match self.plan_and_record(&sql, plan).await {
+            match self.plan_and_record(&sql, plan, principal).await {
                 Ok((physical, run)) => {
                     plans.push(physical);
                     runs.extend(run);
@@ -255,6 +315,8 @@ impl Engine {
             plans,
             task_ctx: self.ctx.task_ctx(),
             runs,
+            sql: super::admin::recorded_sql(&sql),
+            owner: principal.name().to_string(),
         })
     }
 
@@ -263,15 +325,33 @@ impl Engine {
     pub(super) async fn execute_prepared_update_on_cpu(
         &self,
         id: &PreparedStatementId,
+        principal: &Principal,
     ) -> EngineResult<u64> {
         let sql = self.prepared.sql(id)?;
-        let (plan, rows, _) = self.prepared.instantiate(id)?;
+        let (plan, rows, _) = self.prepared.instantiate(id, principal.name())?;
         let mut total = 0;
         for plan in bind_rows(plan, rows)? {
-            total += self.run_update(&sql, plan).await?;
+            total += self.run_update(&sql, plan, principal).await?;
         }
         Ok(total)
     }
+}
+
+/// Who may read the system tables that list users, roles and tokens:
+/// admins only. Checked on the statement's references, before planning.
+fn refuse_admin_tables(references: &[TableReference], principal: &Principal) -> EngineResult<()> {
+    if principal.is_admin() {
+        return Ok(());
+    }
+    for reference in references {
+        let system = reference.schema() == Some(SYSTEM_SCHEMA);
+        if system && ADMIN_ONLY_TABLES.contains(&reference.table()) {
+            return Err(EngineError::PermissionDenied(format!(
+                "only members of the role 'admin' may read {reference}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Substitutes each bound parameter row into `plan`.

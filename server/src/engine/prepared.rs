@@ -38,6 +38,8 @@ struct Prepared {
     parameter_types: Vec<DataType>,
     bound: Vec<ParamValues>,
     last_used: Instant,
+    /// The user who prepared it: nobody else may use it.
+    owner: String,
 }
 
 pub(super) struct PreparedStatements {
@@ -67,6 +69,7 @@ impl PreparedStatements {
         plan: LogicalPlan,
         dataset_schema: SchemaRef,
         wire: WireTypes,
+        owner: &str,
     ) -> EngineResult<PreparedStatementInfo> {
         let fields = plan
             .get_parameter_fields()
@@ -99,6 +102,7 @@ impl PreparedStatements {
                 parameters: parameters.into_iter().map(|(name, _)| name).collect(),
                 bound: Vec::new(),
                 last_used: now,
+                owner: owner.to_string(),
             },
         );
         Ok(PreparedStatementInfo {
@@ -112,11 +116,10 @@ impl PreparedStatements {
         &self,
         id: &PreparedStatementId,
         batches: &[RecordBatch],
+        owner: &str,
     ) -> EngineResult<()> {
         let mut statements = self.lock();
-        let statement = statements
-            .get_mut(id)
-            .ok_or(EngineError::PreparedStatementNotFound)?;
+        let statement = owned(&mut statements, id, owner)?;
         statement.last_used = Instant::now();
         let mut rows = Vec::new();
         for batch in batches {
@@ -146,11 +149,10 @@ impl PreparedStatements {
     pub(super) fn instantiate(
         &self,
         id: &PreparedStatementId,
+        owner: &str,
     ) -> EngineResult<(LogicalPlan, Vec<ParamValues>, SchemaRef)> {
         let mut statements = self.lock();
-        let statement = statements
-            .get_mut(id)
-            .ok_or(EngineError::PreparedStatementNotFound)?;
+        let statement = owned(&mut statements, id, owner)?;
         statement.last_used = Instant::now();
         if !statement.parameters.is_empty() && statement.bound.is_empty() {
             return Err(EngineError::InvalidParameters(format!(
@@ -179,23 +181,38 @@ impl PreparedStatements {
             .ok_or(EngineError::PreparedStatementNotFound)
     }
 
-    pub(super) fn dataset_schema(&self, id: &PreparedStatementId) -> EngineResult<SchemaRef> {
-        self.lock()
-            .get(id)
-            .map(|s| Arc::clone(&s.dataset_schema))
-            .ok_or(EngineError::PreparedStatementNotFound)
+    pub(super) fn dataset_schema(
+        &self,
+        id: &PreparedStatementId,
+        owner: &str,
+    ) -> EngineResult<SchemaRef> {
+        let mut statements = self.lock();
+        owned(&mut statements, id, owner).map(|s| Arc::clone(&s.dataset_schema))
     }
 
-    pub(super) fn remove(&self, id: &PreparedStatementId) -> EngineResult<()> {
-        self.lock()
-            .remove(id)
-            .map(|_| ())
-            .ok_or(EngineError::PreparedStatementNotFound)
+    pub(super) fn remove(&self, id: &PreparedStatementId, owner: &str) -> EngineResult<()> {
+        let mut statements = self.lock();
+        owned(&mut statements, id, owner)?;
+        statements.remove(id);
+        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PreparedStatementId, Prepared>> {
         self.statements.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// The statement `id` if `owner` prepared it: another user's handle is as
+/// unknown as a closed one (NOT_FOUND), so handles reveal nothing.
+fn owned<'a>(
+    statements: &'a mut HashMap<PreparedStatementId, Prepared>,
+    id: &PreparedStatementId,
+    owner: &str,
+) -> EngineResult<&'a mut Prepared> {
+    statements
+        .get_mut(id)
+        .filter(|s| s.owner == owner)
+        .ok_or(EngineError::PreparedStatementNotFound)
 }
 
 /// The value of one bound parameter, cast to the type the plan inferred for

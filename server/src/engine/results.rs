@@ -59,9 +59,14 @@ impl ResultStore {
         id
     }
 
-    /// Takes a parked result: each can be taken once.
-    pub(super) fn take(&self, id: &ResultId) -> Option<PlannedQuery> {
-        lock(&self.parked).remove(id)
+    /// Takes a parked result of `owner`: each can be taken once, by the
+    /// user who planned it (to anyone else it does not exist).
+    pub(super) fn take(&self, id: &ResultId, owner: &str) -> Option<PlannedQuery> {
+        let mut parked = lock(&self.parked);
+        match parked.get(id) {
+            Some(query) if query.owner == owner => parked.remove(id),
+            _ => None,
+        }
     }
 
     /// Takes every parked result out.

@@ -19,9 +19,6 @@ use crate::delta::DeltaLakeTable;
 use crate::lineage;
 use crate::names::table_name;
 
-/// Who runs statements until authentication exists.
-const ANONYMOUS: &str = "anonymous";
-
 /// What a successful statement changes in the catalog.
 #[derive(Debug, Clone)]
 pub(crate) enum Effect {
@@ -44,6 +41,7 @@ pub(crate) enum Effect {
 pub(crate) struct Run {
     pub(crate) id: String,
     pub(crate) sql: String,
+    principal: String,
     kind: RunKind,
     inputs: Vec<String>,
     write: Option<WriteLineage>,
@@ -57,10 +55,12 @@ impl Run {
         plan: &LogicalPlan,
         views: &std::collections::HashMap<String, LogicalPlan>,
         tables_location: Option<&str>,
+        principal: &str,
     ) -> Self {
         let mut run = Run {
             id: uuid::Uuid::now_v7().to_string(),
             sql: sql.to_string(),
+            principal: principal.to_string(),
             kind: RunKind::Query,
             inputs: Vec::new(),
             write: None,
@@ -78,7 +78,9 @@ impl Run {
             target_location: None,
             lineage: lineage::trace_with_views(input, views),
         };
-        if let Some(name) = super::refresh::RefreshTableNode::of(plan) {
+        if super::admin::AdminNode::of(plan).is_some() {
+            run.kind = RunKind::Ddl;
+        } else if let Some(name) = super::refresh::RefreshTableNode::of(plan) {
             run.kind = RunKind::Ddl;
             run.inputs = vec![table_name(&datafusion::common::TableReference::parse_str(
                 name,
@@ -216,7 +218,7 @@ impl Run {
         let start = RunStart {
             id: self.id.clone(),
             sql: self.sql.clone(),
-            principal: ANONYMOUS.to_string(),
+            principal: self.principal.clone(),
             kind: self.kind,
             target_location: self.write.as_ref().and_then(|w| w.target_location.clone()),
         };

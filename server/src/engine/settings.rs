@@ -13,6 +13,7 @@ use datafusion::config::ConfigOptions;
 use datafusion::logical_expr::{LogicalPlan, Statement};
 
 use super::error::{EngineError, EngineResult};
+use crate::identity::Principal;
 
 /// Settings clients may change, by exact key.
 const ALLOWED_KEYS: &[&str] = &[
@@ -42,7 +43,19 @@ const MAX_BATCH_SIZE: usize = 1024 * 1024;
 const MAX_TARGET_PARTITIONS: usize = 1024;
 
 /// Checks a `SET` or `RESET` plan; other plans pass.
-pub(crate) fn check_plan(plan: &LogicalPlan) -> EngineResult<()> {
+///
+/// Settings are shared by every session of the server, so with
+/// authentication on only admins may change them.
+pub(crate) fn check_plan(plan: &LogicalPlan, principal: &Principal) -> EngineResult<()> {
+    let changes_settings = matches!(
+        plan,
+        LogicalPlan::Statement(Statement::SetVariable(_) | Statement::ResetVariable(_))
+    );
+    if changes_settings && !principal.is_admin() {
+        return Err(EngineError::PermissionDenied(
+            "SET and RESET change the settings of every session on this server; only members of the role 'admin' may run them".into(),
+        ));
+    }
     match plan {
         LogicalPlan::Statement(Statement::SetVariable(set)) => {
             check(&set.variable, Some(&set.value))
