@@ -3,7 +3,11 @@
 //!
 //! [`Engine`]: crate::engine::Engine
 
+mod audit;
+mod credentials;
+mod ipc;
 mod metadata;
+mod rpc;
 mod service;
 mod sql_info;
 mod status;
@@ -15,6 +19,8 @@ use arrow_flight::flight_service_server::FlightServiceServer;
 
 pub use service::FlightSqlEndpoint;
 
+use crate::auth::Authenticator;
+use crate::catalog::AuditLog;
 use crate::engine::Engine;
 
 /// Transport limits.
@@ -47,9 +53,16 @@ pub fn undecodable_requests_are_invalid_arguments() -> tower::util::MapResponseL
 /// The gRPC service that serves `engine` over Flight SQL.
 pub fn service(
     engine: Arc<Engine>,
+    auth: Arc<Authenticator>,
+    audit: Arc<dyn AuditLog>,
     options: &FlightOptions,
 ) -> FlightServiceServer<FlightSqlEndpoint> {
-    FlightServiceServer::new(FlightSqlEndpoint::new(engine, options.max_flight_data_size))
-        .max_decoding_message_size(options.max_message_size)
-        .max_encoding_message_size(options.max_message_size)
+    FlightServiceServer::new(FlightSqlEndpoint::new(
+        engine,
+        auth,
+        audit,
+        options.max_flight_data_size,
+    ))
+    .max_decoding_message_size(options.max_message_size)
+    .max_encoding_message_size(options.max_message_size)
 }

@@ -22,7 +22,9 @@ pub fn to_status(err: EngineError) -> Status {
         | EngineError::Execution(_) => Code::InvalidArgument,
         EngineError::TableNotFound { .. }
         | EngineError::ResultNotFound { .. }
-        | EngineError::PreparedStatementNotFound => Code::NotFound,
+        | EngineError::PreparedStatementNotFound
+        | EngineError::NoSuchObject(_) => Code::NotFound,
+        EngineError::Refused(_) => Code::FailedPrecondition,
         EngineError::NotSupported(_) => Code::Unimplemented,
         EngineError::PermissionDenied(_) => Code::PermissionDenied,
         EngineError::AlreadyExists(_) => Code::AlreadyExists,
