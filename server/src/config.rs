@@ -35,7 +35,20 @@
 //!
 //! [engine.datafusion]           # any DataFusion setting, applied last
 //! "execution.parquet.pushdown_filters" = true
+//!
+//! [auth]
+//! enabled = false               # require a user and password or a token (tarn serve --auth)
+//! admin_password_file = "admin.pw"  # creates the user 'admin' at a start with no users (or TARN_ADMIN_PASSWORD)
+//! session_idle_timeout = "1h"   # a session token ends after this long unused
+//! session_max_age = "12h"       # ... and this long after its login
+//! failed_login_delay = "200ms"  # added per recent failed login, per user name and per peer address
+//! max_failed_login_delay = "5s" # the longest such wait
+//! audit_file = "audit.jsonl"    # also append every audit record here, as a JSON line
+//! audit_retention = "90d"       # audit rows older than this are deleted (daily)
 //! ```
+//!
+//! Without authentication the server listens only on loopback addresses;
+//! another address needs `--auth` (or the loud `--insecure-no-auth`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -43,6 +56,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::auth::{AuthOptions, ThrottleOptions};
 use crate::engine::{EngineOptions, LocationPolicy, WireTypes};
 use crate::flight::FlightOptions;
 use crate::storage::StoreConfig;
@@ -53,6 +67,8 @@ pub const DEFAULT_BIND: &str = "127.0.0.1:50051";
 pub const DEFAULT_LAKE: &str = "data";
 /// The TPC-H scale factor of a generated demo lake.
 pub const DEFAULT_DEMO_SCALE: f64 = 0.1;
+/// How long audit rows are kept unless `[auth] audit_retention` says otherwise.
+pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(90 * 24 * 60 * 60);
 /// The store `CREATE TABLE` writes to unless `[lake] tables_store` names another.
 pub const DEFAULT_TABLES_STORE: &str = "lake";
 
@@ -72,6 +88,48 @@ pub struct ConfigFile {
     pub engine: EngineSection,
     /// `[stores.NAME]`: more stores whose tables are served beside the lake's.
     pub stores: std::collections::BTreeMap<String, StoreConfig>,
+    /// `[auth]`
+    pub auth: AuthSection,
+}
+
+/// `[auth]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSection {
+    /// Require credentials.
+    pub enabled: Option<bool>,
+    /// A file holding the first admin's password.
+    pub admin_password_file: Option<PathBuf>,
+    /// A session ends after this long unused.
+    #[serde(with = "humantime_serde")]
+    pub session_idle_timeout: Option<Duration>,
+    /// A session ends this long after its login.
+    #[serde(with = "humantime_serde")]
+    pub session_max_age: Option<Duration>,
+    /// The wait added per recent failed login.
+    #[serde(with = "humantime_serde")]
+    pub failed_login_delay: Option<Duration>,
+    /// The longest wait before a password check.
+    #[serde(with = "humantime_serde")]
+    pub max_failed_login_delay: Option<Duration>,
+    /// Audit records are appended to this file too.
+    pub audit_file: Option<PathBuf>,
+    /// How long audit rows are kept.
+    #[serde(with = "humantime_serde")]
+    pub audit_retention: Option<Duration>,
+}
+
+/// The first admin's password: never printed.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct AdminPassword(pub Option<String>);
+
+impl std::fmt::Debug for AdminPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(_) => f.write_str("Some(***)"),
+            None => f.write_str("None"),
+        }
+    }
 }
 
 /// `[server]`
@@ -198,6 +256,18 @@ pub struct ServeConfig {
     /// A pause before every catalog job, simulating a slow disk (tests only;
     /// not a setting of the config file).
     pub catalog_job_delay: Duration,
+    /// Authentication.
+    pub auth: AuthOptions,
+    /// The first admin's password (`TARN_ADMIN_PASSWORD`).
+    pub admin_password: AdminPassword,
+    /// A file holding the first admin's password (read at start).
+    pub admin_password_file: Option<PathBuf>,
+    /// Serve without authentication on a non-loopback address.
+    pub insecure_no_auth: bool,
+    /// Audit records are appended to this file too (JSON lines).
+    pub audit_file: Option<PathBuf>,
+    /// How long audit rows are kept in the catalog.
+    pub audit_retention: Duration,
 }
 
 impl ServeConfig {
@@ -217,6 +287,12 @@ impl ServeConfig {
             engine: EngineOptions::default(),
             flight: FlightOptions::default(),
             catalog_job_delay: Duration::ZERO,
+            auth: AuthOptions::default(),
+            admin_password: AdminPassword::default(),
+            admin_password_file: None,
+            insecure_no_auth: false,
+            audit_file: None,
+            audit_retention: DEFAULT_AUDIT_RETENTION,
         }
     }
 }
@@ -247,6 +323,16 @@ pub struct Overrides {
     pub result_ttl: Option<Duration>,
     /// `--view-types`
     pub view_types: Option<bool>,
+    /// `--auth`
+    pub auth: Option<bool>,
+    /// `--admin-password-file`
+    pub admin_password_file: Option<PathBuf>,
+    /// `TARN_ADMIN_PASSWORD`
+    pub admin_password: AdminPassword,
+    /// `--insecure-no-auth`
+    pub insecure_no_auth: bool,
+    /// `--audit-file`
+    pub audit_file: Option<PathBuf>,
 }
 
 /// Merges defaults, the file and the overrides (which win).
@@ -363,6 +449,14 @@ pub fn resolve(file: ConfigFile, overrides: Overrides) -> ServeConfig {
             },
         },
         catalog_job_delay: Duration::ZERO,
+        auth: resolve_auth(&file.auth, overrides.auth),
+        admin_password: overrides.admin_password,
+        admin_password_file: overrides
+            .admin_password_file
+            .or(file.auth.admin_password_file),
+        insecure_no_auth: overrides.insecure_no_auth,
+        audit_file: overrides.audit_file.or(file.auth.audit_file),
+        audit_retention: file.auth.audit_retention.unwrap_or(DEFAULT_AUDIT_RETENTION),
         flight: FlightOptions {
             max_message_size: file
                 .server
@@ -372,6 +466,23 @@ pub fn resolve(file: ConfigFile, overrides: Overrides) -> ServeConfig {
                 .server
                 .max_flight_data_size
                 .unwrap_or(flight_defaults.max_flight_data_size),
+        },
+    }
+}
+
+fn resolve_auth(file: &AuthSection, enabled: Option<bool>) -> AuthOptions {
+    let defaults = AuthOptions::default();
+    let throttle = ThrottleOptions::default();
+    AuthOptions {
+        enabled: enabled.or(file.enabled).unwrap_or(defaults.enabled),
+        session_idle_timeout: file
+            .session_idle_timeout
+            .unwrap_or(defaults.session_idle_timeout),
+        session_max_age: file.session_max_age.unwrap_or(defaults.session_max_age),
+        throttle: ThrottleOptions {
+            step: file.failed_login_delay.unwrap_or(throttle.step),
+            max: file.max_failed_login_delay.unwrap_or(throttle.max),
+            forget_after: throttle.forget_after,
         },
     }
 }
@@ -396,6 +507,30 @@ mod tests {
         assert!(!config.generate_demo);
         assert_eq!(config.engine.batch_size, 10);
         assert_eq!(config.engine.result_ttl, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn auth_comes_from_the_file_and_the_flag_wins() {
+        let file: ConfigFile = toml::from_str(
+            "[auth]\nenabled = true\nsession_idle_timeout = \"5m\"\nfailed_login_delay = \"10ms\"\nadmin_password_file = \"pw\"\n",
+        )
+        .unwrap();
+        let config = resolve(file, Overrides::default());
+        assert!(config.auth.enabled);
+        assert_eq!(config.auth.session_idle_timeout, Duration::from_secs(300));
+        assert_eq!(config.auth.throttle.step, Duration::from_millis(10));
+        assert_eq!(config.admin_password_file, Some(PathBuf::from("pw")));
+        let file: ConfigFile = toml::from_str("[auth]\nenabled = true\n").unwrap();
+        let overrides = Overrides {
+            auth: Some(false),
+            ..Default::default()
+        };
+        assert!(!resolve(file, overrides).auth.enabled);
+        assert!(
+            !resolve(ConfigFile::default(), Overrides::default())
+                .auth
+                .enabled
+        );
     }
 
     #[test]

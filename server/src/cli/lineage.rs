@@ -40,8 +40,8 @@ struct Edge {
 
 /// Runs `tarn lineage`.
 pub fn run(args: LineageArgs) -> ExitCode {
-    let host = args.server.host.clone();
-    super::with_client(&host, move |mut client| async move {
+    let server = args.server.clone();
+    super::with_client(&server, move |mut client| async move {
         let function = if args.downstream {
             "lineage_downstream"
         } else {

@@ -1,5 +1,6 @@
-//! The `tarn` command line: `serve`, `sql`, `lineage` and `demo`.
+//! The `tarn` command line: `serve`, `sql`, `lineage`, `demo`, `user` and `token`.
 
+mod identities;
 mod lineage;
 mod output;
 mod split;
@@ -37,6 +38,10 @@ pub enum Command {
     Demo(DemoArgs),
     /// Show where a table or column comes from (--upstream) or what it feeds (--downstream), as a tree.
     Lineage(lineage::LineageArgs),
+    /// Manage users in a state folder (create, password, drop, list); while a server runs, use SQL (CREATE USER, ...).
+    User(identities::UserArgs),
+    /// Manage API tokens in a state folder (create, revoke, list); while a server runs, use SQL (CREATE TOKEN, ...).
+    Token(identities::TokenArgs),
 }
 
 /// `tarn serve`
@@ -84,6 +89,18 @@ pub struct ServeArgs {
     /// Send Utf8View/BinaryView columns as they are instead of as Utf8/Binary (most clients cannot read them)
     #[arg(long, env = "TARN_VIEW_TYPES", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub view_types: Option<bool>,
+    /// Require a user name and password or a token from every client (users, roles and tokens are made with CREATE USER / CREATE TOKEN, or `tarn user`). The first start with no users creates the user 'admin' with the password in TARN_ADMIN_PASSWORD or --admin-password-file
+    #[arg(long, env = "TARN_AUTH", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub auth: Option<bool>,
+    /// File holding the password of the first admin (user 'admin'), used when authentication is on and no user exists yet; TARN_ADMIN_PASSWORD may hold it instead
+    #[arg(long, env = "TARN_ADMIN_PASSWORD_FILE", value_name = "FILE")]
+    pub admin_password_file: Option<PathBuf>,
+    /// Serve WITHOUT authentication on a non-loopback address: anyone who reaches the port may read, change and drop every table. Without this, such a --bind needs --auth
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+    /// Also append every audit record (each call, login and refusal) to this file as a JSON line; the catalog's system.audit has them all the same
+    #[arg(long, env = "TARN_AUDIT_FILE", value_name = "FILE")]
+    pub audit_file: Option<PathBuf>,
     /// Log filter, e.g. info, debug, tarn=debug, warn,tarn::server=debug [default: warn,tarn=info: Tarn at INFO, its libraries at WARN]
     #[arg(long, env = "TARN_LOG", value_name = "FILTER", default_value = DEFAULT_LOG)]
     pub log: String,
@@ -110,6 +127,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Sql(args) => sql::run(args),
         Command::Lineage(args) => lineage::run(args),
+        Command::User(args) => identities::run_user(args),
+        Command::Token(args) => identities::run_token(args),
         Command::Demo(args) => match demo::generate(&args.lake, args.scale) {
             Ok(()) => {
                 println!(
@@ -147,6 +166,15 @@ fn serve(args: ServeArgs) -> ExitCode {
         batch_size: args.batch_size,
         result_ttl: args.result_ttl,
         view_types: args.view_types,
+        auth: args.auth,
+        admin_password_file: args.admin_password_file,
+        admin_password: config::AdminPassword(
+            std::env::var("TARN_ADMIN_PASSWORD")
+                .ok()
+                .filter(|p| !p.is_empty()),
+        ),
+        insecure_no_auth: args.insecure_no_auth,
+        audit_file: args.audit_file,
     };
     let config = config::resolve(file, overrides);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -157,13 +185,18 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the I/O runtime: {e}")),
     };
+    let login = if config.auth.enabled {
+        " --user admin"
+    } else {
+        ""
+    };
     runtime.block_on(async move {
         let mut server = match Server::start(config).await {
             Ok(server) => server,
             Err(e) => return fail(&e.to_string()),
         };
         eprintln!(
-            "tarn is serving Flight SQL on grpc://{addr}\n  try: tarn sql --host grpc://{addr} -c \"SHOW TABLES\"",
+            "tarn is serving Flight SQL on grpc://{addr}\n  try: tarn sql --host grpc://{addr}{login} -c \"SHOW TABLES\"",
             addr = server.local_addr()
         );
         tokio::select! {
@@ -219,7 +252,7 @@ fn init_logging(filter: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The server a client command talks to.
+/// The server a client command talks to, and who the client is.
 #[derive(Debug, Clone, Args)]
 pub struct HostArg {
     /// Server address
@@ -230,15 +263,52 @@ pub struct HostArg {
         default_value = "grpc://127.0.0.1:50051"
     )]
     pub host: String,
+    /// Log in as this user; the password comes from TARN_PASSWORD, or is asked for (without echo)
+    #[arg(long, short = 'U', env = "TARN_USER", value_name = "NAME")]
+    pub user: Option<String>,
+    /// Authenticate with this API token (made by CREATE TOKEN) instead of a user and password
+    #[arg(long, env = "TARN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
-/// Runs `work` with a client connected to `host`, on a runtime of its own;
-/// a failure to start or to connect is reported and ends the command.
-pub(crate) fn with_client<F, Fut>(host: &str, work: F) -> ExitCode
+impl HostArg {
+    /// The credentials to connect with; asks for the password when needed.
+    fn credentials(&self) -> Result<tarn_client::Credentials, String> {
+        use tarn_client::Credentials;
+        match (&self.user, &self.token) {
+            (Some(_), Some(_)) => {
+                Err("give either --user (with a password) or --token, not both".to_string())
+            }
+            (Some(user), None) => {
+                let password = match std::env::var("TARN_PASSWORD") {
+                    Ok(password) if !password.is_empty() => password,
+                    _ => rpassword::prompt_password(format!("Password for {user}: ")).map_err(
+                        |e| format!("cannot read the password ({e}); set TARN_PASSWORD instead"),
+                    )?,
+                };
+                Ok(Credentials::Password {
+                    user: user.clone(),
+                    password,
+                })
+            }
+            (None, Some(token)) => Ok(Credentials::Token(token.clone())),
+            (None, None) => Ok(Credentials::None),
+        }
+    }
+}
+
+/// Runs `work` with a client connected to `server`, on a runtime of its
+/// own; a failure to start, to connect or to log in is reported and ends
+/// the command.
+pub(crate) fn with_client<F, Fut>(server: &HostArg, work: F) -> ExitCode
 where
     F: FnOnce(tarn_client::Client) -> Fut,
     Fut: std::future::Future<Output = ExitCode>,
 {
+    let credentials = match server.credentials() {
+        Ok(credentials) => credentials,
+        Err(e) => return fail(&e),
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -247,7 +317,7 @@ where
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),
     };
     runtime.block_on(async move {
-        match tarn_client::Client::connect(host).await {
+        match tarn_client::Client::connect_with(&server.host, credentials).await {
             Ok(client) => work(client).await,
             Err(e) => fail(&e.to_string()),
         }

@@ -47,8 +47,8 @@ pub struct SqlArgs {
 
 /// Runs `tarn sql`.
 pub fn run(args: SqlArgs) -> ExitCode {
-    let host = args.server.host.clone();
-    super::with_client(&host, move |mut client| async move {
+    let server = args.server.clone();
+    super::with_client(&server, move |mut client| async move {
         let mut shell = Shell {
             client: &mut client,
             args: &args,

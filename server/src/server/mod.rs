@@ -10,7 +10,10 @@ use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::catalog::{self, CatalogError, CatalogOptions, CatalogStore, SqliteCatalog};
+use crate::auth::{Authenticator, FirstAdmin};
+use crate::catalog::{
+    self, AuditLog, CatalogError, CatalogOptions, CatalogStore, IdentityStore, SqliteCatalog,
+};
 use crate::config::ServeConfig;
 use crate::engine::{Engine, EngineError, LocationPolicy};
 use crate::storage::{self, StoreError};
@@ -67,12 +70,52 @@ pub enum ServeError {
     /// The catalog cannot be opened or written.
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    /// Asked to serve a non-loopback address without authentication.
+    #[error(
+        "refusing to serve {addr} without authentication: anyone who reaches it could read, change and drop every table. Start with --auth (and TARN_ADMIN_PASSWORD or --admin-password-file for the first admin), or bind a loopback address such as 127.0.0.1:{port}; --insecure-no-auth serves it open anyway"
+    )]
+    InsecureBind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Its port.
+        port: u16,
+    },
+    /// The first admin's password file cannot be read.
+    #[error("cannot read the admin password file {path}: {source}")]
+    AdminPasswordFile {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Authentication is on and nobody could log in.
+    #[error(transparent)]
+    FirstAdmin(#[from] FirstAdmin),
     /// The demo lake cannot be generated.
     #[error(transparent)]
     Demo(#[from] demo::DemoError),
     /// The engine cannot start.
     #[error(transparent)]
     Engine(#[from] EngineError),
+}
+
+/// Without authentication, only loopback addresses are served (unless the
+/// operator opted out, loudly).
+fn refuse_an_open_network_address(config: &ServeConfig) -> Result<(), ServeError> {
+    if config.auth.enabled || config.bind.ip().is_loopback() {
+        return Ok(());
+    }
+    if config.insecure_no_auth {
+        tracing::warn!(
+            addr = %config.bind,
+            "serving WITHOUT authentication on a non-loopback address (--insecure-no-auth): anyone who reaches it may read, change and drop every table"
+        );
+        return Ok(());
+    }
+    Err(ServeError::InsecureBind {
+        addr: config.bind,
+        port: config.bind.port(),
+    })
 }
 
 /// A running server.
@@ -84,12 +127,16 @@ pub struct Server {
     task: JoinHandle<Result<(), tonic::transport::Error>>,
     /// Sends queued OpenLineage events (undelivered ones wait in the catalog).
     delivery: Option<JoinHandle<()>>,
+    /// Deletes audit rows past their retention, daily.
+    audit_purge: JoinHandle<()>,
     catalog: Arc<SqliteCatalog>,
 }
 
 impl Server {
     /// Loads the lake and starts serving it.
     pub async fn start(config: ServeConfig) -> Result<Self, ServeError> {
+        refuse_an_open_network_address(&config)?;
+        let admin_password = startup::admin_password(&config)?;
         if config.generate_demo && !demo::exists(Path::new(&config.lake)) {
             tracing::info!(lake = %config.lake, scale = config.demo_scale, "generating the demo lake (first start)");
             let (lake, scale) = (PathBuf::from(&config.lake), config.demo_scale);
@@ -125,35 +172,39 @@ impl Server {
             CatalogOptions {
                 openlineage: config.openlineage.clone(),
                 job_delay: config.catalog_job_delay,
+                audit_file: config.audit_file.clone(),
             },
         )?);
-        let delivery = catalog::spawn_delivery(Arc::clone(&catalog));
-        let store: Arc<dyn CatalogStore> = Arc::clone(&catalog) as _;
-        let engine = Arc::new(Engine::new(options)?.with_catalog(Arc::clone(&store)));
-        startup::register_stores(&engine, &stores);
-        startup::close_interrupted_runs(&engine, store.as_ref()).await?;
-        let created = store.created_tables().await?;
-        let loaded = startup::load_lake(&engine, &stores.stores, &created).await;
-        let loaded = startup::forget_dropped(&engine, store.as_ref(), loaded).await?;
-        let loaded = startup::serve_created(&engine, &created, loaded).await;
-        startup::record_lake(&engine, store.as_ref(), &loaded).await?;
-        startup::restore(&engine, store.as_ref()).await;
-        catalog::system::register(engine.session(), Arc::clone(&catalog)).map_err(|e| {
-            EngineError::Internal(format!("cannot register the system tables: {e}"))
-        })?;
-
-        let listener = TcpListener::bind(config.bind)
-            .await
-            .map_err(|source| ServeError::Bind {
-                addr: config.bind,
-                source,
-            })?;
+        // A start that fails from here closes the catalog (and its lock)
+        // before it returns, so the state folder is free again at once.
+        let ready = async {
+            let (engine, auth) =
+                Self::load(&config, options, &stores, admin_password, &catalog).await?;
+            let listener =
+                TcpListener::bind(config.bind)
+                    .await
+                    .map_err(|source| ServeError::Bind {
+                        addr: config.bind,
+                        source,
+                    })?;
+            Ok::<_, ServeError>((engine, auth, listener))
+        };
+        let (engine, auth, listener) = match ready.await {
+            Ok(ready) => ready,
+            Err(e) => {
+                catalog.close().await;
+                return Err(e);
+            }
+        };
         let addr = listener.local_addr().map_err(|source| ServeError::Bind {
             addr: config.bind,
             source,
         })?;
+        let delivery = catalog::spawn_delivery(Arc::clone(&catalog));
+        let audit_purge = startup::purge_audit_daily(Arc::clone(&catalog), config.audit_retention);
         let (shutdown, stopped) = oneshot::channel::<()>();
-        let service = flight::service(Arc::clone(&engine), &config.flight);
+        let audit: Arc<dyn AuditLog> = Arc::clone(&catalog) as _;
+        let service = flight::service(Arc::clone(&engine), auth, audit, &config.flight);
         // Small responses (a FlightInfo, a one-row result) must leave at
         // once: with Nagle's algorithm on, each waits for a delayed ACK
         // (~40 ms). tonic's own `tcp_nodelay` only covers sockets it binds.
@@ -183,8 +234,43 @@ impl Server {
             shutdown: Some(shutdown),
             task,
             delivery,
+            audit_purge,
             catalog,
         })
+    }
+
+    /// Everything between opening the catalog and listening: identities,
+    /// the engine, the lake and what the catalog restores.
+    async fn load(
+        config: &ServeConfig,
+        options: crate::engine::EngineOptions,
+        stores: &storage::Stores,
+        admin_password: Option<String>,
+        catalog: &Arc<SqliteCatalog>,
+    ) -> Result<(Arc<Engine>, Arc<Authenticator>), ServeError> {
+        let store: Arc<dyn CatalogStore> = Arc::clone(catalog) as _;
+        let identities: Arc<dyn IdentityStore> = Arc::clone(catalog) as _;
+        let auth = Arc::new(Authenticator::new(identities, config.auth.clone()));
+        if auth.is_enabled() && auth.ensure_first_admin(admin_password.as_deref()).await? {
+            tracing::info!("created the user 'admin' (no user existed)");
+        }
+        let engine = Arc::new(
+            Engine::new(options)?
+                .with_catalog(Arc::clone(&store))
+                .with_authenticator(Arc::clone(&auth)),
+        );
+        startup::register_stores(&engine, stores);
+        startup::close_interrupted_runs(&engine, store.as_ref()).await?;
+        let created = store.created_tables().await?;
+        let loaded = startup::load_lake(&engine, &stores.stores, &created).await;
+        let loaded = startup::forget_dropped(&engine, store.as_ref(), loaded).await?;
+        let loaded = startup::serve_created(&engine, &created, loaded).await;
+        startup::record_lake(&engine, store.as_ref(), &loaded).await?;
+        startup::restore(&engine, store.as_ref()).await;
+        catalog::system::register(engine.session(), Arc::clone(catalog)).map_err(|e| {
+            EngineError::Internal(format!("cannot register the system tables: {e}"))
+        })?;
+        Ok((engine, auth))
     }
 
     /// The address the server listens on.
@@ -210,6 +296,8 @@ impl Server {
             delivery.abort();
             let _ = delivery.await;
         }
+        self.audit_purge.abort();
+        let _ = (&mut self.audit_purge).await;
         // Every queued change is stored, and the state folder is free.
         self.catalog.close().await;
     }

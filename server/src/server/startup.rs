@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::catalog::{CatalogStore, TableOrigin, TableRecord};
+use crate::catalog::{CatalogStore, SqliteCatalog, TableOrigin, TableRecord};
 use crate::engine::Engine;
 use crate::lake;
 use crate::storage::{self, Store, StoreConfig, Stores};
@@ -310,4 +310,41 @@ pub(super) async fn restore(engine: &Arc<Engine>, catalog: &dyn CatalogStore) {
             tracing::warn!("ignoring the remembered setting `{sql}`: {e}");
         }
     }
+}
+
+/// The first admin's password: `TARN_ADMIN_PASSWORD`, else the first line
+/// of `--admin-password-file` (a trailing newline is not part of it).
+pub(super) fn admin_password(config: &ServeConfig) -> Result<Option<String>, ServeError> {
+    if let Some(password) = &config.admin_password.0 {
+        return Ok(Some(password.clone()));
+    }
+    let Some(path) = &config.admin_password_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| ServeError::AdminPasswordFile {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(Some(text.trim_end_matches(['\n', '\r']).to_string()))
+}
+
+/// Deletes audit rows older than `retention` now, then once a day.
+pub(super) fn purge_audit_daily(
+    catalog: Arc<SqliteCatalog>,
+    retention: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut daily = tokio::time::interval(std::time::Duration::from_secs(24 * 60 * 60));
+        loop {
+            daily.tick().await;
+            match catalog.purge_audit(retention).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    "purged {n} audit rows older than {}",
+                    humantime::format_duration(retention)
+                ),
+                Err(e) => tracing::warn!("cannot purge old audit rows: {e}"),
+            }
+        }
+    })
 }
