@@ -47,6 +47,9 @@ const HTTP2_CONNECTION_WINDOW: u32 = 32 * 1024 * 1024;
 /// Largest HTTP/2 frame the server may send us, bytes (default 16 KiB).
 const HTTP2_MAX_FRAME: u32 = 1024 * 1024;
 
+/// The header credentials travel in.
+const AUTHORIZATION: &str = "authorization";
+
 /// The largest message the client accepts.
 const MAX_MESSAGE_SIZE: usize = 256 * 1024 * 1024;
 
@@ -144,6 +147,34 @@ impl std::fmt::Debug for QueryResult {
     }
 }
 
+/// How a client proves who it is.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub enum Credentials {
+    /// Nothing: for a server without authentication.
+    #[default]
+    None,
+    /// A user name and password, exchanged at connect for a session token
+    /// (a Flight `Handshake` with `authorization: Basic ...`).
+    Password {
+        /// The user name.
+        user: String,
+        /// The password.
+        password: String,
+    },
+    /// An API token (from `CREATE TOKEN`), sent as `authorization: Bearer ...`.
+    Token(String),
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::None => f.write_str("None"),
+            Self::Password { user, .. } => write!(f, "Password({user}, ***)"),
+            Self::Token(_) => f.write_str("Token(***)"),
+        }
+    }
+}
+
 /// A connection to a Flight SQL server.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -153,6 +184,71 @@ pub struct Client {
 impl Client {
     /// Connects to `uri` (`grpc://host:port`; `http://` is accepted too).
     pub async fn connect(uri: &str) -> Result<Self> {
+        Self::connect_with(uri, Credentials::None).await
+    }
+
+    /// Connects to `uri` and authenticates with `credentials`: a password is
+    /// exchanged for a session token, a token is checked; both by a
+    /// `Handshake`, so wrong credentials fail here, as UNAUTHENTICATED.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), tarn_client::ClientError> {
+    /// use tarn_client::{Client, Credentials};
+    /// let credentials = Credentials::Password { user: "alice".into(), password: "s3cret-pass".into() };
+    /// let mut client = Client::connect_with("grpc://127.0.0.1:50051", credentials).await?;
+    /// client.query("SELECT 1").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_with(uri: &str, credentials: Credentials) -> Result<Self> {
+        let mut client = Self::open(uri).await?;
+        client.authenticate(credentials).await?;
+        Ok(client)
+    }
+
+    async fn authenticate(&mut self, credentials: Credentials) -> Result<()> {
+        use base64::Engine as _;
+        let header = match &credentials {
+            Credentials::None => return Ok(()),
+            Credentials::Password { user, password } => format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+            ),
+            Credentials::Token(token) => format!("Bearer {token}"),
+        };
+        let value = header.parse().map_err(|_| {
+            ClientError::Server(Box::new(tonic::Status::invalid_argument(
+                "the credentials contain characters that cannot travel in a header",
+            )))
+        })?;
+        let hello = arrow_flight::HandshakeRequest {
+            protocol_version: 0,
+            payload: Default::default(),
+        };
+        let mut request = tonic::Request::new(futures::stream::iter(vec![hello]));
+        request.metadata_mut().insert(AUTHORIZATION, value);
+        let response = self.inner.inner_mut().handshake(request).await?;
+        let bearer = response
+            .metadata()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_string);
+        let token = match (bearer, credentials) {
+            (Some(token), _) => token,
+            (None, Credentials::Token(token)) => token,
+            (None, _) => {
+                return Err(ClientError::Server(Box::new(
+                    tonic::Status::unauthenticated(
+                        "the server accepted the password but sent no session token; is it a Flight SQL server with authentication?",
+                    ),
+                )));
+            }
+        };
+        self.inner.set_token(token);
+        Ok(())
+    }
+
+    async fn open(uri: &str) -> Result<Self> {
         let endpoint = endpoint(uri)?;
         let channel = endpoint.connect().await.map_err(|e| ClientError::Connect {
             uri: uri.to_string(),

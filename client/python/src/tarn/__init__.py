@@ -108,12 +108,35 @@ class Connection:
         return self.arrow("SELECT * FROM system.runs ORDER BY run_id")
 
 
-def connect(uri: str = DEFAULT_URI, **kwargs: Any) -> Connection:
+def connect(
+    uri: str = DEFAULT_URI,
+    *,
+    user: Optional[str] = None,
+    password: Optional[str] = None,
+    token: Optional[str] = None,
+    **kwargs: Any,
+) -> Connection:
     """Connects to a Tarn server (``grpc://host:port``).
 
-    Extra keyword arguments go to ``adbc_driver_flightsql.dbapi.connect``
-    (for example ``db_kwargs`` with driver options).
+    With ``user`` and ``password`` the driver logs in (a Flight Handshake)
+    and uses the session token the server returns; with ``token`` (an API
+    token from ``CREATE TOKEN``) it sends ``authorization: Bearer <token>``
+    on every call. Extra keyword arguments go to
+    ``adbc_driver_flightsql.dbapi.connect`` (for example ``db_kwargs`` with
+    driver options).
     """
+    if token is not None and (user is not None or password is not None):
+        raise ValueError("give either user and password, or token, not both")
+    if (user is None) != (password is None):
+        raise ValueError("give both user and password")
+    db_kwargs = dict(kwargs.pop("db_kwargs", None) or {})
+    if user is not None:
+        db_kwargs["username"] = user
+        db_kwargs["password"] = password
+    if token is not None:
+        db_kwargs["adbc.flight.sql.authorization_header"] = f"Bearer {token}"
+    if db_kwargs:
+        kwargs["db_kwargs"] = db_kwargs
     # Tarn has no transactions: every statement commits on its own.
     kwargs.setdefault("autocommit", True)
     return Connection(_flightsql.connect(uri, **kwargs))
