@@ -40,7 +40,7 @@ class RunningServer:
     """`tarn serve` on `lake`. Its catalog goes to `state_dir`, by default a
     fresh temporary folder (many servers share the demo lake)."""
 
-    def __init__(self, lake, extra_args=(), state_dir=None, env=None, log="warn"):
+    def __init__(self, lake, extra_args=(), state_dir=None, env=None, log="warn", bind="127.0.0.1:0"):
         lake_args = ["--lake", str(lake)] if lake is not None else []
         if state_dir is None:
             self._state = tempfile.TemporaryDirectory()
@@ -51,7 +51,7 @@ class RunningServer:
                 "serve",
                 *lake_args,
                 "--bind",
-                "127.0.0.1:0",
+                bind,
                 "--log",
                 log,
                 "--state-dir",

@@ -5,6 +5,7 @@
 // A failing unwrap is a failing test.
 #![allow(clippy::unwrap_used)]
 
+mod auth;
 mod catalog;
 mod cli;
 mod common;
