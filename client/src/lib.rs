@@ -57,7 +57,9 @@ const MAX_MESSAGE_SIZE: usize = 256 * 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The URI is not a Flight address.
-    #[error("invalid server address '{uri}': {reason} (expected grpc://HOST:PORT)")]
+    #[error(
+        "invalid server address '{uri}': {reason} (expected grpc://HOST:PORT or grpc+tls://HOST:PORT)"
+    )]
     InvalidUri {
         /// The address as given.
         uri: String,
@@ -175,6 +177,27 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// How to connect: who the client is, and for `grpc+tls://` whom to trust.
+#[derive(Clone, Default)]
+pub struct ConnectOptions {
+    /// Who the client is.
+    pub credentials: Credentials,
+    /// A CA certificate (PEM) to trust besides the system's roots.
+    pub tls_ca_pem: Option<Vec<u8>>,
+    /// A client certificate chain and its key (PEM), for mutual TLS.
+    pub tls_identity_pem: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("credentials", &self.credentials)
+            .field("tls_ca_pem", &self.tls_ca_pem.is_some())
+            .field("tls_identity_pem", &self.tls_identity_pem.is_some())
+            .finish()
+    }
+}
+
 /// A connection to a Flight SQL server.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -200,8 +223,33 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn connect_with(uri: &str, credentials: Credentials) -> Result<Self> {
-        let mut client = Self::open(uri).await?;
-        client.authenticate(credentials).await?;
+        Self::connect_with_options(
+            uri,
+            ConnectOptions {
+                credentials,
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    /// Connects with every option: credentials, and for `grpc+tls://` the
+    /// CA to trust and a client certificate (mutual TLS).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), tarn_client::ClientError> {
+    /// use tarn_client::{Client, ConnectOptions, Credentials};
+    /// let options = ConnectOptions {
+    ///     credentials: Credentials::Token("tarn_t_...".into()),
+    ///     tls_ca_pem: Some(std::fs::read("ca.pem").unwrap()),
+    ///     ..Default::default()
+    /// };
+    /// let mut client = Client::connect_with_options("grpc+tls://db.example:50051", options).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_with_options(uri: &str, options: ConnectOptions) -> Result<Self> {
+        let mut client = Self::open(uri, &options).await?;
+        client.authenticate(options.credentials).await?;
         Ok(client)
     }
 
@@ -248,8 +296,8 @@ impl Client {
         Ok(())
     }
 
-    async fn open(uri: &str) -> Result<Self> {
-        let endpoint = endpoint(uri)?;
+    async fn open(uri: &str, options: &ConnectOptions) -> Result<Self> {
+        let endpoint = endpoint(uri, options)?;
         let channel = endpoint.connect().await.map_err(|e| ClientError::Connect {
             uri: uri.to_string(),
             message: source_chain(&e),
@@ -414,37 +462,55 @@ impl PreparedStatement {
     }
 }
 
-fn endpoint(uri: &str) -> Result<Endpoint> {
+fn endpoint(uri: &str, options: &ConnectOptions) -> Result<Endpoint> {
     let invalid = |reason: &str| ClientError::InvalidUri {
         uri: uri.to_string(),
         reason: reason.to_string(),
     };
-    let http = if let Some(rest) = uri
+    let (http, tls) = if let Some(rest) = uri
         .strip_prefix("grpc://")
         .or_else(|| uri.strip_prefix("grpc+tcp://"))
     {
-        format!("http://{rest}")
+        (format!("http://{rest}"), false)
     } else if uri.starts_with("http://") {
-        uri.to_string()
-    } else if uri.starts_with("grpc+tls://") || uri.starts_with("https://") {
-        return Err(invalid("TLS is not supported yet"));
+        (uri.to_string(), false)
+    } else if let Some(rest) = uri.strip_prefix("grpc+tls://") {
+        (format!("https://{rest}"), true)
+    } else if uri.starts_with("https://") {
+        (uri.to_string(), true)
     } else if !uri.contains("://") {
-        format!("http://{uri}")
+        (format!("http://{uri}"), false)
     } else {
         return Err(invalid("unknown scheme"));
     };
-    Endpoint::from_shared(http)
-        .map_err(|e| invalid(&e.to_string()))
-        .map(|e| {
-            // Results arrive in ~2 MiB messages: HTTP/2's default 64 KiB
-            // window would make the server wait for a WINDOW_UPDATE many
-            // times per message.
-            e.connect_timeout(Duration::from_secs(10))
-                .tcp_nodelay(true)
-                .initial_stream_window_size(Some(HTTP2_STREAM_WINDOW))
-                .initial_connection_window_size(Some(HTTP2_CONNECTION_WINDOW))
-                .max_frame_size(Some(HTTP2_MAX_FRAME))
-        })
+    if !tls && (options.tls_ca_pem.is_some() || options.tls_identity_pem.is_some()) {
+        return Err(invalid(
+            "TLS options were given for a plain-text address; use grpc+tls://",
+        ));
+    }
+    let mut endpoint = Endpoint::from_shared(http).map_err(|e| invalid(&e.to_string()))?;
+    if tls {
+        let mut config = tonic::transport::ClientTlsConfig::new().with_native_roots();
+        if let Some(ca) = &options.tls_ca_pem {
+            config = config.ca_certificate(tonic::transport::Certificate::from_pem(ca));
+        }
+        if let Some((cert, key)) = &options.tls_identity_pem {
+            config = config.identity(tonic::transport::Identity::from_pem(cert, key));
+        }
+        endpoint = endpoint
+            .tls_config(config)
+            .map_err(|e| invalid(&source_chain(&e)))?;
+    }
+    Ok(endpoint).map(|e| {
+        // Results arrive in ~2 MiB messages: HTTP/2's default 64 KiB
+        // window would make the server wait for a WINDOW_UPDATE many
+        // times per message.
+        e.connect_timeout(Duration::from_secs(10))
+            .tcp_nodelay(true)
+            .initial_stream_window_size(Some(HTTP2_STREAM_WINDOW))
+            .initial_connection_window_size(Some(HTTP2_CONNECTION_WINDOW))
+            .max_frame_size(Some(HTTP2_MAX_FRAME))
+    })
 }
 
 fn source_chain(err: &dyn std::error::Error) -> String {

@@ -9,6 +9,9 @@
 //! result_ttl = "5m"             # how long a planned result waits for its DoGet
 //! max_message_size = 67108864   # largest gRPC message, bytes
 //! max_flight_data_size = 2097152  # target size of one result message, bytes
+//! tls_cert = "server.pem"       # TLS: the certificate chain (PEM); with tls_key the port speaks only TLS
+//! tls_key = "server.key"        # ... and its private key (PEM)
+//! tls_client_ca = "clients.pem" # mTLS: clients must present a certificate signed by this CA
 //!
 //! [lake]
 //! root = "data"                 # folder whose files and folders become tables
@@ -145,6 +148,12 @@ pub struct ServerSection {
     pub max_message_size: Option<usize>,
     /// Target size of one result message, bytes.
     pub max_flight_data_size: Option<usize>,
+    /// The server's TLS certificate chain (PEM).
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// The CA client certificates must be signed by (mTLS).
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 /// `[lake]`
@@ -268,6 +277,12 @@ pub struct ServeConfig {
     pub audit_file: Option<PathBuf>,
     /// How long audit rows are kept in the catalog.
     pub audit_retention: Duration,
+    /// The TLS certificate chain (PEM); with `tls_key`, the port speaks TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// The TLS private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// Clients must present a certificate signed by this CA (PEM).
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 impl ServeConfig {
@@ -293,6 +308,9 @@ impl ServeConfig {
             insecure_no_auth: false,
             audit_file: None,
             audit_retention: DEFAULT_AUDIT_RETENTION,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
         }
     }
 }
@@ -333,6 +351,12 @@ pub struct Overrides {
     pub insecure_no_auth: bool,
     /// `--audit-file`
     pub audit_file: Option<PathBuf>,
+    /// `--tls-cert`
+    pub tls_cert: Option<PathBuf>,
+    /// `--tls-key`
+    pub tls_key: Option<PathBuf>,
+    /// `--tls-client-ca`
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 /// Merges defaults, the file and the overrides (which win).
@@ -456,6 +480,9 @@ pub fn resolve(file: ConfigFile, overrides: Overrides) -> ServeConfig {
             .or(file.auth.admin_password_file),
         insecure_no_auth: overrides.insecure_no_auth,
         audit_file: overrides.audit_file.or(file.auth.audit_file),
+        tls_cert: overrides.tls_cert.or(file.server.tls_cert),
+        tls_key: overrides.tls_key.or(file.server.tls_key),
+        tls_client_ca: overrides.tls_client_ca.or(file.server.tls_client_ca),
         audit_retention: file.auth.audit_retention.unwrap_or(DEFAULT_AUDIT_RETENTION),
         flight: FlightOptions {
             max_message_size: file

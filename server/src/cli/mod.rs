@@ -101,6 +101,15 @@ pub struct ServeArgs {
     /// Also append every audit record (each call, login and refusal) to this file as a JSON line; the catalog's system.audit has them all the same
     #[arg(long, env = "TARN_AUDIT_FILE", value_name = "FILE")]
     pub audit_file: Option<PathBuf>,
+    /// Serve TLS only (grpc+tls://), with this certificate chain (PEM); needs --tls-key
+    #[arg(long, env = "TARN_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert
+    #[arg(long, env = "TARN_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Require every client to present a certificate signed by this CA (PEM) (mutual TLS); clients still log in as users when --auth is on
+    #[arg(long, env = "TARN_TLS_CLIENT_CA", value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
     /// Log filter, e.g. info, debug, tarn=debug, warn,tarn::server=debug [default: warn,tarn=info: Tarn at INFO, its libraries at WARN]
     #[arg(long, env = "TARN_LOG", value_name = "FILTER", default_value = DEFAULT_LOG)]
     pub log: String,
@@ -175,6 +184,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         ),
         insecure_no_auth: args.insecure_no_auth,
         audit_file: args.audit_file,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+        tls_client_ca: args.tls_client_ca,
     };
     let config = config::resolve(file, overrides);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -190,13 +202,17 @@ fn serve(args: ServeArgs) -> ExitCode {
     } else {
         ""
     };
+    let (scheme, tls_hint) = match config.tls_cert {
+        Some(_) => ("grpc+tls", " --tls-ca CA.pem"),
+        None => ("grpc", ""),
+    };
     runtime.block_on(async move {
         let mut server = match Server::start(config).await {
             Ok(server) => server,
             Err(e) => return fail(&e.to_string()),
         };
         eprintln!(
-            "tarn is serving Flight SQL on grpc://{addr}\n  try: tarn sql --host grpc://{addr}{login} -c \"SHOW TABLES\"",
+            "tarn is serving Flight SQL on {scheme}://{addr}\n  try: tarn sql --host {scheme}://{addr}{login}{tls_hint} -c \"SHOW TABLES\"",
             addr = server.local_addr()
         );
         tokio::select! {
@@ -269,9 +285,45 @@ pub struct HostArg {
     /// Authenticate with this API token (made by CREATE TOKEN) instead of a user and password
     #[arg(long, env = "TARN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// For grpc+tls:// servers: a CA certificate (PEM) to trust besides the system's
+    #[arg(long, env = "TARN_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// For servers that require client certificates (mutual TLS): this certificate (PEM)
+    #[arg(
+        long,
+        env = "TARN_TLS_CLIENT_CERT",
+        value_name = "FILE",
+        requires = "tls_client_key"
+    )]
+    pub tls_client_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-client-cert
+    #[arg(
+        long,
+        env = "TARN_TLS_CLIENT_KEY",
+        value_name = "FILE",
+        requires = "tls_client_cert"
+    )]
+    pub tls_client_key: Option<PathBuf>,
 }
 
 impl HostArg {
+    /// Everything to connect with: TLS files read, the password asked for
+    /// when needed.
+    fn options(&self) -> Result<tarn_client::ConnectOptions, String> {
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+        };
+        let identity = match (&self.tls_client_cert, &self.tls_client_key) {
+            (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+            _ => None,
+        };
+        Ok(tarn_client::ConnectOptions {
+            credentials: self.credentials()?,
+            tls_ca_pem: self.tls_ca.as_ref().map(read).transpose()?,
+            tls_identity_pem: identity,
+        })
+    }
+
     /// The credentials to connect with; asks for the password when needed.
     fn credentials(&self) -> Result<tarn_client::Credentials, String> {
         use tarn_client::Credentials;
@@ -305,8 +357,8 @@ where
     F: FnOnce(tarn_client::Client) -> Fut,
     Fut: std::future::Future<Output = ExitCode>,
 {
-    let credentials = match server.credentials() {
-        Ok(credentials) => credentials,
+    let options = match server.options() {
+        Ok(options) => options,
         Err(e) => return fail(&e),
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -317,7 +369,7 @@ where
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),
     };
     runtime.block_on(async move {
-        match tarn_client::Client::connect_with(&server.host, credentials).await {
+        match tarn_client::Client::connect_with_options(&server.host, options).await {
             Ok(client) => work(client).await,
             Err(e) => fail(&e.to_string()),
         }

@@ -20,6 +20,9 @@ use crate::storage::{self, StoreError};
 use crate::{demo, flight};
 
 mod startup;
+mod tls;
+
+pub use tls::install_crypto_provider;
 
 /// HTTP/2 flow-control window per stream, bytes.
 const HTTP2_STREAM_WINDOW: u32 = 8 * 1024 * 1024;
@@ -70,6 +73,9 @@ pub enum ServeError {
     /// The catalog cannot be opened or written.
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    /// A TLS file is missing, unreadable, not PEM, or does not fit the others.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// Asked to serve a non-loopback address without authentication.
     #[error(
         "refusing to serve {addr} without authentication: anyone who reaches it could read, change and drop every table. Start with --auth (and TARN_ADMIN_PASSWORD or --admin-password-file for the first admin), or bind a loopback address such as 127.0.0.1:{port}; --insecure-no-auth serves it open anyway"
@@ -136,6 +142,8 @@ impl Server {
     /// Loads the lake and starts serving it.
     pub async fn start(config: ServeConfig) -> Result<Self, ServeError> {
         refuse_an_open_network_address(&config)?;
+        let tls_on = config.tls_cert.is_some();
+        let transport = tls::transport(&config)?;
         let admin_password = startup::admin_password(&config)?;
         if config.generate_demo && !demo::exists(Path::new(&config.lake)) {
             tracing::info!(lake = %config.lake, scale = config.demo_scale, "generating the demo lake (first start)");
@@ -215,7 +223,7 @@ impl Server {
             stream
         });
         let task = tokio::spawn(
-            tonic::transport::Server::builder()
+            transport
                 // HTTP/2's default 64 KiB windows stall large DoPut uploads
                 // on round trips; these let a few messages be in flight.
                 .initial_stream_window_size(Some(HTTP2_STREAM_WINDOW))
@@ -227,7 +235,8 @@ impl Server {
                     let _ = stopped.await;
                 }),
         );
-        tracing::info!(%addr, "serving Flight SQL");
+        let scheme = if tls_on { "grpc+tls" } else { "grpc" };
+        tracing::info!(%addr, scheme, "serving Flight SQL");
         Ok(Self {
             addr,
             engine,

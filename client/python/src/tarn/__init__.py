@@ -114,6 +114,9 @@ def connect(
     user: Optional[str] = None,
     password: Optional[str] = None,
     token: Optional[str] = None,
+    tls_root_certs: Optional[str] = None,
+    tls_client_cert: Optional[str] = None,
+    tls_client_key: Optional[str] = None,
     **kwargs: Any,
 ) -> Connection:
     """Connects to a Tarn server (``grpc://host:port``).
@@ -121,7 +124,10 @@ def connect(
     With ``user`` and ``password`` the driver logs in (a Flight Handshake)
     and uses the session token the server returns; with ``token`` (an API
     token from ``CREATE TOKEN``) it sends ``authorization: Bearer <token>``
-    on every call. Extra keyword arguments go to
+    on every call. For ``grpc+tls://`` servers, ``tls_root_certs`` is a CA
+    certificate (PEM text) to trust, and ``tls_client_cert`` /
+    ``tls_client_key`` (PEM text) a client certificate for servers that
+    require one. Extra keyword arguments go to
     ``adbc_driver_flightsql.dbapi.connect`` (for example ``db_kwargs`` with
     driver options).
     """
@@ -135,6 +141,13 @@ def connect(
         db_kwargs["password"] = password
     if token is not None:
         db_kwargs["adbc.flight.sql.authorization_header"] = f"Bearer {token}"
+    if tls_root_certs is not None:
+        db_kwargs["adbc.flight.sql.client_option.tls_root_certs"] = tls_root_certs
+    if (tls_client_cert is None) != (tls_client_key is None):
+        raise ValueError("give both tls_client_cert and tls_client_key")
+    if tls_client_cert is not None:
+        db_kwargs["adbc.flight.sql.client_option.mtls_cert_chain"] = tls_client_cert
+        db_kwargs["adbc.flight.sql.client_option.mtls_private_key"] = tls_client_key
     if db_kwargs:
         kwargs["db_kwargs"] = db_kwargs
     # Tarn has no transactions: every statement commits on its own.
