@@ -167,6 +167,7 @@ def main():
         "metadata": rust["metadata"],
         "concurrency": rust["concurrency"],
         "before_after": rust.get("before_after"),
+        "security": rust.get("security"),
     }
     json_path = args.out_prefix.with_suffix(".json")
     json_path.write_text(json.dumps(combined, indent=1))
@@ -261,6 +262,7 @@ def markdown(r, chart_name):
             f"| {c['clients']} | {c['queries']} | {c['queries_per_second']:.2f} | {c['p50_ms']:.0f} | {c['p99_ms']:.0f} | {c['errors']} | {c['server_peak_rss_mib']:.0f} |"
         )
     lines += before_after(r.get("before_after"))
+    lines += security(r.get("security"), r["streaming"])
     lines += ["", "Raw samples, answers and configuration: the JSON file beside this report.", ""]
     return "\n".join(lines)
 
@@ -286,6 +288,32 @@ def before_after(b):
     for q, v in sorted(b["tpch"].items(), key=lambda item: int(item[0].lstrip("q"))):
         now, before = v["current"]["median_ms"], v["baseline"]["median_ms"]
         lines.append(f"| {q.upper()} | {fmt(now)} | {fmt(before)} | {now / before:.3f} |")
+    return lines
+
+
+def security(s, plain_streaming):
+    """The cost of authentication (bearer on every call) and of TLS."""
+    if not s:
+        return []
+    lines = ["", "## Authentication and TLS", ""]
+    a = s.get("authenticated")
+    if a:
+        total, select = a["tpch_total_ms"], a["select_1"]
+        now, before = select["current"]["p50_ms"], select["baseline"]["p50_ms"]
+        lines += [
+            "The same build served twice on the same lake, one with `--auth` (the client logs in once; every call then carries "
+            "`authorization: Bearer <session token>`, checked and audited), measured side by side as in a before/after run.",
+            "",
+            f"- `SELECT 1` p50 with a bearer token **{now:.3f} ms** against {before:.3f} ms without authentication: ratio **{now / before:.3f}** (p99 {select['current']['p99_ms']:.3f} against {select['baseline']['p99_ms']:.3f})",
+            f"- TPC-H total with a bearer token **{total['current']:.0f} ms** against {total['baseline']:.0f} ms: ratio **{total['ratio']:.3f}**",
+        ]
+    t = s.get("tls_streaming")
+    if t:
+        tls = t["flight_rust"]["median_gb_per_s"]
+        plain = plain_streaming["flight_rust"]["median_gb_per_s"] if plain_streaming else float("nan")
+        lines += [
+            f"- `SELECT * FROM lineitem` streamed over TLS (rustls, aws-lc-rs): **{tls:.2f} GB/s** of Arrow, plain text {plain:.2f} GB/s (ratio {tls / plain:.3f})",
+        ]
     return lines
 
 

@@ -6,6 +6,7 @@
 mod answers;
 mod baseline;
 mod probes;
+mod secure;
 mod stats;
 mod tpch;
 
@@ -60,6 +61,27 @@ struct Args {
     /// What the baseline is (a git revision), for the report
     #[arg(long, default_value = "baseline")]
     baseline_name: String,
+    /// The same build served with --auth: adds an authenticated run (bearer
+    /// token on every call) beside the plain one
+    #[arg(long)]
+    auth_uri: Option<String>,
+    /// The user to log in as on --auth-uri
+    #[arg(long, default_value = "admin")]
+    auth_user: String,
+    /// Its password
+    #[arg(
+        long,
+        env = "TARN_BENCH_PASSWORD",
+        hide_env_values = true,
+        default_value = ""
+    )]
+    auth_password: String,
+    /// The same build served with TLS (grpc+tls://): adds TLS streaming
+    #[arg(long)]
+    tls_uri: Option<String>,
+    /// The CA certificate (PEM) of --tls-uri's certificate
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
     /// Run only these parts (for investigating one of them)
     #[arg(
         long,
@@ -166,6 +188,31 @@ async fn run(args: Args) -> Result<(), String> {
         None => serde_json::Value::Null,
     };
 
+    let authenticated = args.auth_uri.clone().map(|uri| secure::Authenticated {
+        uri,
+        user: args.auth_user.clone(),
+        password: args.auth_password.clone(),
+    });
+    let tls = match (&args.tls_uri, &args.tls_ca) {
+        (Some(uri), Some(ca)) => Some(secure::Tls {
+            uri: uri.clone(),
+            ca_pem: std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?,
+        }),
+        (Some(_), None) => return Err("--tls-uri needs --tls-ca".into()),
+        _ => None,
+    };
+    let security = secure::measure(
+        engine.session(),
+        &mut client,
+        authenticated,
+        tls,
+        &args.queries,
+        args.warmup,
+        args.runs,
+        args.latency_calls,
+    )
+    .await?;
+
     let config = engine.session().state().config().options().clone();
     let results = json!({
         "runner": "tarn-bench",
@@ -185,6 +232,7 @@ async fn run(args: Args) -> Result<(), String> {
         "metadata": metadata,
         "concurrency": concurrency,
         "before_after": before_after,
+        "security": security,
     });
     let text = serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?;
     std::fs::write(&args.out, text).map_err(|e| format!("{}: {e}", args.out.display()))?;
