@@ -1,7 +1,8 @@
-//! Compiles `tarn/v1/*.proto` with protox (pure Rust): no system protoc.
+//! Compiles `tarn/v1/*.proto` and the Flight session messages with protox
+//! (pure Rust): no system protoc.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["tarn/v1/handles.proto"];
+    let protos = ["tarn/v1/handles.proto", "arrow/flight/session.proto"];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

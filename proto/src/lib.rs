@@ -8,3 +8,9 @@
 pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/tarn.v1.rs"));
 }
+
+/// Arrow Flight's session messages (`package arrow.flight.protocol`):
+/// `SetSessionOptions`, `GetSessionOptions` and `CloseSession` bodies.
+pub mod flight_session {
+    include!(concat!(env!("OUT_DIR"), "/arrow.flight.protocol.rs"));
+}
