@@ -125,7 +125,8 @@ async fn run(args: Args) -> Result<(), String> {
         ..Default::default()
     };
     let store = tarn::storage::Store::open_alone("lake", &lake).map_err(|e| e.to_string())?;
-    let (loaded, problems) = tarn::lake::load(engine.session(), &[store], engine.freshness()).await;
+    let (loaded, problems) =
+        tarn::lake::load(engine.shared_context(), &[store], engine.freshness()).await;
     let tables: Vec<String> = loaded.into_iter().map(|t| t.name).collect();
     if !problems.is_empty() {
         return Err(format!("lake problems: {problems:?}"));
@@ -140,11 +141,19 @@ async fn run(args: Args) -> Result<(), String> {
         runs: args.runs,
     };
     let tpch = match wanted("tpch") {
-        true => tpch::run(engine.session(), &mut client, &args.queries, &tpch_options).await?,
+        true => {
+            tpch::run(
+                engine.shared_context(),
+                &mut client,
+                &args.queries,
+                &tpch_options,
+            )
+            .await?
+        }
         false => serde_json::Value::Null,
     };
     let streaming = match wanted("stream") {
-        true => probes::streaming(engine.session(), &mut client, args.runs.max(3)).await?,
+        true => probes::streaming(engine.shared_context(), &mut client, args.runs.max(3)).await?,
         false => serde_json::Value::Null,
     };
     let latency = match wanted("latency") {
@@ -202,7 +211,7 @@ async fn run(args: Args) -> Result<(), String> {
         _ => None,
     };
     let security = secure::measure(
-        engine.session(),
+        engine.shared_context(),
         &mut client,
         authenticated,
         tls,
@@ -213,7 +222,7 @@ async fn run(args: Args) -> Result<(), String> {
     )
     .await?;
 
-    let config = engine.session().state().config().options().clone();
+    let config = engine.shared_context().state().config().options().clone();
     let results = json!({
         "runner": "tarn-bench",
         "config": {

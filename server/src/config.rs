@@ -35,6 +35,8 @@
 //! view_types = false            # send Utf8View/BinaryView as they are (most clients cannot read them)
 //! max_sql_length = 1048576      # longest SQL text accepted, bytes
 //! max_expression_depth = 1000   # deepest nesting accepted (operators chained in one expression, UNIONs, joins)
+//! session_idle_timeout = "1h"   # a client's session (its SET values) is forgotten after this long unused
+//! max_sessions = 10000          # beyond this many sessions the least recently used is forgotten
 //!
 //! [engine.datafusion]           # any DataFusion setting, applied last
 //! "execution.parquet.pushdown_filters" = true
@@ -198,6 +200,11 @@ pub struct EngineSection {
     pub max_sql_length: Option<usize>,
     /// Deepest nesting of a statement accepted.
     pub max_expression_depth: Option<usize>,
+    /// A session unused this long is forgotten.
+    #[serde(with = "humantime_serde")]
+    pub session_idle_timeout: Option<Duration>,
+    /// The most sessions kept at once.
+    pub max_sessions: Option<usize>,
     /// Any DataFusion setting, e.g. `"execution.parquet.pushdown_filters" = "false"`
     /// (the `datafusion.` prefix is optional).
     pub datafusion: std::collections::BTreeMap<String, toml::Value>,
@@ -433,6 +440,16 @@ pub fn resolve(file: ConfigFile, overrides: Overrides) -> ServeConfig {
                 .engine
                 .prepared_statement_ttl
                 .unwrap_or(engine_defaults.prepared_statement_ttl),
+            sessions: crate::engine::SessionLimits {
+                idle_timeout: file
+                    .engine
+                    .session_idle_timeout
+                    .unwrap_or(engine_defaults.sessions.idle_timeout),
+                max_sessions: file
+                    .engine
+                    .max_sessions
+                    .unwrap_or(engine_defaults.sessions.max_sessions),
+            },
             wire_types: if view_types {
                 WireTypes::Native
             } else {

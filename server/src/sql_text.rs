@@ -13,6 +13,14 @@ pub fn tokens(text: &str) -> Option<Vec<TokenWithSpan>> {
         .ok()
 }
 
+/// Whether `text` holds `word` anywhere, in any case: a cheap test before
+/// tokenizing for a rewrite that only a statement naming it can need.
+pub fn mentions(text: &str, word: &str) -> bool {
+    text.as_bytes()
+        .windows(word.len())
+        .any(|w| w.eq_ignore_ascii_case(word.as_bytes()))
+}
+
 /// Turns token locations (line and character column) into byte offsets.
 pub struct Offsets<'a> {
     text: &'a str,

@@ -357,7 +357,7 @@ def test_identities_need_an_admin_and_survive_a_restart(lake, tmp_path):
             run(conn, "GRANT analysts TO frank")
         token = make_token(server, "frank_token", "frank", expires="30 days")
         with tarn.connect(server.uri, user="frank", password="frank-password-1") as conn:
-            for sql in ["CREATE USER x WITH PASSWORD 'xxxxxxxxxx'", "SELECT * FROM system.users", "CREATE TOKEN t", "GRANT admin TO frank", "SET datafusion.execution.batch_size = 100"]:
+            for sql in ["CREATE USER x WITH PASSWORD 'xxxxxxxxxx'", "SELECT * FROM system.users", "CREATE TOKEN t", "GRANT admin TO frank", "ALTER SYSTEM SET datafusion.execution.batch_size = 100"]:
                 with pytest.raises(Exception) as err:
                     run(conn, sql)
                 assert "PERMISSION_DENIED" in str(err.value) or "permission denied" in str(err.value).lower(), sql

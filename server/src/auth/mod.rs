@@ -90,6 +90,10 @@ pub struct Authenticated {
     pub principal: Principal,
     /// A session token to return as `authorization: Bearer ...`.
     pub session_token: Option<String>,
+    /// A name for the login session the request belongs to (a hash of its
+    /// token), so that its settings follow it; `None` for API tokens and
+    /// without authentication.
+    pub login: Option<String>,
 }
 
 /// Checks credentials against the catalog's users and tokens, and keeps
@@ -154,6 +158,7 @@ impl Authenticator {
             return Ok(Authenticated {
                 principal: Principal::anonymous(),
                 session_token: None,
+                login: None,
             });
         }
         match credential {
@@ -161,14 +166,18 @@ impl Authenticator {
             Some(Credential::Bearer(token)) => Ok(Authenticated {
                 principal: self.bearer(&token).await?,
                 session_token: None,
+                login: (!token.starts_with(API_TOKEN_PREFIX)).then(|| token_hash(&token)),
             }),
             Some(Credential::Basic { user, password }) => {
                 let key = token_hash(&format!("{}\0{user}\0{password}", self.basic_salt));
                 let cached = self.basic_sessions().get(&key).cloned();
-                if let Some(principal) = cached.as_deref().and_then(|t| self.sessions.resume(t)) {
+                if let Some(token) = cached
+                    && let Some(principal) = self.sessions.resume(&token)
+                {
                     return Ok(Authenticated {
                         principal,
                         session_token: None,
+                        login: Some(token_hash(&token)),
                     });
                 }
                 let login = self.login(&user, &password, peer).await?;
@@ -216,6 +225,7 @@ impl Authenticator {
                 let token = self.sessions.start(principal.clone());
                 Ok(Authenticated {
                     principal,
+                    login: Some(token_hash(&token)),
                     session_token: Some(token),
                 })
             }

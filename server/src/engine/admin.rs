@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::{DFSchema, DFSchemaRef};
-use datafusion::logical_expr::{Expr, Extension, LogicalPlan, UserDefinedLogicalNodeCore};
+use datafusion::logical_expr::{Extension, LogicalPlan};
+
+use super::statement_node::{leaf_statement_node, node_of};
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
 
 use super::error::{EngineError, EngineResult};
@@ -382,52 +384,13 @@ impl AdminNode {
 
     /// The statement of `plan`, if it is an identity statement.
     pub(crate) fn of(plan: &LogicalPlan) -> Option<&AdminStatement> {
-        match plan {
-            LogicalPlan::Extension(ext) => ext
-                .node
-                .as_any()
-                .downcast_ref::<Self>()
-                .map(|node| &node.statement),
-            _ => None,
-        }
+        node_of::<Self>(plan).map(|node| &node.statement)
     }
 }
 
-impl PartialOrd for AdminNode {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        self.statement.partial_cmp(&other.statement)
-    }
-}
-
-impl UserDefinedLogicalNodeCore for AdminNode {
-    fn name(&self) -> &str {
-        "Admin"
-    }
-
-    fn inputs(&self) -> Vec<&LogicalPlan> {
-        vec![]
-    }
-
-    fn schema(&self) -> &DFSchemaRef {
-        &self.schema
-    }
-
-    fn expressions(&self) -> Vec<Expr> {
-        vec![]
-    }
-
-    fn fmt_for_explain(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        write!(f, "Admin: {}", self.statement.recorded_text())
-    }
-
-    fn with_exprs_and_inputs(
-        &self,
-        _exprs: Vec<Expr>,
-        _inputs: Vec<LogicalPlan>,
-    ) -> datafusion::error::Result<Self> {
-        Ok(self.clone())
-    }
-}
+leaf_statement_node!(AdminNode, "Admin", statement, |node| node
+    .statement
+    .recorded_text());
 
 /// `sql` as it may be recorded (the audit log): an identity statement
 /// without its password; one that does not follow its form with every

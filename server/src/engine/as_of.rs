@@ -13,7 +13,7 @@ use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
 
 use super::error::{EngineError, EngineResult};
-use crate::sql_text::{Offsets, tokens};
+use crate::sql_text::{Offsets, mentions, tokens};
 
 const USAGE: &str = "write t VERSION AS OF 3, t TIMESTAMP AS OF '2026-11-22 07:00:00' (UTC), or time_travel('t', ...)";
 
@@ -141,12 +141,6 @@ fn has_alias(next: Option<&TokenWithSpan>) -> bool {
         }
         _ => false,
     }
-}
-
-fn mentions(text: &str, word: &str) -> bool {
-    text.as_bytes()
-        .windows(word.len())
-        .any(|w| w.eq_ignore_ascii_case(word.as_bytes()))
 }
 
 #[cfg(test)]

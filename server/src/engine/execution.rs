@@ -18,10 +18,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::admin::AdminNode;
 use super::error::{self, EngineError, EngineResult};
 use super::refresh::RefreshTableNode;
+use super::session::Session;
+use super::settings::SystemSettingNode;
 use super::writes;
 use super::{Engine, PlannedQuery, corruption, runs, settings};
 use crate::delta::WriteStats;
-use crate::identity::Principal;
 use crate::runtime::TaskFailure;
 
 impl Engine {
@@ -30,12 +31,21 @@ impl Engine {
     pub(super) async fn plan_physical(
         &self,
         plan: LogicalPlan,
-        principal: &Principal,
+        session: &Session,
     ) -> EngineResult<(Arc<dyn ExecutionPlan>, Option<WriteStats>)> {
         self.options.locations.check_plan(&plan)?;
-        settings::check_plan(&plan, principal)?;
+        settings::check_plan(&plan, session.principal())?;
         if let Some(statement) = AdminNode::of(&plan) {
-            return Ok((self.run_admin(statement, principal).await?, None));
+            return Ok((self.run_admin(statement, session.principal()).await?, None));
+        }
+        if let Some(setting) = SystemSettingNode::of(&plan) {
+            // The server's defaults: the context new sessions are made from.
+            self.ctx
+                .execute_logical_plan(setting.statement().clone())
+                .await
+                .map_err(EngineError::from_planning)?;
+            let nothing = Arc::new(EmptyExec::new(Arc::new(Schema::empty())));
+            return Ok((nothing, None));
         }
         if let Some(name) = RefreshTableNode::of(&plan) {
             self.refresh_table(name).await?;
@@ -54,7 +64,7 @@ impl Engine {
         // For DDL this is what runs the statement. Planning reads file
         // metadata, so it runs on the CPU runtime, where a reader that
         // panics on a corrupt file fails this statement, not the server.
-        let ctx = self.ctx.clone();
+        let ctx = session.context().clone();
         let planned = plan.clone();
         let outcome = self
             .cpu
@@ -87,7 +97,7 @@ impl Engine {
         // DML/COPY run now, not when (or if) the client fetches the count.
         let schema = physical.schema();
         let ran = Arc::clone(&physical);
-        let batches = self.collect(physical).await?;
+        let batches = self.collect(physical, session).await?;
         let rows = affected_rows(&batches);
         let (rows_in, bytes_in) = runs::input_metrics(&[ran]);
         let exec: Arc<dyn ExecutionPlan> = if batches.is_empty() {
@@ -110,8 +120,9 @@ impl Engine {
     pub(super) async fn collect(
         &self,
         plan: Arc<dyn ExecutionPlan>,
+        session: &Session,
     ) -> EngineResult<Vec<RecordBatch>> {
-        let task_ctx = self.ctx.task_ctx();
+        let task_ctx = session.context().task_ctx();
         let checked = Arc::clone(&plan);
         let outcome = self
             .cpu
@@ -249,4 +260,5 @@ pub(super) fn has_side_effects(plan: &LogicalPlan) -> bool {
     ) || writes::TableStatementNode::of(plan).is_some()
         || RefreshTableNode::of(plan).is_some()
         || AdminNode::of(plan).is_some()
+        || SystemSettingNode::of(plan).is_some()
 }

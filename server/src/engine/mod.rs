@@ -16,6 +16,7 @@ mod as_of;
 mod corruption;
 pub mod error;
 mod execution;
+mod identity_calls;
 mod ids;
 mod locations;
 mod metadata;
@@ -25,8 +26,11 @@ mod prepared;
 mod refresh;
 mod results;
 mod runs;
+mod session;
+mod session_options;
 mod settings;
 mod statement;
+mod statement_node;
 mod time_travel;
 pub mod wire;
 mod writes;
@@ -50,6 +54,8 @@ pub use metadata::{TableInfo, TableKind};
 pub use prepared::{PreparedStatementId, PreparedStatementInfo};
 pub use results::ResultId;
 pub use runs::version_record;
+pub use session::{Session, SessionLimits};
+pub use session_options::{OptionValue, SessionOptionError};
 pub use statement::StatementLimits;
 pub use wire::WireTypes;
 
@@ -59,6 +65,7 @@ use crate::identity::Principal;
 use crate::runtime::CpuRuntime;
 use prepared::PreparedStatements;
 use results::ResultStore;
+use session::Sessions;
 
 pub use crate::names::{DEFAULT_CATALOG, DEFAULT_SCHEMA};
 
@@ -89,6 +96,8 @@ pub struct EngineOptions {
     pub tables_location: Option<String>,
     /// How long and how deeply nested a statement may be.
     pub limits: StatementLimits,
+    /// How long idle sessions (and their settings) are kept, and how many.
+    pub sessions: SessionLimits,
 }
 
 impl Default for EngineOptions {
@@ -105,6 +114,7 @@ impl Default for EngineOptions {
             listing_cache_ttl: Duration::from_secs(10),
             tables_location: None,
             limits: StatementLimits::default(),
+            sessions: SessionLimits::default(),
         }
     }
 }
@@ -151,6 +161,7 @@ pub struct Engine {
     cpu: CpuRuntime,
     results: ResultStore,
     prepared: PreparedStatements,
+    sessions: Sessions,
     options: EngineOptions,
     catalog: Option<Arc<dyn CatalogStore>>,
     /// Users, roles and tokens, for identity statements.
@@ -228,10 +239,11 @@ impl Engine {
         let cpu = CpuRuntime::new(cpu_threads)
             .map_err(|e| EngineError::Internal(format!("cannot start the query runtime: {e}")))?;
         Ok(Self {
-            ctx,
             cpu,
             results: ResultStore::new(options.result_ttl),
             prepared: PreparedStatements::new(options.prepared_statement_ttl),
+            sessions: Sessions::new(ctx.clone(), options.sessions),
+            ctx,
             options,
             catalog: None,
             auth: None,
@@ -265,9 +277,33 @@ impl Engine {
         self.catalog.as_ref()
     }
 
-    /// The DataFusion session, for registering tables.
-    pub fn session(&self) -> &SessionContext {
+    /// The DataFusion context every session is made from and shares its
+    /// catalog with, for registering tables.
+    pub fn shared_context(&self) -> &SessionContext {
         &self.ctx
+    }
+
+    /// The session of `principal` that `cookie` (a Flight session id) or
+    /// else `key` (the transport's name for the client: its login or its
+    /// connection) stands for; a new one with the server's settings if
+    /// there is none.
+    pub fn open_session(&self, principal: &Principal, cookie: Option<&str>, key: &str) -> Session {
+        self.sessions.open(principal, cookie, key)
+    }
+
+    /// The live session `id` of `principal`, if there is one.
+    pub fn find_session(&self, principal: &Principal, id: &str) -> Option<Session> {
+        self.sessions.find(principal, id)
+    }
+
+    /// Ends `session`: its settings are forgotten.
+    pub fn close_session(&self, session: &Session) {
+        self.sessions.close(session);
+    }
+
+    /// The session statements restored at start run in: the shared context.
+    fn system_session(&self) -> Session {
+        Session::system(self.ctx.clone())
     }
 
     /// How soon files and commits of other writers become visible.
@@ -303,10 +339,10 @@ impl Engine {
     pub async fn schema_of(
         self: &Arc<Self>,
         sql: &str,
-        principal: &Principal,
+        session: &Session,
     ) -> EngineResult<SchemaRef> {
-        let (sql, principal) = (sql.to_string(), principal.clone());
-        self.on_cpu(|engine| async move { engine.schema_of_on_cpu(&sql, &principal).await })
+        let (sql, session) = (sql.to_string(), session.clone());
+        self.on_cpu(|engine| async move { engine.schema_of_on_cpu(&sql, &session).await })
             .await
     }
 
@@ -315,10 +351,10 @@ impl Engine {
     pub async fn plan_query(
         self: &Arc<Self>,
         sql: &str,
-        principal: &Principal,
+        session: &Session,
     ) -> EngineResult<PlannedQuery> {
-        let (sql, principal) = (sql.to_string(), principal.clone());
-        self.on_cpu(|engine| async move { engine.plan_query_on_cpu(&sql, &principal).await })
+        let (sql, session) = (sql.to_string(), session.clone());
+        self.on_cpu(|engine| async move { engine.plan_query_on_cpu(&sql, &session).await })
             .await
     }
 
@@ -327,10 +363,10 @@ impl Engine {
     pub async fn execute_update(
         self: &Arc<Self>,
         sql: &str,
-        principal: &Principal,
+        session: &Session,
     ) -> EngineResult<u64> {
-        let (sql, principal) = (sql.to_string(), principal.clone());
-        self.on_cpu(|engine| async move { engine.execute_update_on_cpu(&sql, &principal).await })
+        let (sql, session) = (sql.to_string(), session.clone());
+        self.on_cpu(|engine| async move { engine.execute_update_on_cpu(&sql, &session).await })
             .await
     }
 
@@ -346,10 +382,10 @@ impl Engine {
     pub async fn prepare(
         self: &Arc<Self>,
         sql: &str,
-        principal: &Principal,
+        session: &Session,
     ) -> EngineResult<PreparedStatementInfo> {
-        let (sql, principal) = (sql.to_string(), principal.clone());
-        self.on_cpu(|engine| async move { engine.prepare_on_cpu(&sql, &principal).await })
+        let (sql, session) = (sql.to_string(), session.clone());
+        self.on_cpu(|engine| async move { engine.prepare_on_cpu(&sql, &session).await })
             .await
     }
 
@@ -357,14 +393,12 @@ impl Engine {
     pub async fn plan_prepared_query(
         self: &Arc<Self>,
         id: &PreparedStatementId,
-        principal: &Principal,
+        session: &Session,
     ) -> EngineResult<PlannedQuery> {
         let id = *id;
-        let principal = principal.clone();
-        self.on_cpu(
-            |engine| async move { engine.plan_prepared_query_on_cpu(&id, &principal).await },
-        )
-        .await
+        let session = session.clone();
+        self.on_cpu(|engine| async move { engine.plan_prepared_query_on_cpu(&id, &session).await })
+            .await
     }
 
     /// Runs a prepared update once per bound parameter row; returns the total
@@ -372,12 +406,12 @@ impl Engine {
     pub async fn execute_prepared_update(
         self: &Arc<Self>,
         id: &PreparedStatementId,
-        principal: &Principal,
+        session: &Session,
     ) -> EngineResult<u64> {
         let id = *id;
-        let principal = principal.clone();
+        let session = session.clone();
         self.on_cpu(
-            |engine| async move { engine.execute_prepared_update_on_cpu(&id, &principal).await },
+            |engine| async move { engine.execute_prepared_update_on_cpu(&id, &session).await },
         )
         .await
     }

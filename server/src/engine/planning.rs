@@ -15,6 +15,8 @@ use super::admin::{AdminNode, AdminStatement};
 use super::error::{EngineError, EngineResult};
 use super::execution::{affected_rows, has_side_effects};
 use super::prepared::{PreparedStatementId, PreparedStatementInfo};
+use super::session::Session;
+use super::settings::SystemSettingNode;
 use super::{
     DEFAULT_CATALOG, DEFAULT_SCHEMA, Engine, PlannedQuery, placeholders, refresh, runs, statement,
     writes,
@@ -51,7 +53,7 @@ impl Engine {
     pub(super) async fn logical_plan(
         &self,
         sql: &str,
-        principal: &Principal,
+        session: &Session,
     ) -> EngineResult<LogicalPlan> {
         // Tarn's own statements: DataFusion does not parse them.
         if let Some(statement) = AdminStatement::parse(sql) {
@@ -60,7 +62,15 @@ impl Engine {
         if let Some(name) = refresh::RefreshTableNode::parse(sql) {
             return Ok(refresh::RefreshTableNode::plan(name));
         }
-        let state = self.ctx.state();
+        let state = session.context().state();
+        if let Some(setting) = SystemSettingNode::parse(sql) {
+            let statement = statement::parse(&state, setting, self.options.limits)?;
+            let plan = state
+                .statement_to_plan(statement)
+                .await
+                .map_err(EngineError::from_planning)?;
+            return SystemSettingNode::plan(plan);
+        }
         let mut statement = statement::parse(&state, sql, self.options.limits)?;
         self.refuse_to_show_an_empty_lake(&statement)?;
         placeholders::number_question_marks(&mut statement);
@@ -69,10 +79,10 @@ impl Engine {
         let references = state
             .resolve_table_references(&statement)
             .unwrap_or_default();
-        refuse_admin_tables(&references, principal)?;
+        refuse_admin_tables(&references, session.principal())?;
         match state.statement_to_plan(statement).await {
             Ok(plan) => writes::rewrite_plan(plan, clauses),
-            Err(err) => Err(self.explain_planning_error(references, err)),
+            Err(err) => Err(explain_planning_error(session, references, err)),
         }
     }
 
@@ -81,9 +91,9 @@ impl Engine {
     pub(super) async fn direct_plan(
         &self,
         sql: &str,
-        principal: &Principal,
+        session: &Session,
     ) -> EngineResult<LogicalPlan> {
-        let plan = self.logical_plan(sql, principal).await?;
+        let plan = self.logical_plan(sql, session).await?;
         let mut names: Vec<String> = plan
             .get_parameter_names()
             .map_err(EngineError::from_planning)?
@@ -99,39 +109,13 @@ impl Engine {
         Ok(plan)
     }
 
-    /// Turns a planning failure into the most useful error: a missing table
-    /// is named as the statement wrote it.
-    fn explain_planning_error(
-        &self,
-        references: Vec<TableReference>,
-        err: datafusion::error::DataFusionError,
-    ) -> EngineError {
-        // A plan that cannot be made while a table it reads does not exist
-        // fails because of that table: name it as the statement wrote it.
-        if !matches!(err.find_root(), datafusion::error::DataFusionError::Plan(_)) {
-            return EngineError::from_planning(err);
-        }
-        let state = self.ctx.state();
-        for reference in references {
-            // Table functions (`generate_series(...)`) are references too.
-            let function = reference.schema().is_none()
-                && state.table_functions().contains_key(reference.table());
-            if !function && !matches!(self.ctx.table_exist(reference.clone()), Ok(true)) {
-                return EngineError::TableNotFound {
-                    name: reference.to_string(),
-                };
-            }
-        }
-        EngineError::from_planning(err)
-    }
-
     /// The schema `sql` would return, without running it.
     pub(super) async fn schema_of_on_cpu(
         &self,
         sql: &str,
-        principal: &Principal,
+        session: &Session,
     ) -> EngineResult<SchemaRef> {
-        let plan = self.logical_plan(sql, principal).await?;
+        let plan = self.logical_plan(sql, session).await?;
         Ok(self
             .options
             .wire_types
@@ -143,17 +127,17 @@ impl Engine {
     pub(super) async fn plan_query_on_cpu(
         &self,
         sql: &str,
-        principal: &Principal,
+        session: &Session,
     ) -> EngineResult<PlannedQuery> {
-        let plan = self.direct_plan(sql, principal).await?;
-        let (physical, run) = self.plan_and_record(sql, plan, principal).await?;
+        let plan = self.direct_plan(sql, session).await?;
+        let (physical, run) = self.plan_and_record(sql, plan, session).await?;
         Ok(PlannedQuery {
             schema: physical.schema(),
             plans: vec![physical],
-            task_ctx: self.ctx.task_ctx(),
+            task_ctx: session.context().task_ctx(),
             runs: run.into_iter().collect(),
             sql: super::admin::recorded_sql(sql),
-            owner: principal.name().to_string(),
+            owner: session.principal().name().to_string(),
         })
     }
 
@@ -162,16 +146,16 @@ impl Engine {
     pub(super) async fn execute_update_on_cpu(
         &self,
         sql: &str,
-        principal: &Principal,
+        session: &Session,
     ) -> EngineResult<u64> {
-        let plan = self.direct_plan(sql, principal).await?;
-        self.run_update(sql, plan, principal).await
+        let plan = self.direct_plan(sql, session).await?;
+        self.run_update(sql, plan, session).await
     }
 
     /// Runs `sql` as it was recorded earlier (views, settings restored at
     /// start), without recording it again.
     pub(super) async fn replay_on_cpu(&self, sql: &str) -> EngineResult<()> {
-        let system = Principal::anonymous();
+        let system = self.system_session();
         let plan = self.direct_plan(sql, &system).await?;
         self.plan_physical(plan, &system).await.map(|_| ())
     }
@@ -180,15 +164,15 @@ impl Engine {
         &self,
         sql: &str,
         plan: LogicalPlan,
-        principal: &Principal,
+        session: &Session,
     ) -> EngineResult<u64> {
         if !has_side_effects(&plan) {
             return Err(EngineError::WrongStatementKind(
                 "this statement returns rows: execute it as a query, not as an update".into(),
             ));
         }
-        let (physical, _) = self.plan_and_record(sql, plan, principal).await?;
-        let batches = self.collect(physical).await?;
+        let (physical, _) = self.plan_and_record(sql, plan, session).await?;
+        let batches = self.collect(physical, session).await?;
         Ok(affected_rows(&batches))
     }
 
@@ -198,11 +182,11 @@ impl Engine {
         &self,
         sql: &str,
         plan: LogicalPlan,
-        principal: &Principal,
+        session: &Session,
     ) -> EngineResult<(Arc<dyn ExecutionPlan>, Option<Arc<runs::StreamingRun>>)> {
         let Some(catalog) = self.catalog.clone() else {
             return self
-                .plan_physical(plan, principal)
+                .plan_physical(plan, session)
                 .await
                 .map(|(exec, _)| (exec, None));
         };
@@ -215,10 +199,10 @@ impl Engine {
             &plan,
             &views,
             self.options.tables_location.as_deref(),
-            principal.name(),
+            session.principal().name(),
         );
         run.start(catalog.as_ref()).await?;
-        let outcome = self.plan_physical(plan, principal).await;
+        let outcome = self.plan_physical(plan, session).await;
         if run.is_query()
             && let Ok((exec, _)) = outcome
         {
@@ -263,9 +247,9 @@ impl Engine {
     pub(super) async fn prepare_on_cpu(
         &self,
         sql: &str,
-        principal: &Principal,
+        session: &Session,
     ) -> EngineResult<PreparedStatementInfo> {
-        let plan = self.logical_plan(sql, principal).await?;
+        let plan = self.logical_plan(sql, session).await?;
         let dataset_schema = if AdminNode::of(&plan).is_some() {
             Arc::new(plan.schema().as_arrow().clone())
         } else if has_side_effects(&plan) {
@@ -280,7 +264,7 @@ impl Engine {
             plan,
             dataset_schema,
             self.options.wire_types,
-            principal.name(),
+            session.principal().name(),
         )
     }
 
@@ -288,14 +272,14 @@ impl Engine {
     pub(super) async fn plan_prepared_query_on_cpu(
         &self,
         id: &PreparedStatementId,
-        principal: &Principal,
+        session: &Session,
     ) -> EngineResult<PlannedQuery> {
         let sql = self.prepared.sql(id)?;
-        let (plan, rows, schema) = self.prepared.instantiate(id, principal.name())?;
+        let (plan, rows, schema) = self.prepared.instantiate(id, session.principal().name())?;
         let mut plans = Vec::with_capacity(rows.len().max(1));
         let mut runs: Vec<Arc<runs::StreamingRun>> = Vec::new();
         for plan in bind_rows(plan, rows)? {
-            match self.plan_and_record(&sql, plan, principal).await {
+            match self.plan_and_record(&sql, plan, session).await {
                 Ok((physical, run)) => {
                     plans.push(physical);
                     runs.extend(run);
@@ -313,10 +297,10 @@ impl Engine {
         Ok(PlannedQuery {
             schema,
             plans,
-            task_ctx: self.ctx.task_ctx(),
+            task_ctx: session.context().task_ctx(),
             runs,
             sql: super::admin::recorded_sql(&sql),
-            owner: principal.name().to_string(),
+            owner: session.principal().name().to_string(),
         })
     }
 
@@ -325,13 +309,13 @@ impl Engine {
     pub(super) async fn execute_prepared_update_on_cpu(
         &self,
         id: &PreparedStatementId,
-        principal: &Principal,
+        session: &Session,
     ) -> EngineResult<u64> {
         let sql = self.prepared.sql(id)?;
-        let (plan, rows, _) = self.prepared.instantiate(id, principal.name())?;
+        let (plan, rows, _) = self.prepared.instantiate(id, session.principal().name())?;
         let mut total = 0;
         for plan in bind_rows(plan, rows)? {
-            total += self.run_update(&sql, plan, principal).await?;
+            total += self.run_update(&sql, plan, session).await?;
         }
         Ok(total)
     }
@@ -352,6 +336,33 @@ fn refuse_admin_tables(references: &[TableReference], principal: &Principal) -> 
         }
     }
     Ok(())
+}
+
+/// Turns a planning failure into the most useful error: a missing table
+/// is named as the statement wrote it.
+fn explain_planning_error(
+    session: &Session,
+    references: Vec<TableReference>,
+    err: datafusion::error::DataFusionError,
+) -> EngineError {
+    // A plan that cannot be made while a table it reads does not exist
+    // fails because of that table: name it as the statement wrote it.
+    if !matches!(err.find_root(), datafusion::error::DataFusionError::Plan(_)) {
+        return EngineError::from_planning(err);
+    }
+    let context = session.context();
+    let state = context.state();
+    for reference in references {
+        // Table functions (`generate_series(...)`) are references too.
+        let function =
+            reference.schema().is_none() && state.table_functions().contains_key(reference.table());
+        if !function && !matches!(context.table_exist(reference.clone()), Ok(true)) {
+            return EngineError::TableNotFound {
+                name: reference.to_string(),
+            };
+        }
+    }
+    EngineError::from_planning(err)
 }
 
 /// Substitutes each bound parameter row into `plan`.

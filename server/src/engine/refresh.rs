@@ -10,11 +10,12 @@ use datafusion::datasource::listing::{ListingTable, ListingTableConfig};
 
 use datafusion::common::DFSchema;
 use datafusion::common::DFSchemaRef;
-use datafusion::logical_expr::{Expr, Extension, LogicalPlan, UserDefinedLogicalNodeCore};
+use datafusion::logical_expr::{Extension, LogicalPlan};
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::tokenizer::Token;
 
 use super::error::{EngineError, EngineResult};
+use super::statement_node::{leaf_statement_node, node_of};
 use super::{Engine, corruption};
 use crate::catalog::{TableOrigin, TableRecord};
 use crate::delta::DeltaLakeTable;
@@ -183,52 +184,11 @@ impl RefreshTableNode {
 
     /// The table `plan` refreshes, if it is a refresh.
     pub(crate) fn of(plan: &LogicalPlan) -> Option<&str> {
-        match plan {
-            LogicalPlan::Extension(ext) => ext
-                .node
-                .as_any()
-                .downcast_ref::<Self>()
-                .map(|node| node.name.as_str()),
-            _ => None,
-        }
+        node_of::<Self>(plan).map(|node| node.name.as_str())
     }
 }
 
-impl PartialOrd for RefreshTableNode {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        self.name.partial_cmp(&other.name)
-    }
-}
-
-impl UserDefinedLogicalNodeCore for RefreshTableNode {
-    fn name(&self) -> &str {
-        "RefreshTable"
-    }
-
-    fn inputs(&self) -> Vec<&LogicalPlan> {
-        vec![]
-    }
-
-    fn schema(&self) -> &DFSchemaRef {
-        &self.schema
-    }
-
-    fn expressions(&self) -> Vec<Expr> {
-        vec![]
-    }
-
-    fn fmt_for_explain(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        write!(f, "RefreshTable: {}", self.name)
-    }
-
-    fn with_exprs_and_inputs(
-        &self,
-        _exprs: Vec<Expr>,
-        _inputs: Vec<LogicalPlan>,
-    ) -> datafusion::error::Result<Self> {
-        Ok(self.clone())
-    }
-}
+leaf_statement_node!(RefreshTableNode, "RefreshTable", name, |node| node.name);
 
 #[cfg(test)]
 mod tests {

@@ -80,6 +80,19 @@ impl Run {
         };
         if super::admin::AdminNode::of(plan).is_some() {
             run.kind = RunKind::Ddl;
+        } else if let Some(system) = super::settings::SystemSettingNode::of(plan) {
+            // Only the server's defaults are remembered; a session's SET
+            // ends with the session.
+            run.kind = RunKind::Ddl;
+            run.effect = match system.statement() {
+                LogicalPlan::Statement(Statement::SetVariable(set)) => {
+                    Effect::Setting(set.variable.clone())
+                }
+                LogicalPlan::Statement(Statement::ResetVariable(reset)) => {
+                    Effect::Reset(reset.variable.clone())
+                }
+                _ => Effect::None,
+            };
         } else if let Some(name) = super::refresh::RefreshTableNode::of(plan) {
             run.kind = RunKind::Ddl;
             run.inputs = vec![table_name(&datafusion::common::TableReference::parse_str(
@@ -187,14 +200,6 @@ impl Run {
                         field_names(&copy.input),
                         &copy.input,
                     ));
-                }
-                LogicalPlan::Statement(Statement::SetVariable(set)) => {
-                    run.kind = RunKind::Ddl;
-                    run.effect = Effect::Setting(set.variable.clone());
-                }
-                LogicalPlan::Statement(Statement::ResetVariable(reset)) => {
-                    run.kind = RunKind::Ddl;
-                    run.effect = Effect::Reset(reset.variable.clone());
                 }
                 LogicalPlan::Statement(_) => run.kind = RunKind::Ddl,
                 query => {

@@ -1,18 +1,27 @@
-//! Which settings a client may change with `SET` and `RESET`.
+//! Which settings a client may change with `SET` and `RESET`, and
+//! `ALTER SYSTEM SET` / `ALTER SYSTEM RESET`, which change the server's
+//! defaults.
 //!
-//! Until sessions exist, `SET` changes the one session every client shares,
-//! and it is remembered across restarts. So a client may change only
-//! settings that shape how a query is planned or how its output looks; a
-//! setting that would change where the server reads and writes, how much
-//! memory it may use, which schema names resolve to, or how every client's
+//! `SET` changes the client's own session (see `session.rs`) and is
+//! forgotten with it. `ALTER SYSTEM SET` (admins only) changes the settings
+//! every new session starts with and is remembered across restarts. Either
+//! may change only settings that shape how a query is planned or how its
+//! output looks; a setting that would change where the server reads and
+//! writes, how much memory it may use, which schema names resolve to, or how
 //! SQL parses is refused with `PERMISSION_DENIED` naming it. The same check
 //! runs on settings restored at start: one that no longer passes is skipped
 //! with a warning instead of breaking every query.
 
+use std::sync::Arc;
+
+use datafusion::common::{DFSchema, DFSchemaRef};
 use datafusion::config::ConfigOptions;
-use datafusion::logical_expr::{LogicalPlan, Statement};
+use datafusion::logical_expr::{Extension, LogicalPlan, Statement};
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::tokenizer::Token;
 
 use super::error::{EngineError, EngineResult};
+use super::statement_node::{leaf_statement_node, node_of};
 use crate::identity::Principal;
 
 /// Settings clients may change, by exact key.
@@ -42,20 +51,23 @@ const MAX_BATCH_SIZE: usize = 1024 * 1024;
 /// Largest parallelism a client may ask for.
 const MAX_TARGET_PARTITIONS: usize = 1024;
 
-/// Checks a `SET` or `RESET` plan; other plans pass.
+/// Checks a `SET`, `RESET` or `ALTER SYSTEM` plan; other plans pass.
 ///
-/// Settings are shared by every session of the server, so with
-/// authentication on only admins may change them.
+/// `ALTER SYSTEM` changes the settings of every new session, so with
+/// authentication on only admins may run it.
 pub(crate) fn check_plan(plan: &LogicalPlan, principal: &Principal) -> EngineResult<()> {
-    let changes_settings = matches!(
-        plan,
-        LogicalPlan::Statement(Statement::SetVariable(_) | Statement::ResetVariable(_))
-    );
-    if changes_settings && !principal.is_admin() {
+    let Some(system) = SystemSettingNode::of(plan) else {
+        return check_statement(plan);
+    };
+    if !principal.is_admin() {
         return Err(EngineError::PermissionDenied(
-            "SET and RESET change the settings of every session on this server; only members of the role 'admin' may run them".into(),
+            "ALTER SYSTEM changes the settings every new session on this server starts with; only members of the role 'admin' may run it (SET changes your own session)".into(),
         ));
     }
+    check_statement(system.statement())
+}
+
+fn check_statement(plan: &LogicalPlan) -> EngineResult<()> {
     match plan {
         LogicalPlan::Statement(Statement::SetVariable(set)) => {
             check(&set.variable, Some(&set.value))
@@ -64,6 +76,72 @@ pub(crate) fn check_plan(plan: &LogicalPlan, principal: &Principal) -> EngineRes
         _ => Ok(()),
     }
 }
+
+/// `ALTER SYSTEM SET key = value` / `ALTER SYSTEM RESET key` as a plan node
+/// around the `SET`/`RESET` it carries: run on the engine's context (the
+/// defaults of new sessions) and remembered across restarts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct SystemSettingNode {
+    statement: LogicalPlan,
+    schema: DFSchemaRef,
+}
+
+impl SystemSettingNode {
+    /// The `SET ...`/`RESET ...` text of `sql` if it is `ALTER SYSTEM SET
+    /// ...` or `ALTER SYSTEM RESET ...`, read with the SQL tokenizer.
+    pub(crate) fn parse(sql: &str) -> Option<&str> {
+        let tokens = crate::sql_text::tokens(sql)?;
+        let mut significant = tokens
+            .iter()
+            .filter(|t| !matches!(t.token, Token::Whitespace(_)));
+        let mut keyword = |word: Keyword| {
+            significant
+                .next()
+                .filter(|t| matches!(&t.token, Token::Word(w) if w.keyword == word))
+        };
+        keyword(Keyword::ALTER)?;
+        keyword(Keyword::SYSTEM)?;
+        let rest = significant.next()?;
+        if !matches!(&rest.token, Token::Word(w) if matches!(w.keyword, Keyword::SET | Keyword::RESET))
+        {
+            return None;
+        }
+        let offsets = crate::sql_text::Offsets::of(sql);
+        Some(&sql[offsets.byte(rest.span.start)..])
+    }
+
+    /// Wraps the planned `SET`/`RESET`; anything else is refused.
+    pub(crate) fn plan(statement: LogicalPlan) -> EngineResult<LogicalPlan> {
+        if !matches!(
+            statement,
+            LogicalPlan::Statement(Statement::SetVariable(_) | Statement::ResetVariable(_))
+        ) {
+            return Err(EngineError::Plan(
+                "ALTER SYSTEM takes SET key = value or RESET key".into(),
+            ));
+        }
+        Ok(LogicalPlan::Extension(Extension {
+            node: Arc::new(Self {
+                statement,
+                schema: Arc::new(DFSchema::empty()),
+            }),
+        }))
+    }
+
+    /// The node, if `plan` is one.
+    pub(crate) fn of(plan: &LogicalPlan) -> Option<&Self> {
+        node_of::<Self>(plan)
+    }
+
+    /// The `SET` or `RESET` it runs.
+    pub(crate) fn statement(&self) -> &LogicalPlan {
+        &self.statement
+    }
+}
+
+leaf_statement_node!(SystemSettingNode, "AlterSystem", statement, |node| node
+    .statement
+    .display());
 
 /// Checks that `key` may be set (to `value`) or reset (`None`).
 pub(crate) fn check(key: &str, value: Option<&str>) -> EngineResult<()> {
@@ -159,6 +237,24 @@ mod tests {
             check("no.such.key", Some("1")),
             Err(EngineError::Plan(_))
         ));
+    }
+
+    #[test]
+    fn alter_system_is_recognised_by_its_tokens() {
+        let parse = SystemSettingNode::parse;
+        assert_eq!(
+            parse("ALTER SYSTEM SET datafusion.execution.batch_size = 10"),
+            Some("SET datafusion.execution.batch_size = 10")
+        );
+        assert_eq!(parse("alter /* why */ system\n reset x"), Some("reset x"));
+        for other in [
+            "ALTER SYSTEM",
+            "ALTER TABLE t SET x",
+            "SET x = 1",
+            "SELECT 'ALTER SYSTEM SET'",
+        ] {
+            assert_eq!(parse(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -71,6 +71,7 @@ pub(crate) fn parse(
     }
     let parse_and_check = || {
         let sql = super::as_of::rewrite(sql)?;
+        let sql = super::identity_calls::rewrite(&sql);
         let dialect = state.config().options().sql_parser.dialect;
         let statement = state
             .sql_to_statement(&sql, &dialect)

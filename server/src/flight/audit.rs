@@ -4,6 +4,7 @@
 //! (or its client goes away), so that it carries the rows it sent.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -14,15 +15,20 @@ use tonic::{Code, Request, Status};
 
 use super::service::BoxedStream;
 use crate::catalog::{AuditLog, AuditRecord};
-use crate::engine::recorded_sql;
+use crate::engine::{Session, recorded_sql};
 use crate::identity::Principal;
 
-/// One call being served: its principal, and what the audit log will say
-/// about it (filled in by the handler once it has decoded the request).
+/// One call being served: its session (and so its principal), and what the
+/// audit log will say about it (filled in by the handler once it has decoded
+/// the request).
 #[derive(Debug)]
 pub(super) struct Call {
-    pub(super) principal: Principal,
+    pub(super) session: Session,
     note: Mutex<Note>,
+    /// Whether the answer hands the client its session cookie.
+    gives_cookie: AtomicBool,
+    /// Whether the request's cookie named a session that has ended.
+    ended_session: bool,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -32,11 +38,35 @@ struct Note {
 }
 
 impl Call {
-    pub(super) fn new(principal: Principal) -> Self {
+    /// A call in `session`; `ended_session` when the request's cookie named
+    /// a session that has ended.
+    pub(super) fn new(session: Session, ended_session: bool) -> Self {
         Self {
-            principal,
+            session,
             note: Mutex::new(Note::default()),
+            gives_cookie: AtomicBool::new(false),
+            ended_session,
         }
+    }
+
+    /// Whether the request's cookie named a session that has ended.
+    pub(super) fn names_an_ended_session(&self) -> bool {
+        self.ended_session
+    }
+
+    /// Who the call runs as.
+    pub(super) fn principal(&self) -> &Principal {
+        self.session.principal()
+    }
+
+    /// Asks for the session cookie to go back with the answer.
+    pub(super) fn give_cookie(&self) {
+        self.gives_cookie.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the answer carries the session cookie.
+    pub(super) fn gives_cookie(&self) -> bool {
+        self.gives_cookie.load(Ordering::Relaxed)
     }
 
     /// Records the command (and its SQL text) the call carries.
@@ -102,7 +132,7 @@ impl Audit {
     ) {
         if let Some(call) = call {
             let note = call.noted();
-            self.record.principal = Some(call.principal.name().to_string());
+            self.record.principal = Some(call.principal().name().to_string());
             self.record.command = note.command;
             self.record.sql = note.sql;
         }

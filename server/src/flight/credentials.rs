@@ -6,10 +6,11 @@ use arrow_flight::HandshakeRequest;
 use arrow_flight::HandshakeResponse;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::audit::Call;
 use super::service::{BoxedStream, FlightSqlEndpoint, once};
+use super::sessions::give_cookie;
 use super::status::bounded;
 use crate::auth::{AuthError, Authenticated, Credential};
-use crate::identity::Principal;
 
 impl FlightSqlEndpoint {
     /// Who sent `request`, from its `authorization` header and peer address.
@@ -36,24 +37,25 @@ impl FlightSqlEndpoint {
     pub(super) async fn handshake_with(
         &self,
         request: &Request<Streaming<HandshakeRequest>>,
-    ) -> Result<(Response<BoxedStream<HandshakeResponse>>, Principal), Status> {
+    ) -> Result<(Response<BoxedStream<HandshakeResponse>>, Authenticated), Status> {
         let header = request
             .metadata()
             .get(AUTHORIZATION)
             .and_then(|value| value.to_str().ok());
         let credential = header.and_then(Credential::parse);
         let peer = request.remote_addr().map(|addr| addr.ip());
-        let (bearer, principal) = match credential {
+        let (bearer, who) = match credential {
             Some(Credential::Basic { user, password }) if self.auth.is_enabled() => {
-                let login = self
+                let mut login = self
                     .auth
                     .login(&user, &password, peer)
                     .await
                     .map_err(unauthenticated)?;
                 let bearer = login
                     .session_token
+                    .take()
                     .map(|token| Credential::Bearer(token).header());
-                (bearer, login.principal)
+                (bearer, login)
             }
             credential => {
                 let echoed = header.filter(|_| matches!(credential, Some(Credential::Bearer(_))));
@@ -62,7 +64,7 @@ impl FlightSqlEndpoint {
                     .authenticate(credential, peer)
                     .await
                     .map_err(unauthenticated)?;
-                (echoed.map(str::to_string), who.principal)
+                (echoed.map(str::to_string), who)
             }
         };
         let mut response = Response::new(once(HandshakeResponse {
@@ -72,7 +74,7 @@ impl FlightSqlEndpoint {
         if let Some(bearer) = bearer {
             give_back(&mut response, &bearer)?;
         }
-        Ok((response, principal))
+        Ok((response, who))
     }
 }
 
@@ -89,7 +91,7 @@ fn unauthenticated(err: AuthError) -> Status {
 }
 
 /// Puts `authorization: <value>` in the response headers.
-fn give_back<T>(response: &mut Response<T>, value: &str) -> Result<(), Status> {
+pub(super) fn give_back<T>(response: &mut Response<T>, value: &str) -> Result<(), Status> {
     let value = value
         .parse()
         .map_err(|_| Status::internal("a session token is not a valid header value"))?;
@@ -104,10 +106,14 @@ fn give_back<T>(response: &mut Response<T>, value: &str) -> Result<(), Status> {
 pub(super) fn respond<T>(
     answer: Result<T, Status>,
     who: &Authenticated,
+    call: &Call,
 ) -> Result<Response<T>, Status> {
     let mut response = Response::new(answer.map_err(bounded)?);
     if let Some(token) = &who.session_token {
         give_back(&mut response, &Credential::Bearer(token.clone()).header())?;
+    }
+    if call.gives_cookie() {
+        give_cookie(&mut response, &call.session)?;
     }
     Ok(response)
 }

@@ -9,6 +9,7 @@ mod ipc;
 mod metadata;
 mod rpc;
 mod service;
+mod sessions;
 mod sql_info;
 mod status;
 mod ticket;

@@ -17,6 +17,7 @@ use super::service::{
     BoxedStream, CANCEL_FLIGHT_INFO, CLOSE_PREPARED_STATEMENT, CREATE_PREPARED_STATEMENT,
     FlightSqlEndpoint, once,
 };
+use super::sessions::{CLOSE_SESSION, GET_SESSION_OPTIONS, SET_SESSION_OPTIONS, give_cookie};
 use super::status::bounded;
 
 /// Every call: authenticated, served, audited.
@@ -42,10 +43,11 @@ impl FlightSqlEndpoint {
                 return Err(status);
             }
         };
-        let call = Arc::new(Call::new(who.principal.clone()));
+        let (session, ended) = self.session_for(&request, &who);
+        let call = Arc::new(Call::new(session, ended));
         let answer = work(request, Arc::clone(&call)).await.map_err(bounded);
         audit.end(Some(&call), answer.as_ref().map(|_| ()));
-        respond(answer, &who)
+        respond(answer, &who, &call)
     }
 }
 
@@ -65,9 +67,12 @@ impl FlightService for FlightSqlEndpoint {
     ) -> Result<Response<Self::HandshakeStream>, Status> {
         let audit = Audit::begin(&self.audit, &request, "Handshake");
         match self.handshake_with(&request).await {
-            Ok((response, principal)) => {
-                let call = Call::new(principal);
+            Ok((mut response, who)) => {
+                // The session the login's later calls will run in.
+                let (session, ended) = self.session_for(&request, &who);
+                let call = Call::new(session, ended);
                 call.note("login", None);
+                give_cookie(&mut response, &call.session)?;
                 audit.end(Some(&call), Ok(()));
                 Ok(response)
             }
@@ -138,7 +143,8 @@ impl FlightService for FlightSqlEndpoint {
                 return Err(status);
             }
         };
-        let call = Arc::new(Call::new(who.principal.clone()));
+        let (session, ended) = self.session_for(&request, &who);
+        let call = Arc::new(Call::new(session, ended));
         let answer = match self.get(request.get_ref(), &call).await.map_err(bounded) {
             Ok(stream) => Ok(audit.stream(Arc::clone(&call), stream)),
             Err(status) => {
@@ -146,7 +152,7 @@ impl FlightService for FlightSqlEndpoint {
                 Err(status)
             }
         };
-        respond(answer, &who)
+        respond(answer, &who, &call)
     }
 
     async fn do_put(
@@ -197,6 +203,15 @@ impl FlightService for FlightSqlEndpoint {
                     CANCEL_FLIGHT_INFO,
                     "Drops the pending result of a FlightInfo.",
                 ),
+                (
+                    SET_SESSION_OPTIONS,
+                    "Sets options of this session: catalog, schema, or a setting SET may change.",
+                ),
+                (
+                    GET_SESSION_OPTIONS,
+                    "Lists this session's catalog, schema and changed settings.",
+                ),
+                (CLOSE_SESSION, "Ends this session and forgets its settings."),
             ]
             .map(|(name, description)| {
                 Ok(ActionType {

@@ -29,6 +29,7 @@ use tonic::{Status, Streaming};
 use super::audit::Call;
 use super::ipc::decode_batches;
 use super::metadata;
+use super::sessions::{CLOSE_SESSION, GET_SESSION_OPTIONS, SET_SESSION_OPTIONS};
 use super::status::{bounded, from_request_stream, malformed, to_status};
 use super::ticket::{
     TicketKind, decode_command, decode_prepared_handle, decode_ticket, metadata_ticket,
@@ -47,7 +48,7 @@ pub(super) const CANCEL_FLIGHT_INFO: &str = "CancelFlightInfo";
 /// Tarn's Flight SQL endpoint: a thin layer over the [`Engine`].
 #[derive(Debug, Clone)]
 pub struct FlightSqlEndpoint {
-    engine: Arc<Engine>,
+    pub(super) engine: Arc<Engine>,
     pub(super) auth: Arc<Authenticator>,
     pub(super) audit: Arc<dyn AuditLog>,
     max_flight_data_size: usize,
@@ -81,7 +82,7 @@ impl FlightSqlEndpoint {
             Command::CommandStatementQuery(query) => {
                 let planned = self
                     .engine
-                    .plan_query(&query.query, &call.principal)
+                    .plan_query(&query.query, &call.session)
                     .await
                     .map_err(to_status)?;
                 self.result_info(planned, descriptor)
@@ -90,7 +91,7 @@ impl FlightSqlEndpoint {
                 let id = decode_prepared_handle(&cmd.prepared_statement_handle)?;
                 let planned = self
                     .engine
-                    .plan_prepared_query(&id, &call.principal)
+                    .plan_prepared_query(&id, &call.session)
                     .await
                     .map_err(to_status)?;
                 self.result_info(planned, descriptor)
@@ -150,13 +151,13 @@ impl FlightSqlEndpoint {
         match command {
             Command::CommandStatementQuery(query) => self
                 .engine
-                .schema_of(&query.query, &call.principal)
+                .schema_of(&query.query, &call.session)
                 .await
                 .map_err(to_status),
             Command::CommandPreparedStatementQuery(cmd) => {
                 let id = decode_prepared_handle(&cmd.prepared_statement_handle)?;
                 self.engine
-                    .prepared_dataset_schema(&id, &call.principal)
+                    .prepared_dataset_schema(&id, call.principal())
                     .map_err(to_status)
             }
             command => metadata::schema(&command).ok_or_else(|| not_for(&command, "GetSchema")),
@@ -192,7 +193,7 @@ impl FlightSqlEndpoint {
             Command::CommandStatementUpdate(update) => {
                 let count = self
                     .engine
-                    .execute_update(&update.query, &call.principal)
+                    .execute_update(&update.query, &call.session)
                     .await
                     .map_err(to_status)?;
                 Ok(update_result(count))
@@ -201,7 +202,7 @@ impl FlightSqlEndpoint {
                 let id = decode_prepared_handle(&cmd.prepared_statement_handle)?;
                 let batches = decode_batches(data).await?;
                 self.engine
-                    .bind(&id, &batches, &call.principal)
+                    .bind(&id, &batches, call.principal())
                     .map_err(to_status)?;
                 let result = DoPutPreparedStatementResult {
                     prepared_statement_handle: Some(cmd.prepared_statement_handle),
@@ -215,12 +216,12 @@ impl FlightSqlEndpoint {
                 let batches = decode_batches(data).await?;
                 if !batches.is_empty() {
                     self.engine
-                        .bind(&id, &batches, &call.principal)
+                        .bind(&id, &batches, call.principal())
                         .map_err(to_status)?;
                 }
                 let count = self
                     .engine
-                    .execute_prepared_update(&id, &call.principal)
+                    .execute_prepared_update(&id, &call.session)
                     .await
                     .map_err(to_status)?;
                 Ok(update_result(count))
@@ -247,7 +248,7 @@ impl FlightSqlEndpoint {
         }
         let prepared = self
             .engine
-            .prepare(&request.query, &call.principal)
+            .prepare(&request.query, &call.session)
             .await
             .map_err(to_status)?;
         let result = ActionCreatePreparedStatementResult {
@@ -265,7 +266,7 @@ impl FlightSqlEndpoint {
             unpack_action(body, CLOSE_PREPARED_STATEMENT)?;
         let id = decode_prepared_handle(&request.prepared_statement_handle)?;
         self.engine
-            .close_prepared(&id, &call.principal)
+            .close_prepared(&id, call.principal())
             .map_err(to_status)
     }
 
@@ -280,7 +281,7 @@ impl FlightSqlEndpoint {
             if let Some(ticket) = endpoint.ticket
                 && let Ok(TicketKind::Result(id)) = decode_ticket(&ticket)
             {
-                cancelled |= self.engine.cancel(&id, &call.principal);
+                cancelled |= self.engine.cancel(&id, call.principal());
             }
         }
         let status = if cancelled {
@@ -389,7 +390,7 @@ impl FlightSqlEndpoint {
     ) -> Result<BoxedStream<FlightData>, Status> {
         match decode_ticket(ticket)? {
             TicketKind::Result(id) => {
-                let planned = self.engine.take(&id, &call.principal).map_err(to_status)?;
+                let planned = self.engine.take(&id, call.principal()).map_err(to_status)?;
                 call.note("Result", planned.sql());
                 let schema = planned.schema();
                 let batches = self.engine.execute(planned).map_err(|e| {
@@ -447,6 +448,13 @@ impl FlightSqlEndpoint {
                 Ok(vec![])
             }
             CANCEL_FLIGHT_INFO => Ok(vec![self.cancel_flight_info(&action.body, call)?]),
+            SET_SESSION_OPTIONS | GET_SESSION_OPTIONS | CLOSE_SESSION => {
+                Ok(vec![self.session_action(
+                    &action.r#type,
+                    &action.body,
+                    call,
+                )?])
+            }
             "BeginTransaction" | "EndTransaction" | "BeginSavepoint" | "EndSavepoint" => Err(
                 Status::unimplemented("transactions are not supported by Tarn"),
             ),

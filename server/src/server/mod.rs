@@ -276,7 +276,7 @@ impl Server {
         let loaded = startup::serve_created(&engine, &created, loaded).await;
         startup::record_lake(&engine, store.as_ref(), &loaded).await?;
         startup::restore(&engine, store.as_ref()).await;
-        catalog::system::register(engine.session(), Arc::clone(catalog)).map_err(|e| {
+        catalog::system::register(engine.shared_context(), Arc::clone(catalog)).map_err(|e| {
             EngineError::Internal(format!("cannot register the system tables: {e}"))
         })?;
         Ok((engine, auth))

@@ -49,7 +49,7 @@ pub(super) fn open_stores(
 /// Makes every store reachable by URL for the engine. Every file:// URL,
 /// whatever a statement or library makes of it, is opened through the fence.
 pub(super) fn register_stores(engine: &Engine, stores: &Stores) {
-    let runtime = engine.session().runtime_env();
+    let runtime = engine.shared_context().runtime_env();
     if let Ok(files) = url::Url::parse("file:///") {
         runtime.register_object_store(&files, Arc::clone(&stores.local_files) as _);
     }
@@ -81,7 +81,7 @@ pub(super) async fn close_interrupted_runs(
         else {
             continue;
         };
-        let runtime = engine.session().runtime_env();
+        let runtime = engine.shared_context().runtime_env();
         // File times are compared with the run's start: allow for coarse clocks.
         let since = run.started_at - chrono::Duration::seconds(2);
         let cleaned = match crate::delta::root_store(&runtime, &location) {
@@ -117,7 +117,7 @@ pub(super) async fn load_lake(
     stores: &[Store],
     created: &[(String, String)],
 ) -> Vec<lake::LakeTable> {
-    let (loaded, problems) = lake::load(engine.session(), stores, engine.freshness()).await;
+    let (loaded, problems) = lake::load(engine.shared_context(), stores, engine.freshness()).await;
     let empty_stores = explain_empty_stores(stores, &loaded, &problems);
     for note in &empty_stores {
         tracing::warn!("{note}");
@@ -190,10 +190,12 @@ pub(super) async fn serve_created(
             if table.name == *name || !same_location(&table.location, location) {
                 return true;
             }
-            let _ = engine.session().deregister_table(table.name.as_str());
+            let _ = engine
+                .shared_context()
+                .deregister_table(table.name.as_str());
             false
         });
-        if matches!(engine.session().table_exist(name.as_str()), Ok(true)) {
+        if matches!(engine.shared_context().table_exist(name.as_str()), Ok(true)) {
             continue;
         }
         if let Err(e) = register_delta(engine, name, location).await {
@@ -205,13 +207,13 @@ pub(super) async fn serve_created(
 
 async fn register_delta(engine: &Engine, name: &str, location: &str) -> Result<(), String> {
     let url = url::Url::parse(location).map_err(|e| e.to_string())?;
-    let runtime = engine.session().runtime_env();
+    let runtime = engine.shared_context().runtime_env();
     let root = crate::delta::root_store(&runtime, &url).map_err(|e| e.strip_backtrace())?;
     let table = crate::delta::DeltaLakeTable::open(root, url, engine.freshness())
         .await
         .map_err(|e| e.to_string())?;
     engine
-        .session()
+        .shared_context()
         .register_table(name, Arc::new(table))
         .map(|_| ())
         .map_err(|e| e.strip_backtrace())
@@ -242,7 +244,7 @@ pub(super) async fn forget_dropped(
             if !dropped.contains(&table.location) {
                 return true;
             }
-            let _ = engine.session().deregister_table(table.name.as_str());
+            let _ = engine.shared_context().deregister_table(table.name.as_str());
             tracing::info!(
                 table = %table.name,
                 "not serving '{}': it was dropped (its files at {} were kept); CREATE EXTERNAL TABLE brings it back, DROP TABLE ... PURGE deletes them",
@@ -262,7 +264,11 @@ pub(super) async fn record_lake(
     tables: &[lake::LakeTable],
 ) -> Result<(), ServeError> {
     for table in tables {
-        let Ok(provider) = engine.session().table_provider(table.name.as_str()).await else {
+        let Ok(provider) = engine
+            .shared_context()
+            .table_provider(table.name.as_str())
+            .await
+        else {
             continue;
         };
         let record = TableRecord {
@@ -296,7 +302,7 @@ pub(super) async fn restore(engine: &Arc<Engine>, catalog: &dyn CatalogStore) {
         Vec::new()
     });
     for (name, sql) in definitions {
-        if matches!(engine.session().table_exist(name.as_str()), Ok(true)) {
+        if matches!(engine.shared_context().table_exist(name.as_str()), Ok(true)) {
             continue;
         }
         if let Err(e) = engine.replay(&sql).await {

@@ -196,7 +196,11 @@ async fn a_restart_loses_nothing() {
     for sql in CHAIN {
         run(&mut t.client, sql).await;
     }
-    run(&mut t.client, "SET datafusion.execution.batch_size = 1234").await;
+    run(
+        &mut t.client,
+        "ALTER SYSTEM SET datafusion.execution.batch_size = 1234",
+    )
+    .await;
     let queries = [
         EDGES_SQL,
         "SELECT table_name, kind, location, format, schema_version FROM system.tables ORDER BY 1",

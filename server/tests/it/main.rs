@@ -15,5 +15,6 @@ mod locations;
 mod metadata;
 mod prepared;
 mod queries;
+mod sessions;
 mod settings;
 mod writes;

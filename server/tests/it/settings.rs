@@ -1,5 +1,5 @@
-//! `SET` changes only query settings: a client cannot poison the server for
-//! everyone, now or after a restart.
+//! `SET` and `ALTER SYSTEM SET` change only query settings: a client cannot
+//! poison the server for everyone, now or after a restart.
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::Int64Type;
@@ -56,13 +56,24 @@ async fn server_settings_are_refused_and_a_restart_serves_as_before() {
         .await
         .unwrap_err();
     assert_status(&err, Code::InvalidArgument, "batch_size");
-    // Query settings work and are remembered.
+    // Query settings work, and the server's defaults are remembered.
+    for key in [
+        "datafusion.catalog.default_schema",
+        "datafusion.runtime.memory_limit",
+    ] {
+        let err = t
+            .client
+            .execute_update(&format!("ALTER SYSTEM SET {key} = 'x'"))
+            .await
+            .unwrap_err();
+        assert_status(&err, Code::PermissionDenied, key);
+    }
     t.client
-        .execute_update("SET datafusion.execution.batch_size = 1234")
+        .execute_update("ALTER SYSTEM SET datafusion.execution.batch_size = 1234")
         .await
         .unwrap();
     t.client
-        .execute_update("SET datafusion.optimizer.prefer_hash_join = false")
+        .execute_update("ALTER SYSTEM SET datafusion.optimizer.prefer_hash_join = false")
         .await
         .unwrap();
     assert_eq!(nation_count(&mut t.client).await, 25);
@@ -72,9 +83,9 @@ async fn server_settings_are_refused_and_a_restart_serves_as_before() {
     assert_eq!(nation_count(&mut t.client).await, 25);
     let batch_size = query(&mut t.client, "SHOW datafusion.execution.batch_size").await;
     assert_eq!(value(&batch_size), "1234");
-    // RESET forgets a remembered setting.
+    // ALTER SYSTEM RESET forgets a remembered setting.
     t.client
-        .execute_update("RESET datafusion.optimizer.prefer_hash_join")
+        .execute_update("ALTER SYSTEM RESET datafusion.optimizer.prefer_hash_join")
         .await
         .unwrap();
     t.server.shutdown().await;
