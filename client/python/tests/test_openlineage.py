@@ -130,6 +130,8 @@ def test_events_validate_and_survive_an_endpoint_outage_and_a_restart(scratch, t
     ], kinds
     first = events[1]
     assert first["job"]["facets"]["sql"]["query"] == CHAIN[0]
+    # The user who ran it (anonymous: this server runs without authentication).
+    assert first["job"]["facets"]["ownership"]["owners"] == [{"name": "user:anonymous", "type": "RUNNER"}]
     output = first["outputs"][0]
     assert output["namespace"] == "file" and output["name"] == str(scratch.resolve() / "a")
     statistics = output["outputFacets"]["outputStatistics"]
@@ -222,3 +224,25 @@ def test_a_write_killed_mid_way_gets_an_abort_event_at_the_next_start(scratch, t
     assert abort["outputs"] == start["outputs"]
     assert abort["run"]["facets"]["errorMessage"]["message"] == "the server stopped before the statement ended"
     validate(abort, schemas)
+
+
+def test_runs_and_events_carry_the_authenticated_user(scratch, tmp_path):
+    from test_auth import AuthServer, make_user, run
+
+    schemas = registry()
+    events_file = tmp_path / "events.jsonl"
+    server = AuthServer(scratch, ["--openlineage-file", str(events_file)], state_dir=tmp_path / "state")
+    try:
+        make_user(server, "erin", "erin-password-1")
+        with tarn.connect(server.uri, user="erin", password="erin-password-1") as conn:
+            run(conn, "CREATE TABLE erins AS SELECT o_orderkey FROM orders LIMIT 3")
+            principals = run(conn, "SELECT principal FROM system.runs WHERE sql LIKE 'CREATE TABLE erins%'").column(0).to_pylist()
+        assert principals == ["erin"]
+        wait_for(lambda: len(lines(events_file)) >= 2, "the START and COMPLETE events")
+    finally:
+        server.stop()
+    events = [e for e in lines(events_file) if e["job"]["name"] == "write.erins"]
+    assert [e["eventType"] for e in events] == ["START", "COMPLETE"]
+    for event in events:
+        validate(event, schemas)
+        assert event["job"]["facets"]["ownership"]["owners"] == [{"name": "user:erin", "type": "RUNNER"}]

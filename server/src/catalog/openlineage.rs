@@ -28,6 +28,8 @@ const SCHEMA_FACET: &str =
 const COLUMN_LINEAGE_FACET: &str = "https://openlineage.io/spec/facets/1-2-0/ColumnLineageDatasetFacet.json#/$defs/ColumnLineageDatasetFacet";
 const OUTPUT_STATISTICS_FACET: &str = "https://openlineage.io/spec/facets/1-0-2/OutputStatisticsOutputDatasetFacet.json#/$defs/OutputStatisticsOutputDatasetFacet";
 const ERROR_FACET: &str = "https://openlineage.io/spec/facets/1-0-1/ErrorMessageRunFacet.json#/$defs/ErrorMessageRunFacet";
+const OWNERSHIP_FACET: &str =
+    "https://openlineage.io/spec/facets/1-0-1/OwnershipJobFacet.json#/$defs/OwnershipJobFacet";
 
 /// Where events go (`[openlineage]`).
 #[derive(Debug, Clone, Default, serde::Deserialize, PartialEq)]
@@ -82,6 +84,8 @@ pub(crate) fn dataset_id(namespace: &str, table: &str, location: Option<&str>) -
 pub(crate) struct EventRun<'a> {
     pub id: &'a str,
     pub sql: &'a str,
+    /// The user who ran it.
+    pub principal: &'a str,
     pub event_type: &'static str,
     pub write: &'a WriteLineage,
     pub rows: Option<u64>,
@@ -193,7 +197,15 @@ pub(crate) fn run_event(
         "job": {
             "namespace": namespace,
             "name": format!("write.{}", run.write.target),
-            "facets": {"sql": {"_producer": PRODUCER, "_schemaURL": SQL_FACET, "query": run.sql, "dialect": "datafusion"}},
+            "facets": {
+                "sql": {"_producer": PRODUCER, "_schemaURL": SQL_FACET, "query": run.sql, "dialect": "datafusion"},
+                // Who ran the statement, in OpenLineage's URN form for people.
+                "ownership": {
+                    "_producer": PRODUCER,
+                    "_schemaURL": OWNERSHIP_FACET,
+                    "owners": [{"name": format!("user:{}", run.principal), "type": "RUNNER"}],
+                },
+            },
         },
         "inputs": inputs,
         "outputs": [output],

@@ -34,6 +34,7 @@ pub(crate) fn start(
         let event = EventRun {
             id: &run.id,
             sql: &run.sql,
+            principal: &run.principal,
             event_type: "START",
             write,
             rows: None,
@@ -76,14 +77,15 @@ pub(crate) fn end(
         record_lineage(&tx, id, write)?;
     }
     if let (Some(write), Some(events)) = (write, events) {
-        let sql: String = tx.query_row(
-            "SELECT sql_text FROM runs WHERE id = ?1",
+        let (sql, principal): (String, String) = tx.query_row(
+            "SELECT sql_text, principal FROM runs WHERE id = ?1",
             params![id],
-            |row| row.get(0),
+            |row| Ok((row.get(0)?, row.get(1)?)),
         )?;
         let event = EventRun {
             id,
             sql: &sql,
+            principal: &principal,
             event_type: end.state.as_str(),
             write,
             rows: end.rows_out,
