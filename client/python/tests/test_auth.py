@@ -46,11 +46,14 @@ def run(conn, sql):
     return table
 
 
-def make_user(server, name, password, roles=()):
+def make_user(server, name, password, roles=(), read_all=False):
+    """A user (with `roles`); with `read_all`, SELECT on every table of the lake."""
     with admin(server) as conn:
         run(conn, f"CREATE USER {name} WITH PASSWORD '{password}'")
         for role in roles:
             run(conn, f"GRANT {role} TO {name}")
+        if read_all:
+            run(conn, f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {name}")
 
 
 def make_token(server, name, user, expires=None):
@@ -149,7 +152,7 @@ def auth_server(lake):
 
 
 def test_adbc_logs_in_with_a_password_and_with_an_api_token(auth_server, server):
-    make_user(auth_server, "alice", "alice-password-1")
+    make_user(auth_server, "alice", "alice-password-1", read_all=True)
     token = make_token(auth_server, "alice_etl", "alice")
     q1 = (QUERIES / "q1.sql").read_text()
     # The same lake served without authentication gives the answer to match.
@@ -180,7 +183,7 @@ def test_adbc_logs_in_with_a_password_and_with_an_api_token(auth_server, server)
 
 
 def test_pyarrow_flight_basic_token_and_the_jdbc_call_sequence(auth_server):
-    make_user(auth_server, "jdbc", "jdbc-password-1")
+    make_user(auth_server, "jdbc", "jdbc-password-1", read_all=True)
     client, header = basic_bearer(auth_server, "jdbc", "jdbc-password-1")
     headers = [header]
     assert flight_query(client, headers, "SELECT 40 + 2 AS answer").column(0).to_pylist() == [42]

@@ -227,13 +227,15 @@ def test_a_write_killed_mid_way_gets_an_abort_event_at_the_next_start(scratch, t
 
 
 def test_runs_and_events_carry_the_authenticated_user(scratch, tmp_path):
-    from test_auth import AuthServer, make_user, run
+    from test_auth import AuthServer, admin, make_user, run
 
     schemas = registry()
     events_file = tmp_path / "events.jsonl"
     server = AuthServer(scratch, ["--openlineage-file", str(events_file)], state_dir=tmp_path / "state")
     try:
-        make_user(server, "erin", "erin-password-1")
+        make_user(server, "erin", "erin-password-1", read_all=True)
+        with admin(server) as boss:
+            run(boss, "GRANT CREATE ON SCHEMA public TO erin")
         with tarn.connect(server.uri, user="erin", password="erin-password-1") as conn:
             run(conn, "CREATE TABLE erins AS SELECT o_orderkey FROM orders LIMIT 3")
             principals = run(conn, "SELECT principal FROM system.runs WHERE sql LIKE 'CREATE TABLE erins%'").column(0).to_pylist()

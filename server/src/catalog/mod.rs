@@ -14,12 +14,15 @@
 
 mod audit;
 mod delivery;
+mod grants;
 mod identities;
 mod open;
 pub mod openlineage;
+mod policies;
 mod runs;
 mod sqlite;
 pub mod system;
+mod system_tables;
 mod tables;
 
 use std::collections::HashSet;
@@ -31,7 +34,9 @@ use crate::lineage::Lineage;
 
 pub use audit::{AuditLog, AuditRecord};
 pub use delivery::spawn_delivery;
+pub use grants::{GrantChange, GrantObject, GrantRecord, GrantStore};
 pub use identities::{IdentityChange, IdentityStore, NewToken, TokenRecord, UserRecord};
+pub use policies::{MaskRecord, PolicyChange, RowFilterRecord};
 pub use sqlite::{CatalogOptions, SqliteCatalog};
 pub use tables::schema_json;
 

@@ -24,6 +24,8 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("identities.sql")),
     // 4: the audit log.
     M::up(include_str!("audit.sql")),
+    // 5: privileges, and the owner of each table.
+    M::up(include_str!("grants.sql")),
 ];
 
 /// The schema version this Tarn writes.

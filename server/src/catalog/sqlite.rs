@@ -299,6 +299,17 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_grant_suite_passes_and_grants_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = open(dir.path());
+        super::super::grants::suite::exercise(&catalog).await;
+        catalog.close().await;
+        let again = open(dir.path());
+        use super::super::GrantStore;
+        assert_eq!(again.grants().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
     async fn a_full_disk_is_a_clear_error_and_loses_nothing_committed() {
         let dir = tempfile::tempdir().unwrap();
         let catalog = open(dir.path());

@@ -87,7 +87,11 @@ impl Engine {
             }
         };
         match change.map_err(from_auth)? {
-            IdentityChange::Done => Ok(nothing()),
+            IdentityChange::Done => {
+                // Memberships decide what a view's owner may read.
+                self.reload_privileges().await?;
+                Ok(nothing())
+            }
             change => Err(refused(statement, change)),
         }
     }

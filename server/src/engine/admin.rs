@@ -82,13 +82,13 @@ pub(crate) enum AdminStatement {
 }
 
 /// The significant tokens of a statement, read front to back.
-struct Cursor {
+pub(super) struct Cursor {
     tokens: Vec<Token>,
     at: usize,
 }
 
 impl Cursor {
-    fn new(tokens: Vec<TokenWithSpan>) -> Self {
+    pub(super) fn new(tokens: Vec<TokenWithSpan>) -> Self {
         let mut tokens: Vec<Token> = tokens
             .into_iter()
             .map(|t| t.token)
@@ -100,20 +100,20 @@ impl Cursor {
         Self { tokens, at: 0 }
     }
 
-    fn peek_word(&self, offset: usize) -> Option<&str> {
+    pub(super) fn peek_word(&self, offset: usize) -> Option<&str> {
         match self.tokens.get(self.at + offset) {
             Some(Token::Word(w)) if w.quote_style.is_none() => Some(w.value.as_str()),
             _ => None,
         }
     }
 
-    fn is(&self, offset: usize, word: &str) -> bool {
+    pub(super) fn is(&self, offset: usize, word: &str) -> bool {
         self.peek_word(offset)
             .is_some_and(|w| w.eq_ignore_ascii_case(word))
     }
 
     /// Consumes `word` if it is next.
-    fn eat(&mut self, word: &str) -> bool {
+    pub(super) fn eat(&mut self, word: &str) -> bool {
         let found = self.is(0, word);
         if found {
             self.at += 1;
@@ -121,7 +121,7 @@ impl Cursor {
         found
     }
 
-    fn expect(&mut self, word: &str, form: &str) -> EngineResult<()> {
+    pub(super) fn expect(&mut self, word: &str, form: &str) -> EngineResult<()> {
         match self.eat(word) {
             true => Ok(()),
             false => Err(syntax(form)),
@@ -129,7 +129,7 @@ impl Cursor {
     }
 
     /// A name: unquoted names are folded to lower case, as DataFusion does.
-    fn name(&mut self, form: &str) -> EngineResult<String> {
+    pub(super) fn name(&mut self, form: &str) -> EngineResult<String> {
         match self.tokens.get(self.at) {
             Some(Token::Word(w)) => {
                 self.at += 1;
@@ -142,7 +142,7 @@ impl Cursor {
         }
     }
 
-    fn string(&mut self, form: &str) -> EngineResult<String> {
+    pub(super) fn string(&mut self, form: &str) -> EngineResult<String> {
         match self.tokens.get(self.at) {
             Some(Token::SingleQuotedString(s)) => {
                 self.at += 1;
@@ -152,7 +152,16 @@ impl Cursor {
         }
     }
 
-    fn end(&self, form: &str) -> EngineResult<()> {
+    /// Consumes `token` if it is next.
+    pub(super) fn eat_token(&mut self, token: &Token) -> bool {
+        let found = self.tokens.get(self.at) == Some(token);
+        if found {
+            self.at += 1;
+        }
+        found
+    }
+
+    pub(super) fn end(&self, form: &str) -> EngineResult<()> {
         match self.at == self.tokens.len() {
             true => Ok(()),
             false => Err(syntax(form)),
@@ -160,7 +169,7 @@ impl Cursor {
     }
 }
 
-fn syntax(form: &str) -> EngineError {
+pub(super) fn syntax(form: &str) -> EngineError {
     EngineError::Syntax(format!("expected {form}"))
 }
 
@@ -355,7 +364,7 @@ impl AdminStatement {
     }
 }
 
-fn is_privilege(word: Option<&str>) -> bool {
+pub(super) fn is_privilege(word: Option<&str>) -> bool {
     word.is_some_and(|w| PRIVILEGES.iter().any(|p| p.eq_ignore_ascii_case(w)))
 }
 

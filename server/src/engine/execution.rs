@@ -17,6 +17,8 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::admin::AdminNode;
 use super::error::{self, EngineError, EngineResult};
+use super::grants::GrantNode;
+use super::policies::PolicyNode;
 use super::refresh::RefreshTableNode;
 use super::session::Session;
 use super::settings::SystemSettingNode;
@@ -37,6 +39,15 @@ impl Engine {
         settings::check_plan(&plan, session.principal())?;
         if let Some(statement) = AdminNode::of(&plan) {
             return Ok((self.run_admin(statement, session.principal()).await?, None));
+        }
+        if let Some(statement) = PolicyNode::of(&plan) {
+            self.run_policy(statement, session.principal()).await?;
+            let nothing = Arc::new(EmptyExec::new(Arc::new(Schema::empty())));
+            return Ok((nothing, None));
+        }
+        if let Some(statement) = GrantNode::of(&plan) {
+            let schema = self.run_grant(statement, session.principal()).await?;
+            return Ok((Arc::new(EmptyExec::new(schema)), None));
         }
         if let Some(setting) = SystemSettingNode::of(&plan) {
             // The server's defaults: the context new sessions are made from.
@@ -261,4 +272,6 @@ pub(super) fn has_side_effects(plan: &LogicalPlan) -> bool {
         || RefreshTableNode::of(plan).is_some()
         || AdminNode::of(plan).is_some()
         || SystemSettingNode::of(plan).is_some()
+        || GrantNode::of(plan).is_some()
+        || PolicyNode::of(plan).is_some()
 }

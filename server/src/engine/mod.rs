@@ -10,19 +10,23 @@
 //! - Results leave in wire types ([`WireTypes`]); the promised schema is the
 //!   streamed schema.
 
+mod access;
 mod accounts;
 mod admin;
 mod as_of;
 mod corruption;
 pub mod error;
 mod execution;
+mod grants;
 mod identity_calls;
 mod ids;
 mod locations;
 mod metadata;
 mod placeholders;
 mod planning;
+mod policies;
 mod prepared;
+mod privileges;
 mod refresh;
 mod results;
 mod runs;
@@ -32,6 +36,7 @@ mod settings;
 mod statement;
 mod statement_node;
 mod time_travel;
+mod visible;
 pub mod wire;
 mod writes;
 
@@ -60,7 +65,7 @@ pub use statement::StatementLimits;
 pub use wire::WireTypes;
 
 use crate::auth::Authenticator;
-use crate::catalog::CatalogStore;
+use crate::catalog::{CatalogStore, GrantStore};
 use crate::identity::Principal;
 use crate::runtime::CpuRuntime;
 use prepared::PreparedStatements;
@@ -162,6 +167,10 @@ pub struct Engine {
     results: ResultStore,
     prepared: PreparedStatements,
     sessions: Sessions,
+    /// Who may do what; checked before every statement is planned.
+    privileges: Arc<privileges::Privileges>,
+    /// Where privileges are stored.
+    grant_store: Option<Arc<dyn GrantStore>>,
     options: EngineOptions,
     catalog: Option<Arc<dyn CatalogStore>>,
     /// Users, roles and tokens, for identity statements.
@@ -236,13 +245,19 @@ impl Engine {
             0 => cores,
             n => n,
         };
+        let privileges = Arc::new(privileges::Privileges::default());
+        for mask in policies::mask_functions(privileges.salt()) {
+            ctx.register_udf(mask);
+        }
         let cpu = CpuRuntime::new(cpu_threads)
             .map_err(|e| EngineError::Internal(format!("cannot start the query runtime: {e}")))?;
         Ok(Self {
             cpu,
             results: ResultStore::new(options.result_ttl),
             prepared: PreparedStatements::new(options.prepared_statement_ttl),
-            sessions: Sessions::new(ctx.clone(), options.sessions),
+            sessions: Sessions::new(ctx.clone(), Arc::clone(&privileges), options.sessions),
+            privileges,
+            grant_store: None,
             ctx,
             options,
             catalog: None,
@@ -255,6 +270,18 @@ impl Engine {
     pub fn with_catalog(mut self, catalog: Arc<dyn CatalogStore>) -> Self {
         self.catalog = Some(catalog);
         self
+    }
+
+    /// Keeps privileges (`GRANT SELECT ON ...`) and table owners in `store`.
+    pub fn with_grants(mut self, store: Arc<dyn GrantStore>) -> Self {
+        self.privileges.attach(Arc::clone(&store));
+        self.grant_store = Some(store);
+        self
+    }
+
+    /// Reads the stored privileges (at start, before serving).
+    pub async fn load_privileges(&self) -> EngineResult<()> {
+        self.reload_privileges().await
     }
 
     /// Lets identity statements (`CREATE USER`, ...) change `auth`'s users,
@@ -483,20 +510,21 @@ impl Engine {
         self.prepared.remove(id, principal.name())
     }
 
-    /// Every table and view of every catalog, with its wire schema.
-    pub async fn tables(&self) -> Vec<TableInfo> {
-        metadata::list_tables(&self.ctx, self.options.wire_types).await
+    /// Every table and view of every catalog that `session`'s user may
+    /// see, with its wire schema (only the columns granted).
+    pub async fn tables(&self, session: &Session) -> Vec<TableInfo> {
+        metadata::list_tables(session.context(), self.options.wire_types).await
     }
 
     /// Every catalog name.
-    pub fn catalog_names(&self) -> Vec<String> {
-        let mut names = self.ctx.catalog_names();
+    pub fn catalog_names(&self, session: &Session) -> Vec<String> {
+        let mut names = session.context().catalog_names();
         names.sort();
         names
     }
 
     /// Every (catalog, schema) pair.
-    pub fn schemas(&self) -> Vec<(String, String)> {
-        metadata::list_schemas(&self.ctx)
+    pub fn schemas(&self, session: &Session) -> Vec<(String, String)> {
+        metadata::list_schemas(session.context())
     }
 }

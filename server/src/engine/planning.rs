@@ -11,10 +11,14 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::sql::parser::Statement as DFStatement;
 
+use super::access;
 use super::admin::{AdminNode, AdminStatement};
 use super::error::{EngineError, EngineResult};
 use super::execution::{affected_rows, has_side_effects};
+use super::grants::{GrantNode, PrivilegeStatement};
+use super::policies::{PolicyNode, PolicyStatement};
 use super::prepared::{PreparedStatementId, PreparedStatementInfo};
+use super::privileges::{Access, Privilege};
 use super::session::Session;
 use super::settings::SystemSettingNode;
 use super::{
@@ -59,7 +63,18 @@ impl Engine {
         if let Some(statement) = AdminStatement::parse(sql) {
             return AdminNode::plan(statement?);
         }
+        if let Some(statement) = PrivilegeStatement::parse(sql) {
+            return Ok(GrantNode::plan(statement?));
+        }
+        if let Some(statement) = PolicyStatement::parse(sql) {
+            return Ok(PolicyNode::plan(statement?));
+        }
         if let Some(name) = refresh::RefreshTableNode::parse(sql) {
+            let table = crate::names::table_name(&TableReference::parse_str(&name));
+            let principal = session.principal();
+            if self.privileges.access(principal, Privilege::Select, &table) == Access::Denied {
+                return Err(access::denied(principal, Privilege::Select, &table));
+            }
             return Ok(refresh::RefreshTableNode::plan(name));
         }
         let state = session.context().state();
@@ -80,10 +95,87 @@ impl Engine {
             .resolve_table_references(&statement)
             .unwrap_or_default();
         refuse_admin_tables(&references, session.principal())?;
+        access::check(
+            &self.privileges,
+            session.context(),
+            &statement,
+            &references,
+            session.principal(),
+        )
+        .await?;
         match state.statement_to_plan(statement).await {
             Ok(plan) => writes::rewrite_plan(plan, clauses),
-            Err(err) => Err(explain_planning_error(session, references, err)),
+            Err(err) => Err(self.explain_planning_error(session, references, err).await),
         }
+    }
+
+    /// Turns a planning failure into the most useful error: a missing table
+    /// is named as the statement wrote it; a column left out of a user's
+    /// column grant is refused naming the columns they may read.
+    async fn explain_planning_error(
+        &self,
+        session: &Session,
+        references: Vec<TableReference>,
+        err: datafusion::error::DataFusionError,
+    ) -> EngineError {
+        use datafusion::error::DataFusionError;
+        if let DataFusionError::SchemaError(schema_error, _) = err.find_root()
+            && let datafusion::common::SchemaError::FieldNotFound { field, .. } =
+                schema_error.as_ref()
+            && let Some(denied) = self
+                .column_not_granted(session, &references, &field.name)
+                .await
+        {
+            return denied;
+        }
+        // A plan that cannot be made while a table it reads does not exist
+        // fails because of that table: name it as the statement wrote it.
+        if !matches!(err.find_root(), DataFusionError::Plan(_)) {
+            return EngineError::from_planning(err);
+        }
+        let context = session.context();
+        let state = context.state();
+        for reference in references {
+            // Table functions (`generate_series(...)`) are references too.
+            let function = reference.schema().is_none()
+                && state.table_functions().contains_key(reference.table());
+            if !function && !matches!(context.table_exist(reference.clone()), Ok(true)) {
+                return EngineError::TableNotFound {
+                    name: reference.to_string(),
+                };
+            }
+        }
+        EngineError::from_planning(err)
+    }
+
+    /// The refusal of `column` if it is a column of one of `references`
+    /// that the session's user may read only some columns of.
+    async fn column_not_granted(
+        &self,
+        session: &Session,
+        references: &[TableReference],
+        column: &str,
+    ) -> Option<EngineError> {
+        let principal = session.principal();
+        for reference in references {
+            let name = crate::names::table_name(reference);
+            let Access::Columns(granted) =
+                self.privileges.access(principal, Privilege::Select, &name)
+            else {
+                continue;
+            };
+            let schema = self.ctx.state().schema_for_ref(reference.clone()).ok()?;
+            let table = schema.table(reference.table()).await.ok()??;
+            if table.schema().field_with_name(column).is_ok() && !granted.contains(column) {
+                let granted: Vec<&str> = granted.iter().map(String::as_str).collect();
+                return Some(EngineError::PermissionDenied(format!(
+                    "{user} may read only the columns {cols} of table {name}, not {column}; an admin or the table's owner can GRANT SELECT ({column}) ON {name} TO {user}",
+                    user = principal.name(),
+                    cols = granted.join(", "),
+                )));
+            }
+        }
+        None
     }
 
     /// Plans a statement that is executed directly (not prepared): it must
@@ -336,33 +428,6 @@ fn refuse_admin_tables(references: &[TableReference], principal: &Principal) -> 
         }
     }
     Ok(())
-}
-
-/// Turns a planning failure into the most useful error: a missing table
-/// is named as the statement wrote it.
-fn explain_planning_error(
-    session: &Session,
-    references: Vec<TableReference>,
-    err: datafusion::error::DataFusionError,
-) -> EngineError {
-    // A plan that cannot be made while a table it reads does not exist
-    // fails because of that table: name it as the statement wrote it.
-    if !matches!(err.find_root(), datafusion::error::DataFusionError::Plan(_)) {
-        return EngineError::from_planning(err);
-    }
-    let context = session.context();
-    let state = context.state();
-    for reference in references {
-        // Table functions (`generate_series(...)`) are references too.
-        let function =
-            reference.schema().is_none() && state.table_functions().contains_key(reference.table());
-        if !function && !matches!(context.table_exist(reference.clone()), Ok(true)) {
-            return EngineError::TableNotFound {
-                name: reference.to_string(),
-            };
-        }
-    }
-    EngineError::from_planning(err)
 }
 
 /// Substitutes each bound parameter row into `plan`.

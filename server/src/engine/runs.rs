@@ -46,6 +46,8 @@ pub(crate) struct Run {
     inputs: Vec<String>,
     write: Option<WriteLineage>,
     pub(crate) effect: Effect,
+    /// Whether it makes a new table or view (whose owner its user becomes).
+    creates: bool,
 }
 
 impl Run {
@@ -65,6 +67,7 @@ impl Run {
             inputs: Vec::new(),
             write: None,
             effect: Effect::None,
+            creates: false,
         };
         let write = |target: String, columns: Vec<String>, input: &LogicalPlan| WriteLineage {
             target,
@@ -78,7 +81,10 @@ impl Run {
             target_location: None,
             lineage: lineage::trace_with_views(input, views),
         };
-        if super::admin::AdminNode::of(plan).is_some() {
+        if super::admin::AdminNode::of(plan).is_some()
+            || super::grants::GrantNode::of(plan).is_some()
+            || super::policies::PolicyNode::of(plan).is_some()
+        {
             run.kind = RunKind::Ddl;
         } else if let Some(system) = super::settings::SystemSettingNode::of(plan) {
             // Only the server's defaults are remembered; a session's SET
@@ -213,6 +219,8 @@ impl Run {
         if let Some(write) = &run.write {
             run.inputs = write.lineage.tables.iter().cloned().collect();
         }
+        let inserts = matches!(plan, LogicalPlan::Dml(dml) if matches!(dml.op, WriteOp::Insert(_)));
+        run.creates = matches!(run.effect, Effect::Table { .. }) && !inserts;
         run
     }
 
@@ -420,21 +428,43 @@ impl Engine {
                 let recorded = catalog
                     .record_table(record, provider.schema(), run_id.clone())
                     .await;
-                match (recorded, delta.and_then(DeltaLakeTable::version_stats)) {
+                let recorded = match (recorded, delta.and_then(DeltaLakeTable::version_stats)) {
                     (Ok(_), Some(stats)) => {
                         catalog
                             .record_table_version(name.clone(), version_record(stats), run_id)
                             .await
                     }
                     (recorded, _) => recorded.map(|_| ()),
+                };
+                match recorded {
+                    Ok(()) if run.creates => self.record_owner(name, &run.principal).await,
+                    recorded => recorded,
                 }
             }
         };
+        if matches!(run.effect, Effect::Drop(_)) {
+            self.reload_privileges().await?;
+        }
         recorded.map_err(|e| {
             EngineError::Internal(format!(
                 "the statement ran, but the catalog could not record it: {e}"
             ))
         })
+    }
+}
+
+impl Engine {
+    /// Makes `user` the owner of the table it created (a user of its own:
+    /// not `anonymous`, when authentication is off).
+    async fn record_owner(&self, table: &str, user: &str) -> crate::catalog::CatalogResult<()> {
+        let Some(store) = &self.grant_store else {
+            return Ok(());
+        };
+        if user == crate::identity::ANONYMOUS {
+            return Ok(());
+        }
+        store.set_owner(table.to_string(), user.to_string()).await?;
+        self.privileges.reload().await
     }
 }
 

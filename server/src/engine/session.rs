@@ -21,11 +21,14 @@ use std::time::{Duration, Instant};
 
 use arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use datafusion::prelude::SessionContext;
 
+use super::privileges::Privileges;
+use super::visible::{Viewer, VisibleCatalogs};
 use crate::identity::Principal;
 
 /// The name of the session every statement replayed at start (and every
@@ -54,7 +57,8 @@ impl Session {
     /// defaults of every session made afterwards.
     pub(crate) fn system(context: SessionContext) -> Self {
         let principal = Principal::anonymous();
-        let entry = SessionEntry::new(SYSTEM_SESSION.to_string(), String::new(), context);
+        let cell = Arc::new(RwLock::new(principal.clone()));
+        let entry = SessionEntry::new(SYSTEM_SESSION.to_string(), String::new(), cell, context);
         Self {
             principal,
             entry: Arc::new(entry),
@@ -90,8 +94,12 @@ struct SessionEntry {
 }
 
 impl SessionEntry {
-    fn new(id: String, owner: String, context: SessionContext) -> Self {
-        let principal = Arc::new(RwLock::new(Principal::anonymous()));
+    fn new(
+        id: String,
+        owner: String,
+        principal: Arc<RwLock<Principal>>,
+        context: SessionContext,
+    ) -> Self {
         for which in [Identity::User, Identity::Role] {
             context.register_udf(ScalarUDF::new_from_impl(IdentityFunction::new(
                 which,
@@ -143,6 +151,8 @@ impl Default for SessionLimits {
 pub(crate) struct Sessions {
     /// What new sessions are made from.
     base: SessionContext,
+    /// What each session's user may see of the catalog.
+    privileges: Arc<Privileges>,
     limits: SessionLimits,
     registry: Mutex<Registry>,
 }
@@ -175,9 +185,14 @@ impl Registry {
 }
 
 impl Sessions {
-    pub(crate) fn new(base: SessionContext, limits: SessionLimits) -> Self {
+    pub(crate) fn new(
+        base: SessionContext,
+        privileges: Arc<Privileges>,
+        limits: SessionLimits,
+    ) -> Self {
         Self {
             base,
+            privileges,
             limits,
             registry: Mutex::new(Registry::default()),
         }
@@ -208,8 +223,9 @@ impl Sessions {
             None => {
                 self.make_room(&mut registry, now);
                 let id = uuid::Uuid::now_v7().to_string();
-                let context = SessionContext::new_with_state(self.base.state());
-                let entry = Arc::new(SessionEntry::new(id.clone(), owner.clone(), context));
+                let cell = Arc::new(RwLock::new(principal.clone()));
+                let context = self.context_for(&cell);
+                let entry = Arc::new(SessionEntry::new(id.clone(), owner.clone(), cell, context));
                 registry.by_id.insert(id.clone(), Arc::clone(&entry));
                 registry.by_key.insert((owner, key.to_string()), id);
                 entry
@@ -220,6 +236,22 @@ impl Sessions {
             principal: principal.clone(),
             entry,
         }
+    }
+
+    /// A context made from the engine's, whose catalog shows what the
+    /// session's user (in `principal`) may see.
+    fn context_for(&self, principal: &Arc<RwLock<Principal>>) -> SessionContext {
+        let base = self.base.state();
+        let viewer = Viewer::new(
+            Arc::clone(principal),
+            Arc::clone(&self.privileges),
+            self.base.clone(),
+        );
+        let catalogs = VisibleCatalogs::new(Arc::clone(base.catalog_list()), viewer);
+        let state = SessionStateBuilder::new_from_existing(base)
+            .with_catalog_list(Arc::new(catalogs))
+            .build();
+        SessionContext::new_with_state(state)
     }
 
     /// The live session `id` of `principal`, if there is one.
@@ -359,7 +391,7 @@ mod tests {
     use super::*;
 
     fn sessions(limits: SessionLimits) -> Sessions {
-        Sessions::new(SessionContext::new(), limits)
+        Sessions::new(SessionContext::new(), Arc::default(), limits)
     }
 
     #[test]

@@ -10,6 +10,7 @@ use arrow_flight::sql::metadata::GetCatalogsBuilder;
 use tonic::Status;
 
 use super::sql_info::{SQL_INFO, XDBC_TYPE_INFO};
+use crate::engine::Session;
 use crate::engine::{Engine, TableKind};
 
 /// The schema a metadata command's result has, or `None` when `command` is
@@ -31,25 +32,29 @@ pub fn schema(command: &Command) -> Option<SchemaRef> {
 }
 
 /// Answers a metadata command.
-pub async fn answer(engine: &Engine, command: Command) -> Result<RecordBatch, Status> {
+pub async fn answer(
+    engine: &Engine,
+    session: &Session,
+    command: Command,
+) -> Result<RecordBatch, Status> {
     match command {
         Command::CommandGetCatalogs(c) => {
             let mut b = c.into_builder();
-            for catalog in engine.catalog_names() {
+            for catalog in engine.catalog_names(session) {
                 b.append(catalog);
             }
             b.build().map_err(internal)
         }
         Command::CommandGetDbSchemas(c) => {
             let mut b = c.into_builder();
-            for (catalog, schema) in engine.schemas() {
+            for (catalog, schema) in engine.schemas(session) {
                 b.append(catalog, schema);
             }
             b.build().map_err(internal)
         }
         Command::CommandGetTables(c) => {
             let mut b = c.into_builder();
-            for t in engine.tables().await {
+            for t in engine.tables(session).await {
                 b.append(
                     &t.catalog,
                     &t.schema,

@@ -400,7 +400,7 @@ impl FlightSqlEndpoint {
             }
             TicketKind::Metadata(command) => {
                 self.note(call, &command);
-                let batch = metadata::answer(&self.engine, command).await?;
+                let batch = metadata::answer(&self.engine, &call.session, command).await?;
                 let schema = batch.schema();
                 Ok(self.encode(schema, futures::stream::once(async { Ok(batch) })))
             }

@@ -259,6 +259,7 @@ impl Server {
     ) -> Result<(Arc<Engine>, Arc<Authenticator>), ServeError> {
         let store: Arc<dyn CatalogStore> = Arc::clone(catalog) as _;
         let identities: Arc<dyn IdentityStore> = Arc::clone(catalog) as _;
+        let grants: Arc<dyn crate::catalog::GrantStore> = Arc::clone(catalog) as _;
         let auth = Arc::new(Authenticator::new(identities, config.auth.clone()));
         if auth.is_enabled() && auth.ensure_first_admin(admin_password.as_deref()).await? {
             tracing::info!("created the user 'admin' (no user existed)");
@@ -266,8 +267,10 @@ impl Server {
         let engine = Arc::new(
             Engine::new(options)?
                 .with_catalog(Arc::clone(&store))
+                .with_grants(grants)
                 .with_authenticator(Arc::clone(&auth)),
         );
+        engine.load_privileges().await?;
         startup::register_stores(&engine, stores);
         startup::close_interrupted_runs(&engine, store.as_ref()).await?;
         let created = store.created_tables().await?;

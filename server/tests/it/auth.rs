@@ -62,6 +62,7 @@ async fn the_rust_client_logs_in_with_a_password_or_a_token() {
     statement.execute_update().await.unwrap();
     statement.close().await.unwrap();
     query(&mut admin, "GRANT analysts TO alice").await;
+    query(&mut admin, "GRANT SELECT ON nation TO analysts").await;
     let made = query(&mut admin, "CREATE TOKEN alice_token FOR USER alice").await;
     let token = strings(&made, "token").pop().unwrap();
     assert!(token.starts_with("tarn_t_"), "{token}");
