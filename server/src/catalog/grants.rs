@@ -3,7 +3,7 @@
 //! each table Tarn created. The engine keeps a copy in memory and checks
 //! statements against it; these calls only store and read.
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::policies::{self, MaskRecord, PolicyChange, RowFilterRecord};
 use super::{CatalogResult, SqliteCatalog, now};
@@ -211,6 +211,20 @@ fn columns_of(text: &str) -> Option<Vec<String>> {
     (!text.is_empty()).then(|| text.split(',').map(str::to_string).collect())
 }
 
+/// The column list of the grant `key` names, if there is one ("" for a
+/// whole-table grant).
+fn granted_columns(
+    tx: &Transaction,
+    key: impl rusqlite::Params,
+) -> rusqlite::Result<Option<String>> {
+    tx.query_row(
+        "SELECT columns FROM grants WHERE grantee = ?1 AND privilege = ?2 AND object_kind = ?3 AND object_name = ?4",
+        key,
+        |row| row.get(0),
+    )
+    .optional()
+}
+
 fn store_grant(c: &mut Connection, grant: &GrantRecord) -> rusqlite::Result<GrantChange> {
     if !grantee_exists(c, &grant.grantee)? {
         return Ok(GrantChange::NoSuchGrantee);
@@ -222,13 +236,7 @@ fn store_grant(c: &mut Connection, grant: &GrantRecord) -> rusqlite::Result<Gran
         grant.object.kind(),
         grant.object.name()
     ];
-    let earlier: Option<String> = tx
-        .query_row(
-            "SELECT columns FROM grants WHERE grantee = ?1 AND privilege = ?2 AND object_kind = ?3 AND object_name = ?4",
-            key,
-            |row| row.get(0),
-        )
-        .ok();
+    let earlier = granted_columns(&tx, key)?;
     let columns = match (&grant.columns, earlier.as_deref()) {
         (None, _) | (_, Some("")) => String::new(),
         (Some(new), Some(old)) => {
@@ -267,13 +275,7 @@ fn revoke(
 ) -> rusqlite::Result<GrantChange> {
     let tx = c.transaction()?;
     let key = params![grantee, privilege, object.kind(), object.name()];
-    let earlier: Option<String> = tx
-        .query_row(
-            "SELECT columns FROM grants WHERE grantee = ?1 AND privilege = ?2 AND object_kind = ?3 AND object_name = ?4",
-            key,
-            |row| row.get(0),
-        )
-        .ok();
+    let earlier = granted_columns(&tx, key)?;
     let Some(earlier) = earlier else {
         return Ok(GrantChange::NothingToRevoke);
     };

@@ -18,6 +18,7 @@ use std::ops::ControlFlow;
 
 use datafusion::catalog::view::ViewTable;
 use datafusion::common::TableReference;
+use datafusion::execution::SessionState;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::planner::object_name_to_table_reference;
@@ -51,6 +52,7 @@ enum Target {
 pub(crate) async fn check(
     privileges: &Privileges,
     context: &SessionContext,
+    state: &SessionState,
     statement: &DFStatement,
     references: &[TableReference],
     principal: &Principal,
@@ -85,7 +87,7 @@ pub(crate) async fn check(
             Target::Create(_, None) => false,
         })
     };
-    let functions = context.state().table_functions().clone();
+    let functions = state.table_functions();
     for reference in references {
         let function = reference.schema().is_none() && functions.contains_key(reference.table());
         if function || written(reference) || is_system(reference) {

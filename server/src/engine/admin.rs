@@ -22,7 +22,8 @@ use datafusion::common::{DFSchema, DFSchemaRef};
 use datafusion::logical_expr::{Extension, LogicalPlan};
 
 use super::statement_node::{leaf_statement_node, node_of};
-use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
+use datafusion::common::TableReference;
+use datafusion::sql::sqlparser::tokenizer::{Span, Token, TokenWithSpan};
 
 use super::error::{EngineError, EngineResult};
 use crate::identity::Principal;
@@ -84,20 +85,78 @@ pub(crate) enum AdminStatement {
 /// The significant tokens of a statement, read front to back.
 pub(super) struct Cursor {
     tokens: Vec<Token>,
+    /// Where each token is in the text, for the SQL a statement carries.
+    spans: Vec<Span>,
     at: usize,
 }
 
 impl Cursor {
     pub(super) fn new(tokens: Vec<TokenWithSpan>) -> Self {
-        let mut tokens: Vec<Token> = tokens
+        let mut significant: Vec<TokenWithSpan> = tokens
             .into_iter()
-            .map(|t| t.token)
-            .filter(|t| !matches!(t, Token::Whitespace(_)))
+            .filter(|t| !matches!(t.token, Token::Whitespace(_)))
             .collect();
-        if tokens.last() == Some(&Token::SemiColon) {
-            tokens.pop();
+        if significant.last().map(|t| &t.token) == Some(&Token::SemiColon) {
+            significant.pop();
         }
-        Self { tokens, at: 0 }
+        let spans = significant.iter().map(|t| t.span).collect();
+        let tokens = significant.into_iter().map(|t| t.token).collect();
+        Self {
+            tokens,
+            spans,
+            at: 0,
+        }
+    }
+
+    /// Steps over `n` tokens already looked at.
+    pub(super) fn skip(&mut self, n: usize) {
+        self.at += n;
+    }
+
+    /// A table name (`t`, `s.t`, `c.s.t`) as Tarn records it.
+    pub(super) fn table(&mut self, form: &str) -> EngineResult<String> {
+        let mut parts = vec![self.name(form)?];
+        while self.eat_token(&Token::Period) {
+            parts.push(self.name(form)?);
+        }
+        let reference = match parts.as_slice() {
+            [table] => TableReference::bare(table.as_str()),
+            [schema, table] => TableReference::partial(schema.as_str(), table.as_str()),
+            [catalog, schema, table] => {
+                TableReference::full(catalog.as_str(), schema.as_str(), table.as_str())
+            }
+            _ => return Err(syntax(form)),
+        };
+        Ok(crate::names::table_name(&reference))
+    }
+
+    /// The text of `sql` inside the parentheses that come next (nesting
+    /// counted): the expression a statement carries.
+    pub(super) fn parenthesized(&mut self, sql: &str, form: &str) -> EngineResult<String> {
+        if !self.eat_token(&Token::LParen) {
+            return Err(syntax(form));
+        }
+        let start = self.at;
+        let mut depth = 1;
+        while let Some(token) = self.tokens.get(self.at) {
+            depth += match token {
+                Token::LParen => 1,
+                Token::RParen => -1,
+                _ => 0,
+            };
+            if depth == 0 {
+                break;
+            }
+            self.at += 1;
+        }
+        if depth != 0 || start == self.at {
+            return Err(syntax(form));
+        }
+        let offsets = crate::sql_text::Offsets::of(sql);
+        let text =
+            &sql[offsets.byte(self.spans[start].start)..offsets.byte(self.spans[self.at - 1].end)];
+        self.at += 1;
+        Ok(text.to_string())
     }
 
     pub(super) fn peek_word(&self, offset: usize) -> Option<&str> {

@@ -17,7 +17,7 @@
 use std::sync::Arc;
 
 use arrow::datatypes::Schema;
-use datafusion::common::{DFSchema, DFSchemaRef, TableReference};
+use datafusion::common::{DFSchema, DFSchemaRef};
 use datafusion::logical_expr::{Extension, LogicalPlan};
 use datafusion::sql::sqlparser::tokenizer::Token;
 
@@ -28,7 +28,6 @@ use super::privileges::Privilege;
 use super::statement_node::{leaf_statement_node, node_of};
 use crate::catalog::{GrantChange, GrantObject, GrantRecord};
 use crate::identity::Principal;
-use crate::names::table_name;
 
 const GRANT: &str = "GRANT privilege [(column, ...)] [, ...] ON [TABLE] name [, ...] | ALL TABLES IN SCHEMA s | SCHEMA s TO user_or_role [, ...]";
 const REVOKE: &str = "REVOKE privilege [(column, ...)] [, ...] ON [TABLE] name [, ...] | ALL TABLES IN SCHEMA s | SCHEMA s FROM user_or_role [, ...]";
@@ -129,25 +128,11 @@ fn objects(c: &mut Cursor, form: &str) -> EngineResult<Vec<GrantObject>> {
         return Ok(vec![GrantObject::Schema(c.name(form)?)]);
     }
     c.eat("TABLE");
-    let mut objects = Vec::new();
-    loop {
-        let mut parts = vec![c.name(form)?];
-        while c.eat_token(&Token::Period) {
-            parts.push(c.name(form)?);
-        }
-        let reference = match parts.as_slice() {
-            [table] => TableReference::bare(table.as_str()),
-            [schema, table] => TableReference::partial(schema.as_str(), table.as_str()),
-            [catalog, schema, table] => {
-                TableReference::full(catalog.as_str(), schema.as_str(), table.as_str())
-            }
-            _ => return Err(syntax(form)),
-        };
-        objects.push(GrantObject::Table(table_name(&reference)));
-        if !c.eat_token(&Token::Comma) {
-            return Ok(objects);
-        }
+    let mut objects = vec![GrantObject::Table(c.table(form)?)];
+    while c.eat_token(&Token::Comma) {
+        objects.push(GrantObject::Table(c.table(form)?));
     }
+    Ok(objects)
 }
 
 /// A privilege statement as a plan node.

@@ -98,6 +98,7 @@ impl Engine {
         access::check(
             &self.privileges,
             session.context(),
+            &state,
             &statement,
             &references,
             session.principal(),

@@ -36,16 +36,16 @@ use datafusion::logical_expr::{
     ColumnarValue, Expr, Extension, LogicalPlan, LogicalPlanBuilder, ScalarFunctionArgs, ScalarUDF,
     ScalarUDFImpl, Signature, Volatility,
 };
-use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
+use datafusion::sql::sqlparser::tokenizer::Token;
 use sha2::{Digest, Sha256};
 
 use super::Engine;
+use super::admin::{Cursor, syntax};
 use super::error::{EngineError, EngineResult};
 use super::statement_node::{leaf_statement_node, node_of};
 use crate::catalog::{MaskRecord, PolicyChange, RowFilterRecord};
 use crate::identity::Principal;
-use crate::names::table_name;
-use crate::sql_text::{Offsets, tokens};
+use crate::sql_text::tokens;
 
 const CREATE_MASK: &str =
     "CREATE MASK name ON table (column) USING (expression) [EXEMPT role, ...]";
@@ -79,158 +79,45 @@ pub(crate) enum PolicyStatement {
     },
 }
 
-/// The significant tokens of a statement with their text.
-struct Reader<'a> {
-    sql: &'a str,
-    tokens: Vec<TokenWithSpan>,
-    offsets: Offsets<'a>,
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn is(&self, offset: usize, word: &str) -> bool {
-        matches!(self.tokens.get(self.at + offset).map(|t| &t.token),
-            Some(Token::Word(w)) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(word))
-    }
-
-    fn eat(&mut self, word: &str) -> bool {
-        let found = self.is(0, word);
-        self.at += usize::from(found);
-        found
-    }
-
-    fn expect(&mut self, word: &str, form: &str) -> EngineResult<()> {
-        self.eat(word).then_some(()).ok_or_else(|| syntax(form))
-    }
-
-    fn name(&mut self, form: &str) -> EngineResult<String> {
-        match self.tokens.get(self.at).map(|t| &t.token) {
-            Some(Token::Word(w)) => {
-                self.at += 1;
-                Ok(match w.quote_style {
-                    Some(_) => w.value.clone(),
-                    None => w.value.to_lowercase(),
-                })
-            }
-            _ => Err(syntax(form)),
-        }
-    }
-
-    fn table(&mut self, form: &str) -> EngineResult<String> {
-        let mut parts = vec![self.name(form)?];
-        while self.tokens.get(self.at).map(|t| &t.token) == Some(&Token::Period) {
-            self.at += 1;
-            parts.push(self.name(form)?);
-        }
-        let reference = match parts.as_slice() {
-            [t] => TableReference::bare(t.as_str()),
-            [s, t] => TableReference::partial(s.as_str(), t.as_str()),
-            [c, s, t] => TableReference::full(c.as_str(), s.as_str(), t.as_str()),
-            _ => return Err(syntax(form)),
-        };
-        Ok(table_name(&reference))
-    }
-
-    fn token(&mut self, token: &Token) -> bool {
-        let found = self.tokens.get(self.at).map(|t| &t.token) == Some(token);
-        self.at += usize::from(found);
-        found
-    }
-
-    /// The text inside the parentheses that come next (nesting counted).
-    fn parenthesized(&mut self, form: &str) -> EngineResult<String> {
-        if !self.token(&Token::LParen) {
-            return Err(syntax(form));
-        }
-        let start = self.at;
-        let mut depth = 1;
-        while let Some(t) = self.tokens.get(self.at) {
-            match t.token {
-                Token::LParen => depth += 1,
-                Token::RParen => depth -= 1,
-                _ => {}
-            }
-            if depth == 0 {
-                break;
-            }
-            self.at += 1;
-        }
-        let (Some(first), Some(_)) = (self.tokens.get(start), self.tokens.get(self.at)) else {
-            return Err(syntax(form));
-        };
-        if start == self.at {
-            return Err(syntax(form));
-        }
-        let last = &self.tokens[self.at - 1];
-        let text = &self.sql[self.offsets.byte(first.span.start)..self.offsets.byte(last.span.end)];
-        self.at += 1;
-        Ok(text.to_string())
-    }
-
-    fn end(&mut self, form: &str) -> EngineResult<()> {
-        self.token(&Token::SemiColon);
-        match self.at == self.tokens.len() {
-            true => Ok(()),
-            false => Err(syntax(form)),
-        }
-    }
-}
-
-fn syntax(form: &str) -> EngineError {
-    EngineError::Syntax(format!("expected {form}"))
-}
-
 impl PolicyStatement {
     /// `sql` as a policy statement: `None` if it is not one, an error if it
     /// starts like one but does not follow its form.
     pub(crate) fn parse(sql: &str) -> Option<EngineResult<Self>> {
-        let tokens: Vec<TokenWithSpan> = tokens(sql)?
-            .into_iter()
-            .filter(|t| !matches!(t.token, Token::Whitespace(_)))
-            .collect();
-        let mut r = Reader {
-            sql,
-            tokens,
-            offsets: Offsets::of(sql),
-            at: 0,
-        };
-        let form = if r.is(0, "CREATE") && r.is(1, "MASK") {
-            r.at = 2;
-            CREATE_MASK
-        } else if r.is(0, "CREATE") && r.is(1, "ROW") && r.is(2, "FILTER") {
-            r.at = 3;
-            CREATE_FILTER
-        } else if r.is(0, "DROP") && r.is(1, "MASK") {
-            r.at = 2;
-            DROP_MASK
-        } else if r.is(0, "DROP") && r.is(1, "ROW") && r.is(2, "FILTER") {
-            r.at = 3;
-            DROP_FILTER
+        let mut c = Cursor::new(tokens(sql)?);
+        let (form, words) = if c.is(0, "CREATE") && c.is(1, "MASK") {
+            (CREATE_MASK, 2)
+        } else if c.is(0, "CREATE") && c.is(1, "ROW") && c.is(2, "FILTER") {
+            (CREATE_FILTER, 3)
+        } else if c.is(0, "DROP") && c.is(1, "MASK") {
+            (DROP_MASK, 2)
+        } else if c.is(0, "DROP") && c.is(1, "ROW") && c.is(2, "FILTER") {
+            (DROP_FILTER, 3)
         } else {
             return None;
         };
-        Some(Self::parse_form(&mut r, form))
+        c.skip(words);
+        Some(Self::parse_form(&mut c, sql, form))
     }
 
-    fn parse_form(r: &mut Reader, form: &str) -> EngineResult<Self> {
+    fn parse_form(r: &mut Cursor, sql: &str, form: &str) -> EngineResult<Self> {
         let statement = match form {
             CREATE_MASK => {
                 let name = r.name(form)?;
                 r.expect("ON", form)?;
                 let table = r.table(form)?;
-                r.token(&Token::LParen)
+                r.eat_token(&Token::LParen)
                     .then_some(())
                     .ok_or_else(|| syntax(form))?;
                 let column = r.name(form)?;
-                r.token(&Token::RParen)
+                r.eat_token(&Token::RParen)
                     .then_some(())
                     .ok_or_else(|| syntax(form))?;
                 r.expect("USING", form)?;
-                let expression = r.parenthesized(form)?;
+                let expression = r.parenthesized(sql, form)?;
                 let mut exempt = Vec::new();
                 if r.eat("EXEMPT") {
                     exempt.push(r.name(form)?);
-                    while r.token(&Token::Comma) {
+                    while r.eat_token(&Token::Comma) {
                         exempt.push(r.name(form)?);
                     }
                 }
@@ -249,7 +136,7 @@ impl PolicyStatement {
                 r.expect("FOR", form)?;
                 let role = r.name(form)?;
                 r.expect("USING", form)?;
-                let predicate = r.parenthesized(form)?;
+                let predicate = r.parenthesized(sql, form)?;
                 Self::CreateRowFilter {
                     name,
                     table,
@@ -259,7 +146,7 @@ impl PolicyStatement {
             }
             _ => {
                 let if_exists = r.is(0, "IF") && r.is(1, "EXISTS");
-                r.at += if if_exists { 2 } else { 0 };
+                r.skip(if if_exists { 2 } else { 0 });
                 let name = r.name(form)?;
                 match form {
                     DROP_MASK => Self::DropMask { name, if_exists },
