@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::LogicalPlan;
+use deltalake::DeltaTableError;
 use deltalake::kernel::transaction::{CommitProperties, TransactionError};
 use deltalake::operations::write::WriteBuilder;
-use deltalake::{DeltaTable, DeltaTableError};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use url::Url;
@@ -67,14 +67,14 @@ pub(super) fn write_turn(location: &Url) -> Arc<tokio::sync::Mutex<()>> {
 /// Runs `write` (one whole write: data files, then a commit) until it
 /// commits, retrying with growing pauses while it loses commit races to
 /// other processes, for up to `deadline` ([`BUSY_DEADLINE`]).
-pub(super) async fn retry_while_busy<F, Fut>(
+pub(super) async fn retry_while_busy<F, Fut, T>(
     location: &Url,
     deadline: Duration,
     mut write: F,
-) -> Result<DeltaTable, DeltaError>
+) -> Result<T, DeltaError>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<DeltaTable, DeltaTableError>>,
+    Fut: std::future::Future<Output = Result<T, DeltaTableError>>,
 {
     let started = Instant::now();
     let mut pause = FIRST_BACKOFF;
@@ -110,11 +110,16 @@ pub(super) fn with_tarn_settings(
         .with_input_plan(input)
         .with_session_state(session)
         .with_writer_properties(writer_properties())
-        .with_commit_properties(CommitProperties::default().with_max_retries(COMMIT_ATTEMPTS))
+        .with_commit_properties(commit_properties())
+}
+
+/// Commit attempts of every write Tarn makes.
+pub(super) fn commit_properties() -> CommitProperties {
+    CommitProperties::default().with_max_retries(COMMIT_ATTEMPTS)
 }
 
 /// Parquet settings for every file Tarn writes.
-fn writer_properties() -> WriterProperties {
+pub(super) fn writer_properties() -> WriterProperties {
     let zstd = ZstdLevel::try_new(3).map_or(Compression::SNAPPY, Compression::ZSTD);
     WriterProperties::builder()
         .set_compression(zstd)
@@ -130,6 +135,7 @@ const ROW_GROUP_ROWS: usize = 1024 * 1024;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use deltalake::DeltaTable;
 
     /// How a write that always fails with `err` ends, and after how many attempts.
     async fn keep_failing(deadline: Duration, err: fn() -> TransactionError) -> (DeltaError, u32) {
@@ -137,7 +143,7 @@ mod tests {
         let mut attempts = 0;
         let outcome = retry_while_busy(&location, deadline, || {
             attempts += 1;
-            async move { Err(DeltaTableError::Transaction { source: err() }) }
+            async move { Err::<DeltaTable, _>(DeltaTableError::Transaction { source: err() }) }
         })
         .await;
         (outcome.err().unwrap(), attempts)

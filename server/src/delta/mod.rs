@@ -23,11 +23,13 @@ use url::Url;
 
 mod commit;
 mod create;
+mod erase;
 mod log;
 mod provider;
 
 pub use commit::BUSY_DEADLINE;
 pub use create::{NewTable, create, purge, remove_orphans};
+pub use erase::{VacuumRequest, Vacuumed};
 pub use log::{load, register_s3_commits, root_store};
 pub use provider::DeltaLakeTable;
 
@@ -78,6 +80,30 @@ pub enum DeltaError {
         location: String,
         /// How long the write tried.
         waited_secs: u64,
+    },
+    /// `VACUUM` with a retention below the table's minimum, while the check is on.
+    #[error(
+        "VACUUM of {location} with a retention of {asked_hours} hours would delete files removed less than the table's minimum of {minimum_hours} hours ago (delta.deletedFileRetentionDuration), which running readers and time travel may still need; to erase them anyway run SET tarn.vacuum_retention_check = false in this session first"
+    )]
+    RetentionTooShort {
+        /// The table folder.
+        location: String,
+        /// The retention asked for.
+        asked_hours: f64,
+        /// The table's minimum.
+        minimum_hours: f64,
+    },
+    /// Time travel to a version whose data files were deleted (by `VACUUM`).
+    #[error(
+        "version {version} of {location} can no longer be read: its data file {file} is gone (VACUUM deletes the files of old versions); time travel to a version committed since the last VACUUM's retention window"
+    )]
+    FilesGone {
+        /// The table folder.
+        location: String,
+        /// The version asked for.
+        version: u64,
+        /// The first missing file, relative to the store.
+        file: String,
     },
     /// Reading or writing the table failed.
     #[error("Delta table at {location}: {source}")]

@@ -34,8 +34,8 @@ pub struct DeltaLakeTable {
 }
 
 #[derive(Clone)]
-struct Snapshot {
-    table: DeltaTable,
+pub(super) struct Snapshot {
+    pub(super) table: DeltaTable,
     provider: Arc<dyn TableProvider>,
     loaded: Instant,
 }
@@ -92,14 +92,14 @@ impl DeltaLakeTable {
         self.snapshot().table.version()
     }
 
-    fn snapshot(&self) -> Snapshot {
+    pub(super) fn snapshot(&self) -> Snapshot {
         match self.current.read() {
             Ok(guard) => guard.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
-    fn install(&self, snapshot: Snapshot) {
+    pub(super) fn install(&self, snapshot: Snapshot) {
         match self.current.write() {
             Ok(mut guard) => *guard = snapshot,
             Err(poisoned) => *poisoned.into_inner() = snapshot,
@@ -194,12 +194,13 @@ impl DeltaLakeTable {
     /// An earlier version of this table, for time travel.
     pub async fn at(&self, version: TableVersion) -> Result<Arc<dyn TableProvider>, DeltaError> {
         let table = load(self.root(), &self.location, Some(version)).await?;
+        super::erase::require_files(&self.location, &table, &self.snapshot().table).await?;
         Ok(Snapshot::of(table, &self.location).await?.provider)
     }
 }
 
 impl Snapshot {
-    async fn of(table: DeltaTable, location: &Url) -> Result<Self, DeltaError> {
+    pub(super) async fn of(table: DeltaTable, location: &Url) -> Result<Self, DeltaError> {
         let provider = table
             .table_provider()
             .await

@@ -68,6 +68,9 @@ pub(crate) async fn check(
                 if privileges.access(principal, *privilege, &name) != Access::Whole {
                     return Err(denied(principal, *privilege, &name));
                 }
+                if matches!(privilege, Privilege::Delete | Privilege::Update) {
+                    check_rewrite(privileges, principal, *privilege, &name)?;
+                }
             }
             Target::Create(schema, _) => {
                 if !privileges.may_create_in(principal, schema) {
@@ -112,6 +115,28 @@ pub(crate) async fn check(
             Access::Columns(_) if function != "time_travel" => {}
             _ => return Err(denied(principal, Privilege::Select, &name)),
         }
+    }
+    Ok(())
+}
+
+/// `DELETE` and `UPDATE` read the rows they change: they need `SELECT`
+/// too, and are refused where masks or row filters shape what the user
+/// sees, since the rows they would change are the raw ones.
+fn check_rewrite(
+    privileges: &Privileges,
+    principal: &Principal,
+    privilege: Privilege,
+    name: &str,
+) -> EngineResult<()> {
+    if privileges.access(principal, Privilege::Select, name) == Access::Denied {
+        return Err(denied(principal, Privilege::Select, name));
+    }
+    if !privileges.policy(principal, name).is_empty() {
+        return Err(EngineError::PermissionDenied(format!(
+            "{user} sees table {name} through masks or row filters, which {what} cannot apply to the rows it changes; the table's owner or an admin can run it",
+            user = principal.name(),
+            what = privilege.keyword(),
+        )));
     }
     Ok(())
 }

@@ -201,6 +201,17 @@ impl Cursor {
         }
     }
 
+    pub(super) fn number(&mut self, form: &str) -> EngineResult<f64> {
+        match self.tokens.get(self.at) {
+            Some(Token::Number(digits, _)) => {
+                let value = digits.parse().map_err(|_| syntax(form))?;
+                self.at += 1;
+                Ok(value)
+            }
+            _ => Err(syntax(form)),
+        }
+    }
+
     pub(super) fn string(&mut self, form: &str) -> EngineResult<String> {
         match self.tokens.get(self.at) {
             Some(Token::SingleQuotedString(s)) => {

@@ -128,6 +128,9 @@ impl From<crate::runtime::TaskFailure> for EngineError {
 impl EngineError {
     /// Classifies a DataFusion error raised while planning a statement.
     pub fn from_planning(err: DataFusionError) -> Self {
+        if let Some(delta) = find::<crate::delta::DeltaError>(&err) {
+            return Self::of_delta(delta);
+        }
         match err.find_root() {
             DataFusionError::SQL(parse, _) => Self::Syntax(parse.to_string()),
             DataFusionError::Plan(msg) => Self::Plan(msg.clone()),
@@ -191,6 +194,13 @@ impl EngineError {
 
 impl From<crate::delta::DeltaError> for EngineError {
     fn from(err: crate::delta::DeltaError) -> Self {
+        Self::of_delta(&err)
+    }
+}
+
+impl EngineError {
+    /// The error a Delta table operation's failure is, wherever it was raised.
+    fn of_delta(err: &crate::delta::DeltaError) -> Self {
         use crate::delta::DeltaError;
         let message = err.to_string();
         match err {
@@ -199,7 +209,10 @@ impl From<crate::delta::DeltaError> for EngineError {
             }
             DeltaError::NoCommit { .. } | DeltaError::NoSuchVersion { .. } => Self::Plan(message),
             DeltaError::Busy { .. } => Self::Conflict(message),
-            DeltaError::Table { .. } => Self::of_cause(Cause::of(&err), message),
+            DeltaError::RetentionTooShort { .. } | DeltaError::FilesGone { .. } => {
+                Self::Refused(message)
+            }
+            DeltaError::Table { .. } => Self::of_cause(Cause::of(err), message),
         }
     }
 }

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::admin::AdminNode;
+use super::erasure::VacuumNode;
 use super::error::{self, EngineError, EngineResult};
 use super::grants::GrantNode;
 use super::policies::PolicyNode;
@@ -39,6 +40,9 @@ impl Engine {
         settings::check_plan(&plan, session.principal())?;
         if let Some(statement) = AdminNode::of(&plan) {
             return Ok((self.run_admin(statement, session.principal()).await?, None));
+        }
+        if let Some(statement) = VacuumNode::of(&plan) {
+            return Ok((self.run_vacuum(statement, session).await?, None));
         }
         if let Some(statement) = PolicyNode::of(&plan) {
             self.run_policy(statement, session.principal()).await?;

@@ -15,6 +15,7 @@ mod accounts;
 mod admin;
 mod as_of;
 mod corruption;
+mod erasure;
 pub mod error;
 mod execution;
 mod grants;
@@ -201,6 +202,7 @@ impl Engine {
             .with_information_schema(true)
             .with_target_partitions(target_partitions)
             .with_batch_size(options.batch_size.max(1))
+            .with_option_extension(erasure::TarnSettings::default())
             .set_bool("datafusion.execution.parquet.pushdown_filters", true)
             .set_bool("datafusion.execution.parquet.reorder_filters", true);
         for (key, value) in &options.datafusion_settings {

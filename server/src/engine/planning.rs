@@ -13,6 +13,7 @@ use datafusion::sql::parser::Statement as DFStatement;
 
 use super::access;
 use super::admin::{AdminNode, AdminStatement};
+use super::erasure::{VacuumNode, VacuumStatement};
 use super::error::{EngineError, EngineResult};
 use super::execution::{affected_rows, has_side_effects};
 use super::grants::{GrantNode, PrivilegeStatement};
@@ -68,6 +69,22 @@ impl Engine {
         }
         if let Some(statement) = PolicyStatement::parse(sql) {
             return Ok(PolicyNode::plan(statement?));
+        }
+        if let Some(statement) = VacuumStatement::parse(sql) {
+            let statement = statement?;
+            let principal = session.principal();
+            if self
+                .privileges
+                .access(principal, Privilege::Delete, &statement.table)
+                != Access::Whole
+            {
+                return Err(access::denied(
+                    principal,
+                    Privilege::Delete,
+                    &statement.table,
+                ));
+            }
+            return VacuumNode::plan(statement);
         }
         if let Some(name) = refresh::RefreshTableNode::parse(sql) {
             let table = crate::names::table_name(&TableReference::parse_str(&name));

@@ -99,6 +99,9 @@ impl Run {
                 }
                 _ => Effect::None,
             };
+        } else if let Some(vacuum) = super::erasure::VacuumNode::of(plan) {
+            run.kind = RunKind::Write;
+            run.inputs = vec![vacuum.table.clone()];
         } else if let Some(name) = super::refresh::RefreshTableNode::of(plan) {
             run.kind = RunKind::Ddl;
             run.inputs = vec![table_name(&datafusion::common::TableReference::parse_str(
@@ -140,7 +143,7 @@ impl Run {
             }
         } else {
             match plan {
-                LogicalPlan::Dml(dml) if matches!(dml.op, WriteOp::Insert(_)) => {
+                LogicalPlan::Dml(dml) if changes_rows(&dml.op) => {
                     let target = table_name(&dml.table_name);
                     let table_columns: Vec<String> = dml
                         .target
@@ -219,8 +222,8 @@ impl Run {
         if let Some(write) = &run.write {
             run.inputs = write.lineage.tables.iter().cloned().collect();
         }
-        let inserts = matches!(plan, LogicalPlan::Dml(dml) if matches!(dml.op, WriteOp::Insert(_)));
-        run.creates = matches!(run.effect, Effect::Table { .. }) && !inserts;
+        let changes_rows = matches!(plan, LogicalPlan::Dml(dml) if changes_rows(&dml.op));
+        run.creates = matches!(run.effect, Effect::Table { .. }) && !changes_rows;
         run
     }
 
@@ -384,6 +387,12 @@ pub(crate) fn input_metrics(
         walk(plan, &mut rows, &mut bytes);
     }
     (rows, bytes)
+}
+
+/// Whether a DML statement changes the rows of an existing table (`INSERT`,
+/// `DELETE`, `UPDATE`): a write with lineage from its input to the table.
+fn changes_rows(op: &WriteOp) -> bool {
+    matches!(op, WriteOp::Insert(_) | WriteOp::Delete | WriteOp::Update)
 }
 
 fn field_names(plan: &LogicalPlan) -> Vec<String> {

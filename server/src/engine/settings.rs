@@ -35,6 +35,7 @@ const ALLOWED_KEYS: &[&str] = &[
     "datafusion.execution.split_file_groups_by_statistics",
     "datafusion.execution.skip_partial_aggregation_probe_ratio_threshold",
     "datafusion.execution.skip_partial_aggregation_probe_rows_threshold",
+    "tarn.vacuum_retention_check",
 ];
 
 /// Settings clients may change, by group: plan choices, Parquet reading and
@@ -184,6 +185,10 @@ fn check_value(key: &str, value: &str) -> EngineResult<()> {
             _ => Err(invalid(format!(
                 "'{value}' is not a number from 0 (one per core) to {MAX_TARGET_PARTITIONS}"
             ))),
+        },
+        "tarn.vacuum_retention_check" => match value.to_ascii_lowercase().as_str() {
+            "true" | "false" => Ok(()),
+            _ => Err(invalid(format!("'{value}' is not true or false"))),
         },
         "datafusion.execution.time_zone" => value
             .parse::<arrow::array::timezone::Tz>()

@@ -143,10 +143,11 @@ impl TableProvider for PastVersion {
         let Some(delta) = self.table.downcast_ref::<DeltaLakeTable>() else {
             return plan_err!("not a Delta table");
         };
-        let past = delta
-            .at(self.version)
-            .await
-            .map_err(|e| DataFusionError::Plan(e.to_string()))?;
+        let past = delta.at(self.version).await.map_err(|e| match e {
+            // Kept whole: the files being gone is not a mistake in the statement.
+            crate::delta::DeltaError::FilesGone { .. } => DataFusionError::External(Box::new(e)),
+            other => DataFusionError::Plan(other.to_string()),
+        })?;
         let columns = |schema: SchemaRef| -> Vec<(String, arrow::datatypes::DataType)> {
             schema
                 .fields()

@@ -322,7 +322,7 @@ impl Engine {
             return Ok(None);
         };
         let WriteOp::Insert(op) = dml.op else {
-            return Ok(None);
+            return self.run_erasure(dml).await;
         };
         let provider = source_as_provider(&dml.target).map_err(EngineError::from_planning)?;
         if provider.downcast_ref::<DeltaLakeTable>().is_none() {

@@ -498,3 +498,78 @@ async fn eight_writers_times_five_inserts_all_land() {
     );
     assert_eq!(commits(&lake.path().join("target")).len(), 41);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deletes_and_updates_are_versions_that_survive_a_restart_and_vacuum_removes_old_files() {
+    let lake = scratch_lake();
+    let mut t = start_with(config(lake.path())).await;
+    let c = &mut t.client;
+    update(
+        c,
+        "CREATE TABLE od AS SELECT o_orderkey, o_custkey, o_orderstatus FROM orders",
+    )
+    .await;
+    let total = count(c, "od").await;
+    let of_one = count(c, "od WHERE o_custkey = 1").await;
+    assert!(of_one > 0);
+
+    // The JDBC path: a prepared DELETE bound to a value.
+    let mut delete = c
+        .prepare("DELETE FROM od WHERE o_custkey = ?")
+        .await
+        .unwrap();
+    let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)]));
+    let key = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![1]))]).unwrap();
+    delete.bind(key).unwrap();
+    assert_eq!(delete.execute_update().await.unwrap(), of_one);
+    assert_eq!(count(c, "od WHERE o_custkey = 1").await, 0);
+
+    let open = count(c, "od WHERE o_orderstatus = 'O'").await;
+    let sql = "UPDATE od SET o_orderstatus = 'X' WHERE o_orderstatus = 'O'";
+    assert_eq!(update(c, sql).await, open);
+    assert_eq!(count(c, "od WHERE o_orderstatus = 'X'").await, open);
+    assert_eq!(update(c, "DELETE FROM od WHERE o_orderkey < 0").await, 0);
+    let folder = lake.path().join("od");
+    assert_eq!(
+        commits(&folder).len(),
+        3,
+        "CTAS, DELETE, UPDATE; a DELETE that matches nothing commits nothing"
+    );
+
+    // A restart serves the newest version, and the history is intact.
+    t.server.shutdown().await;
+    let mut t = start_with(config(lake.path())).await;
+    let c = &mut t.client;
+    assert_eq!(count(c, "od").await, total - of_one);
+    assert_eq!(count(c, "od WHERE o_orderstatus = 'X'").await, open);
+    assert_eq!(count(c, "time_travel('od', 0)").await, total);
+    let versions = text_rows(
+        c,
+        "SELECT version, rows FROM system.table_versions WHERE table_name = 'od' ORDER BY 1",
+    )
+    .await;
+    assert_eq!(versions.len(), 3, "{versions:?}");
+    assert!(
+        versions[1].ends_with(&format!("|{}", total - of_one)),
+        "{versions:?}"
+    );
+
+    // The retention check is per session; with it off the old files go.
+    let err = c.query("VACUUM od RETAIN 0 HOURS").await.unwrap_err();
+    assert_status(
+        &err,
+        Code::FailedPrecondition,
+        "tarn.vacuum_retention_check",
+    );
+    update(c, "SET tarn.vacuum_retention_check = false").await;
+    let files_before = data_files(&folder).len();
+    let removed = text_rows(c, "VACUUM od RETAIN 0 HOURS").await;
+    assert!(!removed.is_empty());
+    assert_eq!(data_files(&folder).len(), files_before - removed.len());
+    assert_eq!(count(c, "od").await, total - of_one);
+    let err = c
+        .query("SELECT * FROM time_travel('od', 0)")
+        .await
+        .unwrap_err();
+    assert_status(&err, Code::FailedPrecondition, "can no longer be read");
+}
