@@ -55,6 +55,10 @@ def test_a_user_with_select_on_nation_only_is_refused_orders_everywhere(scratch,
             run(boss, "GRANT CREATE ON SCHEMA public TO nina, owen")
             run(boss, "GRANT SELECT ON orders TO owen")
             run(boss, "CREATE TABLE od AS SELECT o_orderkey, o_custkey FROM orders WHERE o_orderkey < 100")
+            # Derived from nation and from orders; nina may read it, and nation, not orders.
+            run(boss, "CREATE TABLE mixed AS SELECT n_name, o_orderkey FROM nation JOIN orders ON o_custkey = n_nationkey")
+            run(boss, "CREATE TABLE mixed_more AS SELECT n_name FROM mixed")
+            run(boss, "GRANT SELECT ON mixed, mixed_more TO nina")
         with tarn.connect(server.uri, user=OWEN[0], password=OWEN[1]) as owen:
             # Owen owns the view he creates; it runs with his rights.
             run(owen, "CREATE VIEW ov AS SELECT o_orderkey FROM orders")
@@ -103,9 +107,17 @@ def test_a_user_with_select_on_nation_only_is_refused_orders_everywhere(scratch,
             assert rows(nina, "SELECT * FROM system.table_lineage WHERE target_table = 'od'") == []
             assert {r["table_name"] for r in rows(nina, "SELECT table_name FROM system.tables")} <= listed | {"nation"}
             assert {r["principal"] for r in rows(nina, "SELECT principal FROM system.runs")} == {"nina"}
+            # Lineage walks from a table she may read leave out what she may not.
+            walked = rows(nina, "SELECT source_table, target_table FROM lineage_upstream('mixed_more')")
+            sources = {r["source_table"] for r in walked}
+            assert {"mixed", "nation"} <= sources and "orders" not in sources, walked
+            walked = rows(nina, "SELECT target_table FROM lineage_downstream('nation')")
+            assert {"mixed", "mixed_more"} <= {r["target_table"] for r in walked}, walked
             refused(nina, "SELECT * FROM system.audit")
         with admin(server) as boss:
             assert rows(boss, "SELECT count(*) AS n FROM system.column_lineage WHERE source_table = 'orders'")[0]["n"] > 0
+            walked = rows(boss, "SELECT source_table FROM lineage_upstream('mixed_more')")
+            assert "orders" in {r["source_table"] for r in walked}, "admins see every edge"
             denied = rows(boss, "SELECT sql, code FROM system.audit WHERE principal = 'nina' AND code = 'PERMISSION_DENIED'")
             denied_sql = {r["sql"] for r in denied}
             for sql in ["SELECT * FROM orders", "EXPLAIN SELECT * FROM orders", "SELECT * FROM time_travel('orders', 0)",

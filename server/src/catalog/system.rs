@@ -185,7 +185,8 @@ pub enum Direction {
 }
 
 impl Direction {
-    fn function(self) -> &'static str {
+    /// The name of the table function that walks this way.
+    pub fn function(self) -> &'static str {
         match self {
             Self::Upstream => "lineage_upstream",
             Self::Downstream => "lineage_downstream",

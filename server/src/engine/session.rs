@@ -28,7 +28,7 @@ use datafusion::logical_expr::{
 use datafusion::prelude::SessionContext;
 
 use super::privileges::Privileges;
-use super::visible::{Viewer, VisibleCatalogs};
+use super::visible::{Viewer, VisibleCatalogs, VisibleLineageWalk};
 use crate::identity::Principal;
 
 /// The name of the session every statement replayed at start (and every
@@ -247,11 +247,13 @@ impl Sessions {
             Arc::clone(&self.privileges),
             self.base.clone(),
         );
-        let catalogs = VisibleCatalogs::new(Arc::clone(base.catalog_list()), viewer);
-        let state = SessionStateBuilder::new_from_existing(base)
+        let catalogs = VisibleCatalogs::new(Arc::clone(base.catalog_list()), viewer.clone());
+        let state = SessionStateBuilder::new_from_existing(base.clone())
             .with_catalog_list(Arc::new(catalogs))
             .build();
-        SessionContext::new_with_state(state)
+        let context = SessionContext::new_with_state(state);
+        VisibleLineageWalk::register_all(&context, &base, &viewer);
+        context
     }
 
     /// The live session `id` of `principal`, if there is one.

@@ -14,7 +14,8 @@ use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::memory::MemTable;
 use datafusion::catalog::{
-    CatalogProvider, CatalogProviderList, SchemaProvider, Session, TableProvider,
+    CatalogProvider, CatalogProviderList, SchemaProvider, Session, TableFunctionArgs,
+    TableFunctionImpl, TableProvider,
 };
 use datafusion::common::TableReference;
 use datafusion::datasource::TableType;
@@ -25,7 +26,7 @@ use datafusion::prelude::SessionContext;
 
 use super::policies::policy_view;
 use super::privileges::{Access, Privilege, Privileges};
-use crate::catalog::system::SYSTEM_SCHEMA;
+use crate::catalog::system::{Direction, SYSTEM_SCHEMA};
 use crate::identity::Principal;
 use crate::names::table_name;
 
@@ -293,6 +294,45 @@ impl TableProvider for ProjectedTable {
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
         self.inner.supports_filters_pushdown(filters)
+    }
+}
+
+/// The lineage walks as `viewer` sees them: edges that touch a table the
+/// user may not read are left out, as in `system.column_lineage`.
+#[derive(Debug)]
+pub(crate) struct VisibleLineageWalk {
+    inner: Arc<dyn TableFunctionImpl>,
+    viewer: Viewer,
+}
+
+impl VisibleLineageWalk {
+    /// Registers in `context` the session's view of each lineage walk of `base`.
+    pub(crate) fn register_all(
+        context: &SessionContext,
+        base: &datafusion::execution::SessionState,
+        viewer: &Viewer,
+    ) {
+        for direction in [Direction::Upstream, Direction::Downstream] {
+            let name = direction.function();
+            if let Some(walk) = base.table_functions().get(name) {
+                let visible = Self {
+                    inner: Arc::clone(walk.function()),
+                    viewer: viewer.clone(),
+                };
+                context.register_udtf(name, Arc::new(visible));
+            }
+        }
+    }
+}
+
+impl TableFunctionImpl for VisibleLineageWalk {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        let edges = self.inner.call_with_args(args)?;
+        Ok(Arc::new(FilteredRows {
+            inner: edges,
+            rule: RowRule::Readable(&["target_table", "source_table"]),
+            viewer: self.viewer.clone(),
+        }))
     }
 }
 
