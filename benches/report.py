@@ -307,6 +307,29 @@ def security(s, plain_streaming):
             f"- `SELECT 1` p50 with a bearer token **{now:.3f} ms** against {before:.3f} ms without authentication: ratio **{now / before:.3f}** (p99 {select['current']['p99_ms']:.3f} against {select['baseline']['p99_ms']:.3f})",
             f"- TPC-H total with a bearer token **{total['current']:.0f} ms** against {total['baseline']:.0f} ms: ratio **{total['ratio']:.3f}**",
         ]
+    e = s.get("enforced")
+    if e:
+        total = e["tpch_total_ms"]
+        differ = e.get("answers_differ", [])
+        within = "within 3%" if total["ratio"] <= 1.03 else "**more than 3%**"
+        lines += [
+            f"- TPC-H total as `bench_reader`, who reads through grants (a role with `SELECT ON ALL TABLES`), a column mask and a row filter on every table, "
+            f"**{total['current']:.0f} ms** against {total['baseline']:.0f} ms as the admin on the same server, side by side: ratio **{total['ratio']:.3f}** ({within}); "
+            + ("answers equal to the admin's for all 22 queries" if not differ else f"**answers differ** for {', '.join(differ)}"),
+            "",
+            "| table | masked column | mask | row filter |",
+            "| --- | --- | --- | --- |",
+        ]
+        lines += [f"| {p['table']} | {p['column']} | `{p['mask']}` | `{p['row_filter']}` |" for p in e.get("policies", [])]
+        lines += [
+            "",
+            "| query | bench_reader ms | admin ms | ratio |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        for q, v in sorted(e["tpch"].items(), key=lambda item: int(item[0].lstrip("q"))):
+            now, before = v["current"]["median_ms"], v["baseline"]["median_ms"]
+            lines.append(f"| {q.upper()} | {fmt(now)} | {fmt(before)} | {now / before:.3f} |")
+        lines.append("")
     t = s.get("tls_streaming")
     if t:
         tls = t["flight_rust"]["median_gb_per_s"]

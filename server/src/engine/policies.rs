@@ -187,7 +187,7 @@ leaf_statement_node!(PolicyNode, "Policy", statement, |node| format!(
 ));
 
 /// What one user sees of one table through its policies.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Policy {
     /// (column, SQL expression) of every mask that applies.
     pub(crate) masks: Vec<(String, String)>,

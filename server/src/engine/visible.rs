@@ -7,6 +7,7 @@
 //! missing privilege, before they are planned (`access.rs`); this view keeps
 //! what is not granted out of every listing and `SELECT *`.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
@@ -24,7 +25,7 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 
-use super::policies::policy_view;
+use super::policies::{Policy, policy_view};
 use super::privileges::{Access, Privilege, Privileges};
 use crate::catalog::system::{Direction, SYSTEM_SCHEMA};
 use crate::identity::Principal;
@@ -38,6 +39,18 @@ pub(crate) struct Viewer {
     privileges: Arc<Privileges>,
     /// The engine's context, to read policies' SQL with its functions.
     base: SessionContext,
+    /// The policy views built for this session, by table: a view is built
+    /// again only when the table, its policy or the user's columns change.
+    policy_views: Arc<std::sync::Mutex<HashMap<String, PolicyView>>>,
+}
+
+/// A table as one session sees it through masks and row filters, with what
+/// it was built from.
+struct PolicyView {
+    table: Arc<dyn TableProvider>,
+    policy: Policy,
+    columns: Option<BTreeSet<String>>,
+    view: Arc<dyn TableProvider>,
 }
 
 impl std::fmt::Debug for Viewer {
@@ -58,7 +71,46 @@ impl Viewer {
             principal,
             privileges,
             base,
+            policy_views: Default::default(),
         }
+    }
+
+    /// `table` seen through `policy` (and only `columns`, when given).
+    fn policy_view(
+        &self,
+        reference: TableReference,
+        table: Arc<dyn TableProvider>,
+        policy: Policy,
+        columns: Option<BTreeSet<String>>,
+    ) -> Result<Arc<dyn TableProvider>> {
+        let key = reference.to_string();
+        let mut views = self
+            .policy_views
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(built) = views.get(&key)
+            && Arc::ptr_eq(&built.table, &table)
+            && built.policy == policy
+            && built.columns == columns
+        {
+            return Ok(Arc::clone(&built.view));
+        }
+        let state = self.base.state();
+        let view = policy_view(
+            &state,
+            reference,
+            Arc::clone(&table),
+            &policy,
+            columns.as_ref(),
+        )?;
+        let built = PolicyView {
+            table,
+            policy,
+            columns,
+            view: Arc::clone(&view),
+        };
+        views.insert(key, built);
+        Ok(view)
     }
 
     fn principal(&self) -> Principal {
@@ -206,12 +258,14 @@ impl SchemaProvider for VisibleSchema {
         let policy = privileges.policy(&principal, &qualified);
         if !policy.is_empty() && access != Access::Denied {
             let reference = TableReference::full(self.catalog.as_str(), self.schema.as_str(), name);
-            let keep = match &access {
+            let columns = match access {
                 Access::Columns(columns) => Some(columns),
                 _ => None,
             };
-            let state = self.viewer.base.state();
-            return policy_view(&state, reference, table, &policy, keep).map(Some);
+            return self
+                .viewer
+                .policy_view(reference, table, policy, columns)
+                .map(Some);
         }
         Ok(match access {
             Access::Denied => None,
