@@ -35,6 +35,7 @@
 //! view_types = false            # send Utf8View/BinaryView as they are (most clients cannot read them)
 //! max_sql_length = 1048576      # longest SQL text accepted, bytes
 //! max_expression_depth = 1000   # deepest nesting accepted (operators chained in one expression, UNIONs, joins)
+//! statement_timeout = "0"       # the longest a statement may run, e.g. "5m"; "0" = no limit (a session may SET tarn.statement_timeout)
 //! session_idle_timeout = "1h"   # a client's session (its SET values) is forgotten after this long unused
 //! max_sessions = 10000          # beyond this many sessions the least recently used is forgotten
 //!
@@ -200,6 +201,9 @@ pub struct EngineSection {
     pub max_sql_length: Option<usize>,
     /// Deepest nesting of a statement accepted.
     pub max_expression_depth: Option<usize>,
+    /// The longest a statement may run ("0": no limit).
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Option<Duration>,
     /// A session unused this long is forgotten.
     #[serde(with = "humantime_serde")]
     pub session_idle_timeout: Option<Duration>,
@@ -346,6 +350,8 @@ pub struct Overrides {
     pub batch_size: Option<usize>,
     /// `--result-ttl`
     pub result_ttl: Option<Duration>,
+    /// `--statement-timeout`
+    pub statement_timeout: Option<Duration>,
     /// `--view-types`
     pub view_types: Option<bool>,
     /// `--auth`
@@ -440,6 +446,12 @@ pub fn resolve(file: ConfigFile, overrides: Overrides) -> ServeConfig {
                 .engine
                 .prepared_statement_ttl
                 .unwrap_or(engine_defaults.prepared_statement_ttl),
+            statement_timeout: overrides
+                .statement_timeout
+                .or(file.engine.statement_timeout)
+                .map_or(engine_defaults.statement_timeout, |limit| {
+                    (!limit.is_zero()).then_some(limit)
+                }),
             sessions: crate::engine::SessionLimits {
                 idle_timeout: file
                     .engine

@@ -51,6 +51,16 @@ impl CpuRuntime {
         self.handle.spawn(future)
     }
 
+    /// Runs `future` on the CPU runtime as work its caller owns: dropping the
+    /// handle (a cancelled or timed-out statement) stops it.
+    pub fn spawn_owned<F>(&self, future: F) -> tokio_util::task::AbortOnDropHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        tokio_util::task::AbortOnDropHandle::new(self.handle.spawn(future))
+    }
+
     /// Runs `future` on the CPU runtime and waits for its output; a panic
     /// inside becomes an error of this call, never of the caller's thread.
     pub async fn run<F>(&self, future: F) -> Result<F::Output, TaskFailure>

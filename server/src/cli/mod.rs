@@ -86,6 +86,9 @@ pub struct ServeArgs {
     /// How long a planned result waits for the client to fetch it, e.g. 30s, 5m [default: 5m]
     #[arg(long, env = "TARN_RESULT_TTL", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub result_ttl: Option<Duration>,
+    /// The longest a statement may run before it is stopped with DEADLINE_EXCEEDED, e.g. 30s, 5m; 0 = no limit. A session may change its own with SET tarn.statement_timeout = '1m' [default: 0]
+    #[arg(long, env = "TARN_STATEMENT_TIMEOUT", value_name = "DURATION", value_parser = parse_timeout)]
+    pub statement_timeout: Option<Duration>,
     /// Send Utf8View/BinaryView columns as they are instead of as Utf8/Binary (most clients cannot read them)
     #[arg(long, env = "TARN_VIEW_TYPES", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub view_types: Option<bool>,
@@ -174,6 +177,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         cpu_threads: args.cpu_threads,
         batch_size: args.batch_size,
         result_ttl: args.result_ttl,
+        statement_timeout: args.statement_timeout,
         view_types: args.view_types,
         auth: args.auth,
         admin_password_file: args.admin_password_file,
@@ -379,4 +383,13 @@ where
 pub(crate) fn fail(message: &str) -> ExitCode {
     eprintln!("error: {message}");
     ExitCode::FAILURE
+}
+
+/// A timeout flag: a duration, or `0` for none.
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    match text.trim() {
+        "0" => Ok(Duration::ZERO),
+        text => humantime::parse_duration(text)
+            .map_err(|e| format!("{e}; write e.g. 30s, 5m, or 0 for no limit")),
+    }
 }

@@ -14,7 +14,8 @@
 //! rewrites the files holding matching rows. Like `INSERT`, each is a run
 //! with column lineage (the table from itself, through the filter).
 //! `VACUUM` is Tarn's own statement: it needs the `DELETE` privilege and
-//! returns the paths of the files it deleted.
+//! returns the paths of the files it deleted; `tarn.vacuum_retention_check`
+//! (`tarn_settings.rs`) guards its retention.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +25,6 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::memory::MemorySourceConfig;
 use datafusion::common::tree_node::TreeNode;
 use datafusion::common::{DFSchema, DFSchemaRef, TableReference};
-use datafusion::config::ConfigExtension;
 use datafusion::logical_expr::dml::DmlStatement;
 use datafusion::logical_expr::expr_rewriter::unnormalize_col;
 use datafusion::logical_expr::{Expr, Extension, LogicalPlan, WriteOp};
@@ -35,23 +35,11 @@ use super::admin::{Cursor, syntax};
 use super::error::{EngineError, EngineResult};
 use super::session::Session;
 use super::statement_node::{leaf_statement_node, node_of};
+use super::tarn_settings::TarnSettings;
 use crate::delta::{DeltaLakeTable, VacuumRequest, WriteStats};
 use crate::runtime::TaskFailure;
 
 const VACUUM: &str = "VACUUM [TABLE] name [RETAIN n HOURS] [DRY RUN]";
-
-datafusion::common::extensions_options! {
-    /// Tarn's own session settings, changed with `SET tarn.<name> = value`.
-    pub struct TarnSettings {
-        /// Whether `VACUUM` refuses a retention below the table's minimum
-        /// (`delta.deletedFileRetentionDuration`).
-        pub vacuum_retention_check: bool, default = true
-    }
-}
-
-impl ConfigExtension for TarnSettings {
-    const PREFIX: &'static str = "tarn";
-}
 
 /// `VACUUM name [RETAIN n HOURS] [DRY RUN]`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -146,14 +134,8 @@ impl Engine {
     ) -> EngineResult<Arc<dyn ExecutionPlan>> {
         let reference = TableReference::parse_str(&statement.table);
         let table = self.delta_table(&reference, "VACUUM").await?;
-        let check_retention = session
-            .context()
-            .state()
-            .config()
-            .options()
-            .extensions
-            .get::<TarnSettings>()
-            .is_none_or(|settings| settings.vacuum_retention_check);
+        let check_retention =
+            TarnSettings::of(session.context().state().config().options()).vacuum_retention_check;
         let request = VacuumRequest {
             retain: statement.retain_secs.map(Duration::from_secs),
             check_retention,
@@ -161,7 +143,7 @@ impl Engine {
         };
         let vacuumed = self
             .cpu
-            .spawn(async move {
+            .spawn_owned(async move {
                 match table.downcast_ref::<DeltaLakeTable>() {
                     Some(table) => table.vacuum(request).await,
                     None => Ok(crate::delta::Vacuumed {
@@ -194,7 +176,7 @@ impl Engine {
         let state = Arc::new(self.ctx.state());
         let stats = self
             .cpu
-            .spawn(async move {
+            .spawn_owned(async move {
                 let Some(table) = table.downcast_ref::<DeltaLakeTable>() else {
                     return Ok(WriteStats::default());
                 };

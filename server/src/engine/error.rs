@@ -88,9 +88,13 @@ pub enum EngineError {
     #[error("resources exhausted: {0}")]
     ResourcesExhausted(String),
 
-    /// The query was cancelled.
-    #[error("the query was cancelled")]
-    Cancelled,
+    /// The query was cancelled: by whom, or why.
+    #[error("{0}")]
+    Cancelled(String),
+
+    /// The statement ran longer than its timeout.
+    #[error("{0}")]
+    TimedOut(String),
 
     /// The statement failed on the data it met (a cast, a parse, a function
     /// argument): the statement, not the server, needs changing.
@@ -117,7 +121,9 @@ pub enum EngineError {
 impl From<crate::runtime::TaskFailure> for EngineError {
     fn from(failure: crate::runtime::TaskFailure) -> Self {
         match failure {
-            crate::runtime::TaskFailure::Cancelled => Self::Cancelled,
+            crate::runtime::TaskFailure::Cancelled => {
+                Self::Cancelled("the statement was cancelled: the server is stopping".into())
+            }
             crate::runtime::TaskFailure::Panicked(message) => Self::Corrupt(format!(
                 "the engine failed while running the statement ({message}); a file it reads is probably corrupt"
             )),
@@ -152,6 +158,9 @@ impl EngineError {
     /// Classifies a DataFusion error raised while executing a statement, by
     /// the types in its chain of causes (never by its words).
     pub fn from_execution(err: DataFusionError) -> Self {
+        if let Some(why) = find::<super::live::Interruption>(&err) {
+            return why.error();
+        }
         if let Some(named) = find::<super::corruption::CorruptFiles>(&err) {
             return Self::Corrupt(named.0.clone());
         }

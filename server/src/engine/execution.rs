@@ -16,9 +16,11 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::admin::AdminNode;
+use super::cancel::CancelQueryNode;
 use super::erasure::VacuumNode;
 use super::error::{self, EngineError, EngineResult};
 use super::grants::GrantNode;
+use super::live::{Interruption, LiveQuery, QueryState};
 use super::policies::PolicyNode;
 use super::refresh::RefreshTableNode;
 use super::session::Session;
@@ -40,6 +42,9 @@ impl Engine {
         settings::check_plan(&plan, session.principal())?;
         if let Some(statement) = AdminNode::of(&plan) {
             return Ok((self.run_admin(statement, session.principal()).await?, None));
+        }
+        if let Some(id) = CancelQueryNode::of(&plan) {
+            return Ok((self.run_cancel(id, session.principal())?, None));
         }
         if let Some(statement) = VacuumNode::of(&plan) {
             return Ok((self.run_vacuum(statement, session).await?, None));
@@ -83,7 +88,7 @@ impl Engine {
         let planned = plan.clone();
         let outcome = self
             .cpu
-            .spawn(async move {
+            .spawn_owned(async move {
                 let frame = ctx.execute_logical_plan(plan).await?;
                 frame.create_physical_plan().await
             })
@@ -141,7 +146,7 @@ impl Engine {
         let checked = Arc::clone(&plan);
         let outcome = self
             .cpu
-            .spawn(async move { datafusion::physical_plan::collect(plan, task_ctx).await })
+            .spawn_owned(async move { datafusion::physical_plan::collect(plan, task_ctx).await })
             .await;
         let err = match outcome {
             Ok(Ok(batches)) => return Ok(batches),
@@ -168,6 +173,7 @@ impl Engine {
             plans,
             task_ctx,
             runs,
+            live,
             ..
         } = query;
         // Two batches in flight keep the network busy without buffering the result.
@@ -175,13 +181,29 @@ impl Engine {
         let failure_tx = tx.clone();
         let (checked, runtime) = (plans.clone(), task_ctx.runtime_env());
         let driver = self.cpu.spawn(async move {
+            // Listed until the driver ends, however it ends.
+            let live = live;
+            let query = live.as_ref().map(|listed| Arc::clone(listed.query()));
+            if let Some(query) = &query {
+                query.set_state(QueryState::Running);
+            }
             let mut sent = 0_u64;
             for plan in plans {
                 let mut stream = match execute_stream(plan, Arc::clone(&task_ctx)) {
                     Ok(stream) => stream,
                     Err(err) => return (sent, Some(err), false),
                 };
-                while let Some(item) = stream.next().await {
+                loop {
+                    // The work is watched, not only the sends: a query that
+                    // has sent nothing yet (an aggregate) stops the moment
+                    // its client goes away or it is interrupted.
+                    let next = tokio::select! {
+                        biased;
+                        why = interrupted(query.as_deref()) => return (sent, Some(stopped(why)), false),
+                        () = tx.closed() => return (sent, None, true),
+                        next = stream.next() => next,
+                    };
+                    let Some(item) = next else { break };
                     let item = match item {
                         Ok(batch) if batch.num_rows() == 0 => continue,
                         Ok(batch) => batch,
@@ -189,11 +211,19 @@ impl Engine {
                         Err(err) => return (sent, Some(err), false),
                     };
                     let rows = item.num_rows() as u64;
-                    if tx.send(Ok(item)).await.is_err() {
+                    let delivered = tokio::select! {
+                        biased;
+                        why = interrupted(query.as_deref()) => return (sent, Some(stopped(why)), false),
+                        delivered = tx.send(Ok(item)) => delivered,
+                    };
+                    if delivered.is_err() {
                         // The client went away: dropping `stream` stops the work.
                         return (sent, None, true);
                     }
                     sent += rows;
+                    if let Some(query) = &query {
+                        query.sent(rows);
+                    }
                 }
             }
             (sent, None, false)
@@ -278,4 +308,17 @@ pub(super) fn has_side_effects(plan: &LogicalPlan) -> bool {
         || SystemSettingNode::of(plan).is_some()
         || GrantNode::of(plan).is_some()
         || PolicyNode::of(plan).is_some()
+}
+
+/// Waits until `query` is interrupted (forever without one).
+async fn interrupted(query: Option<&LiveQuery>) -> Interruption {
+    match query {
+        Some(query) => query.interrupted().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The error a stream stopped by `why` ends with.
+fn stopped(why: Interruption) -> DataFusionError {
+    DataFusionError::External(Box::new(why))
 }

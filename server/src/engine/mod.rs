@@ -14,6 +14,8 @@ mod access;
 mod accounts;
 mod admin;
 mod as_of;
+mod cancel;
+mod cooperation;
 mod corruption;
 mod erasure;
 pub mod error;
@@ -21,6 +23,8 @@ mod execution;
 mod grants;
 mod identity_calls;
 mod ids;
+mod live;
+mod live_table;
 mod locations;
 mod metadata;
 mod placeholders;
@@ -36,6 +40,7 @@ mod session_options;
 mod settings;
 mod statement;
 mod statement_node;
+mod tarn_settings;
 mod time_travel;
 mod visible;
 pub mod wire;
@@ -102,6 +107,9 @@ pub struct EngineOptions {
     pub tables_location: Option<String>,
     /// How long and how deeply nested a statement may be.
     pub limits: StatementLimits,
+    /// The longest a statement may run unless its session sets
+    /// `tarn.statement_timeout` (`None`: no limit).
+    pub statement_timeout: Option<Duration>,
     /// How long idle sessions (and their settings) are kept, and how many.
     pub sessions: SessionLimits,
 }
@@ -121,6 +129,7 @@ impl Default for EngineOptions {
             tables_location: None,
             limits: StatementLimits::default(),
             sessions: SessionLimits::default(),
+            statement_timeout: None,
         }
     }
 }
@@ -140,6 +149,8 @@ pub struct PlannedQuery {
     sql: String,
     /// The user who planned it: nobody else may fetch it.
     owner: String,
+    /// Its place among the live queries, until it has been streamed.
+    live: Option<Arc<live::Registration>>,
 }
 
 impl PlannedQuery {
@@ -151,6 +162,13 @@ impl PlannedQuery {
     /// The statement it answers (passwords left out).
     pub fn sql(&self) -> Option<&str> {
         Some(self.sql.as_str()).filter(|s| !s.is_empty())
+    }
+
+    /// Keeps the query's place among the live queries until it has been streamed.
+    fn listed(&mut self, registration: live::Registration) {
+        registration.set_plans(&self.plans);
+        registration.set_state(live::QueryState::Waiting);
+        self.live = Some(Arc::new(registration));
     }
 
     /// Ends the runs of a result that will never be streamed, with `reason`.
@@ -168,6 +186,8 @@ pub struct Engine {
     results: ResultStore,
     prepared: PreparedStatements,
     sessions: Sessions,
+    /// Every statement being planned, waiting to be fetched, or streamed.
+    live: live::LiveQueries,
     /// Who may do what; checked before every statement is planned.
     privileges: Arc<privileges::Privileges>,
     /// Where privileges are stored.
@@ -202,7 +222,7 @@ impl Engine {
             .with_information_schema(true)
             .with_target_partitions(target_partitions)
             .with_batch_size(options.batch_size.max(1))
-            .with_option_extension(erasure::TarnSettings::default())
+            .with_option_extension(tarn_settings::TarnSettings::default())
             .set_bool("datafusion.execution.parquet.pushdown_filters", true)
             .set_bool("datafusion.execution.parquet.reorder_filters", true);
         for (key, value) in &options.datafusion_settings {
@@ -229,6 +249,7 @@ impl Engine {
             .with_runtime_env(runtime)
             .with_default_features()
             .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())
+            .with_physical_optimizer_rule(Arc::new(cooperation::YieldingJoins))
             .build();
         let ctx = SessionContext::new_with_state(state);
         ctx.register_udtf(
@@ -256,6 +277,7 @@ impl Engine {
         Ok(Self {
             cpu,
             results: ResultStore::new(options.result_ttl),
+            live: live::LiveQueries::default(),
             prepared: PreparedStatements::new(options.prepared_statement_ttl),
             sessions: Sessions::new(ctx.clone(), Arc::clone(&privileges), options.sessions),
             privileges,
@@ -382,9 +404,53 @@ impl Engine {
         sql: &str,
         session: &Session,
     ) -> EngineResult<PlannedQuery> {
+        let registration = self.register(&recorded_sql(sql), session);
+        let query = Arc::clone(&registration);
         let (sql, session) = (sql.to_string(), session.clone());
-        self.on_cpu(|engine| async move { engine.plan_query_on_cpu(&sql, &session).await })
-            .await
+        let mut planned = self
+            .on_cpu(|engine| {
+                live::scope(query, async move {
+                    engine.plan_query_on_cpu(&sql, &session).await
+                })
+            })
+            .await?;
+        planned.listed(registration);
+        Ok(planned)
+    }
+
+    /// Lists a statement of `session` among the live queries, with its timeout.
+    fn register(&self, sql: &str, session: &Session) -> live::Registration {
+        let settings =
+            tarn_settings::TarnSettings::of(session.context().state().config().options());
+        let timeout = settings.statement_timeout(self.options.statement_timeout);
+        self.live.register(session.principal().name(), sql, timeout)
+    }
+
+    /// Serves `system.queries` (in the schema of the other system tables).
+    pub fn register_live_tables(&self) -> EngineResult<()> {
+        use datafusion::catalog::MemorySchemaProvider;
+        let Some(tarn) = self.ctx.catalog(DEFAULT_CATALOG) else {
+            return Err(EngineError::Internal("no default catalog".into()));
+        };
+        let schema = match tarn.schema(crate::catalog::system::SYSTEM_SCHEMA) {
+            Some(schema) => schema,
+            None => {
+                let schema = Arc::new(MemorySchemaProvider::new());
+                tarn.register_schema(crate::catalog::system::SYSTEM_SCHEMA, schema.clone())
+                    .map_err(EngineError::from_planning)?;
+                schema
+            }
+        };
+        let table = live_table::LiveQueriesTable::new(self.live.clone());
+        schema
+            .register_table("queries".into(), Arc::new(table))
+            .map_err(EngineError::from_planning)?;
+        Ok(())
+    }
+
+    /// Every live query: being planned, waiting to be fetched, or streamed.
+    pub fn live_queries(&self) -> &live::LiveQueries {
+        &self.live
     }
 
     /// Runs a statement that changes something and returns the number of rows
@@ -394,9 +460,15 @@ impl Engine {
         sql: &str,
         session: &Session,
     ) -> EngineResult<u64> {
+        let registration = self.register(&recorded_sql(sql), session);
+        let query = Arc::clone(&registration);
         let (sql, session) = (sql.to_string(), session.clone());
-        self.on_cpu(|engine| async move { engine.execute_update_on_cpu(&sql, &session).await })
-            .await
+        self.on_cpu(|engine| {
+            live::scope(query, async move {
+                engine.execute_update_on_cpu(&sql, &session).await
+            })
+        })
+        .await
     }
 
     /// Runs `sql` as it was recorded earlier (views, settings restored at
@@ -424,10 +496,20 @@ impl Engine {
         id: &PreparedStatementId,
         session: &Session,
     ) -> EngineResult<PlannedQuery> {
+        let sql = self.prepared_sql(id).unwrap_or_default();
+        let registration = self.register(&sql, session);
+        let query = Arc::clone(&registration);
         let id = *id;
         let session = session.clone();
-        self.on_cpu(|engine| async move { engine.plan_prepared_query_on_cpu(&id, &session).await })
-            .await
+        let mut planned = self
+            .on_cpu(|engine| {
+                live::scope(query, async move {
+                    engine.plan_prepared_query_on_cpu(&id, &session).await
+                })
+            })
+            .await?;
+        planned.listed(registration);
+        Ok(planned)
     }
 
     /// Runs a prepared update once per bound parameter row; returns the total
@@ -437,17 +519,27 @@ impl Engine {
         id: &PreparedStatementId,
         session: &Session,
     ) -> EngineResult<u64> {
+        let sql = self.prepared_sql(id).unwrap_or_default();
+        let registration = self.register(&sql, session);
+        let query = Arc::clone(&registration);
         let id = *id;
         let session = session.clone();
-        self.on_cpu(
-            |engine| async move { engine.execute_prepared_update_on_cpu(&id, &session).await },
-        )
+        self.on_cpu(|engine| {
+            live::scope(query, async move {
+                engine.execute_prepared_update_on_cpu(&id, &session).await
+            })
+        })
         .await
     }
 
     /// Parks a planned query until a `DoGet` takes it (or it expires).
     pub fn park(&self, query: PlannedQuery) -> ResultId {
-        self.results.park(query, &self.cpu)
+        let live = query.live.as_ref().map(|q| Arc::clone(q.query()));
+        let id = self.results.park(query, &self.cpu);
+        if let Some(live) = live {
+            live.set_result(&result_key(&id));
+        }
+        id
     }
 
     /// Takes a parked query of `principal`; each result can be taken once.
@@ -470,12 +562,19 @@ impl Engine {
     /// Drops a parked query, ending its run (ABORT). Returns whether it was
     /// still pending.
     pub fn cancel(&self, id: &ResultId, principal: &Principal) -> bool {
-        match self.results.take(id, principal.name()) {
-            Some(query) => {
-                query.abort_runs("the client cancelled the result before fetching it");
+        if let Some(query) = self.results.take(id, principal.name()) {
+            query.abort_runs("the client cancelled the result before fetching it");
+            return true;
+        }
+        // Being streamed: stop it.
+        match self.live.answered_by(&result_key(id)) {
+            Some(query) if query.user() == principal.name() => {
+                query.interrupt(live::Interruption::Cancelled(
+                    "the query was cancelled by its client (CancelFlightInfo)".into(),
+                ));
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 
@@ -529,4 +628,9 @@ impl Engine {
     pub fn schemas(&self, session: &Session) -> Vec<(String, String)> {
         metadata::list_schemas(session.context())
     }
+}
+
+/// How the live queries name a parked result.
+fn result_key(id: &ResultId) -> String {
+    uuid::Uuid::from_slice(id.as_bytes()).map_or_else(|_| String::new(), |u| u.to_string())
 }

@@ -70,6 +70,9 @@ impl Engine {
         if let Some(statement) = PolicyStatement::parse(sql) {
             return Ok(PolicyNode::plan(statement?));
         }
+        if let Some(cancel) = super::cancel::CancelQueryNode::parse(sql) {
+            return cancel;
+        }
         if let Some(statement) = VacuumStatement::parse(sql) {
             let statement = statement?;
             let principal = session.principal();
@@ -248,6 +251,7 @@ impl Engine {
             runs: run.into_iter().collect(),
             sql: super::admin::recorded_sql(sql),
             owner: session.principal().name().to_string(),
+            live: None,
         })
     }
 
@@ -295,8 +299,7 @@ impl Engine {
         session: &Session,
     ) -> EngineResult<(Arc<dyn ExecutionPlan>, Option<Arc<runs::StreamingRun>>)> {
         let Some(catalog) = self.catalog.clone() else {
-            return self
-                .plan_physical(plan, session)
+            return super::live::guarded(self.plan_physical(plan, session))
                 .await
                 .map(|(exec, _)| (exec, None));
         };
@@ -312,7 +315,9 @@ impl Engine {
             session.principal().name(),
         );
         run.start(catalog.as_ref()).await?;
-        let outcome = self.plan_physical(plan, session).await;
+        // A write stopped here (cancelled, timed out) commits nothing, and
+        // its run ends with the reason.
+        let outcome = super::live::guarded(self.plan_physical(plan, session)).await;
         if run.is_query()
             && let Ok((exec, _)) = outcome
         {
@@ -411,6 +416,7 @@ impl Engine {
             runs,
             sql: super::admin::recorded_sql(&sql),
             owner: session.principal().name().to_string(),
+            live: None,
         })
     }
 

@@ -35,6 +35,7 @@ const ALLOWED_KEYS: &[&str] = &[
     "datafusion.execution.split_file_groups_by_statistics",
     "datafusion.execution.skip_partial_aggregation_probe_ratio_threshold",
     "datafusion.execution.skip_partial_aggregation_probe_rows_threshold",
+    "tarn.statement_timeout",
     "tarn.vacuum_retention_check",
 ];
 
@@ -186,6 +187,9 @@ fn check_value(key: &str, value: &str) -> EngineResult<()> {
                 "'{value}' is not a number from 0 (one per core) to {MAX_TARGET_PARTITIONS}"
             ))),
         },
+        "tarn.statement_timeout" => super::tarn_settings::parse_timeout(value)
+            .map(|_| ())
+            .map_err(invalid),
         "tarn.vacuum_retention_check" => match value.to_ascii_lowercase().as_str() {
             "true" | "false" => Ok(()),
             _ => Err(invalid(format!("'{value}' is not true or false"))),

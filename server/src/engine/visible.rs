@@ -412,6 +412,7 @@ impl RowRule {
             "grants" => Self::Readable(&["object_name"]),
             "masks" | "row_filters" => Self::Readable(&["table_name"]),
             "runs" => Self::Own("principal"),
+            "queries" => Self::Own("user"),
             _ => Self::All,
         }
     }

@@ -332,7 +332,7 @@ impl Engine {
         let (state, input) = (Arc::new(self.ctx.state()), dml.input.as_ref().clone());
         let rows = self
             .cpu
-            .spawn(async move {
+            .spawn_owned(async move {
                 match provider.downcast_ref::<DeltaLakeTable>() {
                     Some(table) => table.append(state, input, overwrite).await,
                     None => Ok(WriteStats::default()),
@@ -389,7 +389,9 @@ impl Engine {
         let (state, task_root) = (Arc::new(self.ctx.state()), Arc::clone(&root));
         let (table, stats) = self
             .cpu
-            .spawn(async move { crate::delta::create(task_root, &request, state, input).await })
+            .spawn_owned(
+                async move { crate::delta::create(task_root, &request, state, input).await },
+            )
             .await
             .map_err(|e| EngineError::from(TaskFailure::from(e)))??;
         let provider =

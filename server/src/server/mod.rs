@@ -282,6 +282,7 @@ impl Server {
         catalog::system::register(engine.shared_context(), Arc::clone(catalog)).map_err(|e| {
             EngineError::Internal(format!("cannot register the system tables: {e}"))
         })?;
+        engine.register_live_tables()?;
         Ok((engine, auth))
     }
 

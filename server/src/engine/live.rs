@@ -1,0 +1,398 @@
+//! Live queries: every statement from the moment it is submitted until its
+//! result has been streamed (or it failed, was cancelled, timed out or lost
+//! its client), listed in `system.queries` and cancellable.
+//!
+//! A [`LiveQuery`] is registered by [`LiveQueries::register`]; the returned
+//! [`Registration`] travels with the statement (planning, the parked
+//! result, the stream's driver) and takes it off the list when dropped, so
+//! no path can leave a finished query listed. Cancellation is a token each
+//! stage of the statement selects on, beside its work: cancelling drops the
+//! work, which stops DataFusion's tasks and frees their memory at once, even
+//! before the first batch.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use datafusion::physical_plan::ExecutionPlan;
+use tokio_util::sync::CancellationToken;
+
+use super::error::EngineError;
+
+/// Where a statement is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum QueryState {
+    /// Waiting for a slot to run in.
+    Queued = 0,
+    /// Being parsed and planned (a write runs here).
+    Planning = 1,
+    /// Planned; its result waits for the client to fetch it.
+    Waiting = 2,
+    /// Executing, nothing sent yet.
+    Running = 3,
+    /// Sending its result.
+    Streaming = 4,
+}
+
+impl QueryState {
+    /// As `system.queries` shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Planning => "planning",
+            Self::Waiting => "waiting",
+            Self::Running => "running",
+            Self::Streaming => "streaming",
+        }
+    }
+
+    fn from_u8(value: u8) -> Self {
+        match value {
+            0 => Self::Queued,
+            1 => Self::Planning,
+            2 => Self::Waiting,
+            3 => Self::Running,
+            _ => Self::Streaming,
+        }
+    }
+}
+
+/// Why a statement stopped before its end. Also the error a stopped
+/// stream ends with, so that the transport can tell it from a failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Interruption {
+    /// Cancelled, by whom and how.
+    #[error("{0}")]
+    Cancelled(String),
+    /// It ran longer than its statement timeout.
+    #[error("the statement ran longer than its statement timeout")]
+    TimedOut(Duration),
+}
+
+impl Interruption {
+    /// The error the client gets.
+    pub(crate) fn error(&self) -> EngineError {
+        match self {
+            Self::Cancelled(why) => EngineError::Cancelled(why.clone()),
+            Self::TimedOut(limit) => EngineError::TimedOut(format!(
+                "the statement ran longer than its statement timeout of {}; raise it for this session with SET tarn.statement_timeout = '{}' (0 turns it off), or make the query cheaper",
+                humantime::format_duration(*limit),
+                humantime::format_duration(*limit * 2)
+            )),
+        }
+    }
+}
+
+/// One statement being planned, waiting to be fetched, or streamed.
+#[derive(Debug)]
+pub struct LiveQuery {
+    id: String,
+    user: String,
+    sql: String,
+    started_at: DateTime<Utc>,
+    started: Instant,
+    deadline: Option<(Instant, Duration)>,
+    state: AtomicU8,
+    rows_sent: AtomicU64,
+    cancel: CancellationToken,
+    interruption: Mutex<Option<Interruption>>,
+    /// The physical plans, once planned: their metrics say what was scanned.
+    plans: Mutex<Vec<Arc<dyn ExecutionPlan>>>,
+    /// The parked result that answers it (what `CancelFlightInfo` names).
+    result: Mutex<Option<String>>,
+}
+
+/// What `system.queries` shows of one query.
+#[derive(Debug, Clone)]
+pub struct QuerySnapshot {
+    /// The query's id (`CANCEL QUERY 'id'`).
+    pub id: String,
+    /// Who runs it.
+    pub user: String,
+    /// Its text.
+    pub sql: String,
+    /// Where it is.
+    pub state: QueryState,
+    /// When it was submitted.
+    pub started_at: DateTime<Utc>,
+    /// How long ago.
+    pub elapsed: Duration,
+    /// Rows read from tables so far.
+    pub rows_scanned: Option<u64>,
+    /// Bytes read from files so far.
+    pub bytes_scanned: Option<u64>,
+    /// Rows sent to the client so far.
+    pub rows_sent: u64,
+}
+
+impl LiveQuery {
+    /// The query's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Who runs it.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// Moves it to `state`.
+    pub(crate) fn set_state(&self, state: QueryState) {
+        self.state.store(state as u8, Ordering::Relaxed);
+    }
+
+    /// Where it is.
+    pub fn state(&self) -> QueryState {
+        QueryState::from_u8(self.state.load(Ordering::Relaxed))
+    }
+
+    /// Counts rows sent to the client.
+    pub(crate) fn sent(&self, rows: u64) {
+        self.rows_sent.fetch_add(rows, Ordering::Relaxed);
+        self.set_state(QueryState::Streaming);
+    }
+
+    /// Names the parked result that answers the query.
+    pub(crate) fn set_result(&self, result: &str) {
+        *lock(&self.result) = Some(result.to_string());
+    }
+
+    /// Keeps the plans whose metrics say what the query scanned.
+    pub(crate) fn set_plans(&self, plans: &[Arc<dyn ExecutionPlan>]) {
+        *lock(&self.plans) = plans.to_vec();
+    }
+
+    /// Stops the query (if it has not stopped already) because of `why`.
+    pub(crate) fn interrupt(&self, why: Interruption) {
+        let mut interruption = lock(&self.interruption);
+        if interruption.is_none() {
+            *interruption = Some(why);
+        }
+        drop(interruption);
+        self.cancel.cancel();
+    }
+
+    /// Why it was stopped, if it was.
+    pub(crate) fn interruption(&self) -> Option<Interruption> {
+        lock(&self.interruption).clone()
+    }
+
+    /// Waits until the query is cancelled or passes its deadline; returns why.
+    pub(crate) async fn interrupted(&self) -> Interruption {
+        match self.deadline {
+            Some((deadline, limit)) => {
+                tokio::select! {
+                    () = self.cancel.cancelled() => {}
+                    () = tokio::time::sleep_until(deadline.into()) => {
+                        self.interrupt(Interruption::TimedOut(limit));
+                    }
+                }
+            }
+            None => self.cancel.cancelled().await,
+        }
+        self.interruption()
+            .unwrap_or_else(|| Interruption::Cancelled("the query was cancelled".into()))
+    }
+
+    /// Runs `work` unless the query is interrupted first (the work is then
+    /// dropped, which stops it).
+    pub(crate) async fn guard<T>(
+        &self,
+        work: impl Future<Output = Result<T, EngineError>>,
+    ) -> Result<T, EngineError> {
+        tokio::select! {
+            biased;
+            why = self.interrupted() => Err(why.error()),
+            outcome = work => outcome,
+        }
+    }
+
+    fn snapshot(&self) -> QuerySnapshot {
+        let plans = lock(&self.plans).clone();
+        let (rows_scanned, bytes_scanned) = super::runs::input_metrics(&plans);
+        QuerySnapshot {
+            id: self.id.clone(),
+            user: self.user.clone(),
+            sql: self.sql.clone(),
+            state: self.state(),
+            started_at: self.started_at,
+            elapsed: self.started.elapsed(),
+            rows_scanned,
+            bytes_scanned,
+            rows_sent: self.rows_sent.load(Ordering::Relaxed),
+        }
+    }
+}
+
+tokio::task_local! {
+    /// The statement the current task plans or runs.
+    static CURRENT: Arc<LiveQuery>;
+}
+
+/// Runs `work` as the work of `query`: [`guarded`] inside it stops with
+/// the query.
+pub(crate) async fn scope<T>(query: Arc<LiveQuery>, work: impl Future<Output = T>) -> T {
+    CURRENT.scope(query, work).await
+}
+
+/// Runs `work` unless the current task's statement is interrupted first.
+pub(crate) async fn guarded<T>(
+    work: impl Future<Output = Result<T, EngineError>>,
+) -> Result<T, EngineError> {
+    match CURRENT.try_with(Arc::clone) {
+        Ok(query) => query.guard(work).await,
+        Err(_) => work.await,
+    }
+}
+
+type Listed = Mutex<HashMap<String, Arc<LiveQuery>>>;
+
+/// Every live query of the server.
+#[derive(Debug, Default, Clone)]
+pub struct LiveQueries {
+    listed: Arc<Listed>,
+}
+
+/// A query's place on the list: dropping it takes the query off.
+#[derive(Debug)]
+pub struct Registration {
+    query: Arc<LiveQuery>,
+    listed: Weak<Listed>,
+}
+
+impl Registration {
+    /// The query listed.
+    pub fn query(&self) -> &Arc<LiveQuery> {
+        &self.query
+    }
+}
+
+impl std::ops::Deref for Registration {
+    type Target = Arc<LiveQuery>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.query
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Some(listed) = self.listed.upgrade() {
+            lock(&listed).remove(&self.query.id);
+        }
+    }
+}
+
+impl LiveQueries {
+    /// Lists a new query of `user`, planning, that must end within
+    /// `timeout` (`None`: no limit).
+    pub fn register(&self, user: &str, sql: &str, timeout: Option<Duration>) -> Registration {
+        let started = Instant::now();
+        let query = Arc::new(LiveQuery {
+            id: uuid::Uuid::now_v7().to_string(),
+            user: user.to_string(),
+            sql: sql.to_string(),
+            started_at: Utc::now(),
+            started,
+            deadline: timeout.map(|limit| (started + limit, limit)),
+            state: AtomicU8::new(QueryState::Planning as u8),
+            rows_sent: AtomicU64::new(0),
+            cancel: CancellationToken::new(),
+            interruption: Mutex::new(None),
+            plans: Mutex::new(Vec::new()),
+            result: Mutex::new(None),
+        });
+        lock(&self.listed).insert(query.id.clone(), Arc::clone(&query));
+        Registration {
+            query,
+            listed: Arc::downgrade(&self.listed),
+        }
+    }
+
+    /// The live query answered by the parked result `result`.
+    pub fn answered_by(&self, result: &str) -> Option<Arc<LiveQuery>> {
+        lock(&self.listed)
+            .values()
+            .find(|q| lock(&q.result).as_deref() == Some(result))
+            .cloned()
+    }
+
+    /// The query with `id`, if it is live.
+    pub fn find(&self, id: &str) -> Option<Arc<LiveQuery>> {
+        lock(&self.listed).get(id).cloned()
+    }
+
+    /// What every live query is doing, oldest first.
+    pub fn snapshot(&self) -> Vec<QuerySnapshot> {
+        let queries: Vec<Arc<LiveQuery>> = lock(&self.listed).values().cloned().collect();
+        let mut snapshots: Vec<QuerySnapshot> = queries.iter().map(|q| q.snapshot()).collect();
+        snapshots.sort_by(|a, b| (a.started_at, &a.id).cmp(&(b.started_at, &b.id)));
+        snapshots
+    }
+
+    /// How many queries are live.
+    pub fn len(&self) -> usize {
+        lock(&self.listed).len()
+    }
+
+    /// Whether no query is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_query_is_listed_until_its_registration_is_dropped() {
+        let live = LiveQueries::default();
+        let registration = live.register("ann", "SELECT 1", None);
+        let listed = live.snapshot();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].user, "ann");
+        assert_eq!(listed[0].state, QueryState::Planning);
+        assert!(live.find(registration.id()).is_some());
+        drop(registration);
+        assert!(live.is_empty());
+    }
+
+    #[tokio::test]
+    async fn cancelling_stops_the_guarded_work_with_the_reason() {
+        let live = LiveQueries::default();
+        let query = live.register("ann", "SELECT forever", None);
+        let forever = std::future::pending::<Result<(), EngineError>>();
+        let (outcome, ()) = tokio::join!(query.guard(forever), async {
+            query.interrupt(Interruption::Cancelled("cancelled by admin".into()));
+        });
+        let err = outcome.unwrap_err();
+        assert!(matches!(err, EngineError::Cancelled(ref why) if why == "cancelled by admin"));
+    }
+
+    #[tokio::test]
+    async fn a_deadline_times_the_work_out() {
+        let live = LiveQueries::default();
+        let query = live.register("ann", "SELECT slow", Some(Duration::from_millis(50)));
+        let slow = async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok(())
+        };
+        let err = query.guard(slow).await.unwrap_err();
+        assert!(matches!(err, EngineError::TimedOut(_)), "{err}");
+        assert!(err.to_string().contains("tarn.statement_timeout"), "{err}");
+        assert_eq!(
+            query.interruption(),
+            Some(Interruption::TimedOut(Duration::from_millis(50)))
+        );
+    }
+}

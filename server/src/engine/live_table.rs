@@ -1,0 +1,88 @@
+//! `system.queries`: the live queries, read when it is scanned.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use async_trait::async_trait;
+use datafusion::catalog::memory::MemTable;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::datasource::TableType;
+use datafusion::error::Result;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+
+use super::live::LiveQueries;
+
+/// The table: one row per live query.
+#[derive(Debug)]
+pub(crate) struct LiveQueriesTable {
+    live: LiveQueries,
+    schema: SchemaRef,
+}
+
+impl LiveQueriesTable {
+    pub(crate) fn new(live: LiveQueries) -> Self {
+        let text = |name: &str| Field::new(name, DataType::Utf8, true);
+        let int = |name: &str| Field::new(name, DataType::Int64, true);
+        let schema = Arc::new(Schema::new(vec![
+            text("query_id"),
+            text("user"),
+            text("sql"),
+            text("state"),
+            text("started_at"),
+            int("elapsed_ms"),
+            int("rows_scanned"),
+            int("bytes_scanned"),
+            int("rows_sent"),
+        ]));
+        Self { live, schema }
+    }
+
+    fn batch(&self) -> Result<RecordBatch> {
+        let queries = self.live.snapshot();
+        let text = |f: &dyn Fn(&super::live::QuerySnapshot) -> String| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values(queries.iter().map(f)))
+        };
+        let int = |f: &dyn Fn(&super::live::QuerySnapshot) -> Option<u64>| -> ArrayRef {
+            Arc::new(Int64Array::from_iter(
+                queries.iter().map(|q| f(q).map(|n| n as i64)),
+            ))
+        };
+        let columns = vec![
+            text(&|q| q.id.clone()),
+            text(&|q| q.user.clone()),
+            text(&|q| q.sql.clone()),
+            text(&|q| q.state.as_str().to_string()),
+            text(&|q| q.started_at.to_rfc3339()),
+            int(&|q| Some(q.elapsed.as_millis() as u64)),
+            int(&|q| q.rows_scanned),
+            int(&|q| q.bytes_scanned),
+            int(&|q| Some(q.rows_sent)),
+        ];
+        Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
+    }
+}
+
+#[async_trait]
+impl TableProvider for LiveQueriesTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        MemTable::try_new(self.schema(), vec![vec![self.batch()?]])?
+            .scan(state, projection, filters, limit)
+            .await
+    }
+}

@@ -1,0 +1,87 @@
+//! Tarn's own session settings, changed like DataFusion's with
+//! `SET tarn.<name> = value` (and `SHOW tarn.<name>`), per session:
+//!
+//! - `tarn.statement_timeout`: the longest a statement may run, e.g. `'30s'`
+//!   or `'5m'`; `'0'` for no limit; empty for the server's default
+//!   (`[engine] statement_timeout`).
+//! - `tarn.vacuum_retention_check`: whether `VACUUM` refuses a retention
+//!   below the table's minimum (`delta.deletedFileRetentionDuration`).
+
+use std::time::Duration;
+
+use datafusion::config::{ConfigExtension, ConfigOptions};
+
+datafusion::common::extensions_options! {
+    /// Tarn's own session settings.
+    pub struct TarnSettings {
+        /// The longest a statement may run (`'30s'`, `'0'` for no limit;
+        /// empty for the server's default).
+        pub statement_timeout: String, default = String::new()
+        /// Whether `VACUUM` refuses a retention below the table's minimum.
+        pub vacuum_retention_check: bool, default = true
+    }
+}
+
+impl ConfigExtension for TarnSettings {
+    const PREFIX: &'static str = "tarn";
+}
+
+impl TarnSettings {
+    /// The settings in `options` (the defaults when absent).
+    pub(crate) fn of(options: &ConfigOptions) -> Self {
+        options
+            .extensions
+            .get::<Self>()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The session's statement timeout: `server_default` unless it set one
+    /// (`None`: no limit).
+    pub(crate) fn statement_timeout(&self, server_default: Option<Duration>) -> Option<Duration> {
+        match self.statement_timeout.trim() {
+            "" => server_default,
+            text => parse_timeout(text).ok().flatten(),
+        }
+    }
+}
+
+/// A timeout as written in settings: a duration (`'30s'`, `'5m'`, `'1h 30m'`)
+/// or `0` for none.
+pub(crate) fn parse_timeout(text: &str) -> Result<Option<Duration>, String> {
+    let text = text.trim().trim_matches('\'');
+    if text == "0" {
+        return Ok(None);
+    }
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Ok(None),
+        Ok(d) => Ok(Some(d)),
+        Err(e) => Err(format!(
+            "'{text}' is not a duration ({e}); write e.g. '30s', '5m' or '0' for no limit"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_read_as_durations_with_zero_for_none() {
+        assert_eq!(parse_timeout("30s"), Ok(Some(Duration::from_secs(30))));
+        assert_eq!(parse_timeout("'1m 30s'"), Ok(Some(Duration::from_secs(90))));
+        assert_eq!(parse_timeout("0"), Ok(None));
+        assert_eq!(parse_timeout("0s"), Ok(None));
+        assert!(parse_timeout("soon").unwrap_err().contains("'30s'"));
+        let mut settings = TarnSettings::default();
+        let server = Some(Duration::from_secs(600));
+        assert_eq!(settings.statement_timeout(server), server);
+        settings.statement_timeout = "2s".into();
+        assert_eq!(
+            settings.statement_timeout(server),
+            Some(Duration::from_secs(2))
+        );
+        settings.statement_timeout = "0".into();
+        assert_eq!(settings.statement_timeout(server), None);
+    }
+}
