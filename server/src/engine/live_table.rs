@@ -12,7 +12,9 @@ use datafusion::error::Result;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 
+use super::error::{EngineError, EngineResult};
 use super::live::LiveQueries;
+use super::{DEFAULT_CATALOG, Engine};
 
 /// The table: one row per live query.
 #[derive(Debug)]
@@ -84,5 +86,29 @@ impl TableProvider for LiveQueriesTable {
         MemTable::try_new(self.schema(), vec![vec![self.batch()?]])?
             .scan(state, projection, filters, limit)
             .await
+    }
+}
+
+impl Engine {
+    /// Serves `system.queries` (in the schema of the other system tables).
+    pub fn register_live_tables(&self) -> EngineResult<()> {
+        use datafusion::catalog::MemorySchemaProvider;
+        let Some(tarn) = self.ctx.catalog(DEFAULT_CATALOG) else {
+            return Err(EngineError::Internal("no default catalog".into()));
+        };
+        let schema = match tarn.schema(crate::catalog::system::SYSTEM_SCHEMA) {
+            Some(schema) => schema,
+            None => {
+                let schema = Arc::new(MemorySchemaProvider::new());
+                tarn.register_schema(crate::catalog::system::SYSTEM_SCHEMA, schema.clone())
+                    .map_err(EngineError::from_planning)?;
+                schema
+            }
+        };
+        let table = LiveQueriesTable::new(self.live.clone());
+        schema
+            .register_table("queries".into(), Arc::new(table))
+            .map_err(EngineError::from_planning)?;
+        Ok(())
     }
 }

@@ -426,28 +426,6 @@ impl Engine {
         self.live.register(session.principal().name(), sql, timeout)
     }
 
-    /// Serves `system.queries` (in the schema of the other system tables).
-    pub fn register_live_tables(&self) -> EngineResult<()> {
-        use datafusion::catalog::MemorySchemaProvider;
-        let Some(tarn) = self.ctx.catalog(DEFAULT_CATALOG) else {
-            return Err(EngineError::Internal("no default catalog".into()));
-        };
-        let schema = match tarn.schema(crate::catalog::system::SYSTEM_SCHEMA) {
-            Some(schema) => schema,
-            None => {
-                let schema = Arc::new(MemorySchemaProvider::new());
-                tarn.register_schema(crate::catalog::system::SYSTEM_SCHEMA, schema.clone())
-                    .map_err(EngineError::from_planning)?;
-                schema
-            }
-        };
-        let table = live_table::LiveQueriesTable::new(self.live.clone());
-        schema
-            .register_table("queries".into(), Arc::new(table))
-            .map_err(EngineError::from_planning)?;
-        Ok(())
-    }
-
     /// Every live query: being planned, waiting to be fetched, or streamed.
     pub fn live_queries(&self) -> &live::LiveQueries {
         &self.live
@@ -532,52 +510,6 @@ impl Engine {
         .await
     }
 
-    /// Parks a planned query until a `DoGet` takes it (or it expires).
-    pub fn park(&self, query: PlannedQuery) -> ResultId {
-        let live = query.live.as_ref().map(|q| Arc::clone(q.query()));
-        let id = self.results.park(query, &self.cpu);
-        if let Some(live) = live {
-            live.set_result(&result_key(&id));
-        }
-        id
-    }
-
-    /// Takes a parked query of `principal`; each result can be taken once.
-    pub fn take(&self, id: &ResultId, principal: &Principal) -> EngineResult<PlannedQuery> {
-        self.results
-            .take(id, principal.name())
-            .ok_or(EngineError::ResultNotFound {
-                ttl_secs: self.options.result_ttl.as_secs(),
-            })
-    }
-
-    /// Ends every parked result's run as ABORT with `reason` (the server is
-    /// stopping; no client will fetch them).
-    pub fn abandon_pending_results(&self, reason: &str) {
-        for query in self.results.drain() {
-            query.abort_runs(reason);
-        }
-    }
-
-    /// Drops a parked query, ending its run (ABORT). Returns whether it was
-    /// still pending.
-    pub fn cancel(&self, id: &ResultId, principal: &Principal) -> bool {
-        if let Some(query) = self.results.take(id, principal.name()) {
-            query.abort_runs("the client cancelled the result before fetching it");
-            return true;
-        }
-        // Being streamed: stop it.
-        match self.live.answered_by(&result_key(id)) {
-            Some(query) if query.user() == principal.name() => {
-                query.interrupt(live::Interruption::Cancelled(
-                    "the query was cancelled by its client (CancelFlightInfo)".into(),
-                ));
-                true
-            }
-            _ => false,
-        }
-    }
-
     /// The SQL text of a prepared statement (passwords left out), if it is open.
     pub fn prepared_sql(&self, id: &PreparedStatementId) -> Option<String> {
         self.prepared.sql(id).ok().map(|sql| recorded_sql(&sql))
@@ -628,9 +560,4 @@ impl Engine {
     pub fn schemas(&self, session: &Session) -> Vec<(String, String)> {
         metadata::list_schemas(session.context())
     }
-}
-
-/// How the live queries name a parked result.
-fn result_key(id: &ResultId) -> String {
-    uuid::Uuid::from_slice(id.as_bytes()).map_or_else(|_| String::new(), |u| u.to_string())
 }

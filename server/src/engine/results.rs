@@ -9,7 +9,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use super::PlannedQuery;
+use super::error::{EngineError, EngineResult};
+use super::live;
+use super::{Engine, PlannedQuery};
+use crate::identity::Principal;
 use crate::runtime::CpuRuntime;
 
 super::ids::random_id!(
@@ -86,4 +89,57 @@ fn lock(
     // A panic while holding the lock cannot leave the map inconsistent
     // (every operation is a single insert/remove), so poisoning is ignored.
     parked.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Engine {
+    /// Parks a planned query until a `DoGet` takes it (or it expires).
+    pub fn park(&self, query: PlannedQuery) -> ResultId {
+        let live = query.live.as_ref().map(|q| Arc::clone(q.query()));
+        let id = self.results.park(query, &self.cpu);
+        if let Some(live) = live {
+            live.set_result(&result_key(&id));
+        }
+        id
+    }
+
+    /// Takes a parked query of `principal`; each result can be taken once.
+    pub fn take(&self, id: &ResultId, principal: &Principal) -> EngineResult<PlannedQuery> {
+        self.results
+            .take(id, principal.name())
+            .ok_or(EngineError::ResultNotFound {
+                ttl_secs: self.options.result_ttl.as_secs(),
+            })
+    }
+
+    /// Ends every parked result's run as ABORT with `reason` (the server is
+    /// stopping; no client will fetch them).
+    pub fn abandon_pending_results(&self, reason: &str) {
+        for query in self.results.drain() {
+            query.abort_runs(reason);
+        }
+    }
+
+    /// Drops a parked query, ending its run (ABORT). Returns whether it was
+    /// still pending.
+    pub fn cancel(&self, id: &ResultId, principal: &Principal) -> bool {
+        if let Some(query) = self.results.take(id, principal.name()) {
+            query.abort_runs("the client cancelled the result before fetching it");
+            return true;
+        }
+        // Being streamed: stop it.
+        match self.live.answered_by(&result_key(id)) {
+            Some(query) if query.user() == principal.name() => {
+                query.interrupt(live::Interruption::Cancelled(
+                    "the query was cancelled by its client (CancelFlightInfo)".into(),
+                ));
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// How the live queries name a parked result.
+fn result_key(id: &ResultId) -> String {
+    uuid::Uuid::from_slice(id.as_bytes()).map_or_else(|_| String::new(), |u| u.to_string())
 }
