@@ -35,6 +35,8 @@
 //! view_types = false            # send Utf8View/BinaryView as they are (most clients cannot read them)
 //! max_sql_length = 1048576      # longest SQL text accepted, bytes
 //! max_expression_depth = 1000   # deepest nesting accepted (operators chained in one expression, UNIONs, joins)
+//! memory_limit = "4GiB"        # memory all running queries share (spilling beyond it); default 75% of the machine's
+//! spill_limit = "100GiB"        # disk the spill folder (STATE_DIR/spill, emptied at start) may use
 //! statement_timeout = "0"       # the longest a statement may run, e.g. "5m"; "0" = no limit (a session may SET tarn.statement_timeout)
 //! session_idle_timeout = "1h"   # a client's session (its SET values) is forgotten after this long unused
 //! max_sessions = 10000          # beyond this many sessions the least recently used is forgotten
@@ -204,6 +206,10 @@ pub struct EngineSection {
     /// The longest a statement may run ("0": no limit).
     #[serde(with = "humantime_serde")]
     pub statement_timeout: Option<Duration>,
+    /// Memory all running queries may use together ("4GiB" or bytes).
+    pub memory_limit: Option<bytesize::ByteSize>,
+    /// Disk the spill folder may use ("100GiB" or bytes).
+    pub spill_limit: Option<bytesize::ByteSize>,
     /// A session unused this long is forgotten.
     #[serde(with = "humantime_serde")]
     pub session_idle_timeout: Option<Duration>,
@@ -352,6 +358,10 @@ pub struct Overrides {
     pub result_ttl: Option<Duration>,
     /// `--statement-timeout`
     pub statement_timeout: Option<Duration>,
+    /// `--memory-limit`
+    pub memory_limit: Option<u64>,
+    /// `--spill-limit`
+    pub spill_limit: Option<u64>,
     /// `--view-types`
     pub view_types: Option<bool>,
     /// `--auth`
@@ -446,6 +456,17 @@ pub fn resolve(file: ConfigFile, overrides: Overrides) -> ServeConfig {
                 .engine
                 .prepared_statement_ttl
                 .unwrap_or(engine_defaults.prepared_statement_ttl),
+            memory: crate::engine::MemoryOptions {
+                limit: overrides
+                    .memory_limit
+                    .or(file.engine.memory_limit.map(|size| size.as_u64()))
+                    .map_or(engine_defaults.memory.limit, |bytes| bytes as usize),
+                spill_dir: None,
+                spill_limit: overrides
+                    .spill_limit
+                    .or(file.engine.spill_limit.map(|size| size.as_u64()))
+                    .unwrap_or(engine_defaults.memory.spill_limit),
+            },
             statement_timeout: overrides
                 .statement_timeout
                 .or(file.engine.statement_timeout)

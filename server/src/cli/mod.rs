@@ -86,6 +86,12 @@ pub struct ServeArgs {
     /// How long a planned result waits for the client to fetch it, e.g. 30s, 5m [default: 5m]
     #[arg(long, env = "TARN_RESULT_TTL", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub result_ttl: Option<Duration>,
+    /// Memory all running queries may use together, e.g. 4GiB, 512MiB; beyond it sorts, aggregations and sort-merge joins spill to STATE_DIR/spill, and a query that still cannot fit fails alone with RESOURCE_EXHAUSTED [default: 75% of the machine's memory]
+    #[arg(long, env = "TARN_MEMORY_LIMIT", value_name = "SIZE", value_parser = parse_size)]
+    pub memory_limit: Option<u64>,
+    /// Disk the spill folder may use, e.g. 100GiB [default: 100GiB]
+    #[arg(long, env = "TARN_SPILL_LIMIT", value_name = "SIZE", value_parser = parse_size)]
+    pub spill_limit: Option<u64>,
     /// The longest a statement may run before it is stopped with DEADLINE_EXCEEDED, e.g. 30s, 5m; 0 = no limit. A session may change its own with SET tarn.statement_timeout = '1m' [default: 0]
     #[arg(long, env = "TARN_STATEMENT_TIMEOUT", value_name = "DURATION", value_parser = parse_timeout)]
     pub statement_timeout: Option<Duration>,
@@ -178,6 +184,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         batch_size: args.batch_size,
         result_ttl: args.result_ttl,
         statement_timeout: args.statement_timeout,
+        memory_limit: args.memory_limit,
+        spill_limit: args.spill_limit,
         view_types: args.view_types,
         auth: args.auth,
         admin_password_file: args.admin_password_file,
@@ -392,4 +400,12 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
         text => humantime::parse_duration(text)
             .map_err(|e| format!("{e}; write e.g. 30s, 5m, or 0 for no limit")),
     }
+}
+
+/// A size flag: bytes, or a number with a unit (4GiB, 512MB).
+fn parse_size(text: &str) -> Result<u64, String> {
+    text.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|size| size.as_u64())
+        .map_err(|e| format!("{e}; write e.g. 4GiB, 512MiB or a number of bytes"))
 }

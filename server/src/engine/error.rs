@@ -161,6 +161,9 @@ impl EngineError {
         if let Some(why) = find::<super::live::Interruption>(&err) {
             return why.error();
         }
+        if let Some(exhausted) = find::<super::memory::MemoryExhausted>(&err) {
+            return Self::ResourcesExhausted(exhausted.to_string());
+        }
         if let Some(named) = find::<super::corruption::CorruptFiles>(&err) {
             return Self::Corrupt(named.0.clone());
         }
@@ -232,7 +235,7 @@ pub(crate) fn may_be_a_corrupt_file(err: &DataFusionError) -> bool {
 }
 
 /// The first error of type `T` in `err`'s chain of causes.
-fn find<'a, T: std::error::Error + 'static>(
+pub(crate) fn find<'a, T: std::error::Error + 'static>(
     err: &'a (dyn std::error::Error + 'static),
 ) -> Option<&'a T> {
     let mut level = Some(err);

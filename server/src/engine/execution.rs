@@ -26,7 +26,7 @@ use super::refresh::RefreshTableNode;
 use super::session::Session;
 use super::settings::SystemSettingNode;
 use super::writes;
-use super::{Engine, PlannedQuery, corruption, runs, settings};
+use super::{Engine, PlannedQuery, corruption, memory, runs, settings};
 use crate::delta::WriteStats;
 use crate::runtime::TaskFailure;
 
@@ -174,6 +174,7 @@ impl Engine {
             task_ctx,
             runs,
             live,
+            mut replan,
             ..
         } = query;
         // Two batches in flight keep the network busy without buffering the result.
@@ -188,8 +189,9 @@ impl Engine {
                 query.set_state(QueryState::Running);
             }
             let mut sent = 0_u64;
+            let single = plans.len() == 1;
             for plan in plans {
-                let mut stream = match execute_stream(plan, Arc::clone(&task_ctx)) {
+                let mut stream = match execute_stream(Arc::clone(&plan), Arc::clone(&task_ctx)) {
                     Ok(stream) => stream,
                     Err(err) => return (sent, Some(err), false),
                 };
@@ -207,8 +209,24 @@ impl Engine {
                     let item = match item {
                         Ok(batch) if batch.num_rows() == 0 => continue,
                         Ok(batch) => batch,
+                        Err(err) if sent == 0 && single && memory::is_exhausted(&err) && uses_hash_join(&plan) => {
+                            // A hash join's build side cannot spill: once more with sort-merge joins, which can.
+                            let Some(again) = replan.take() else {
+                                return (sent, Some(memory::explain(err, task_ctx.memory_pool().as_ref())), false);
+                            };
+                            tracing::info!("a hash join did not fit in memory ({err}); planning the query again with sort-merge joins");
+                            match again.execute(Arc::clone(&task_ctx)).await {
+                                Ok(retried) => {
+                                    stream = retried;
+                                    continue;
+                                }
+                                Err(err) => return (sent, Some(err), false),
+                            }
+                        }
                         // Reported by the task below, with the file named if it can be.
-                        Err(err) => return (sent, Some(err), false),
+                        Err(err) => {
+                            return (sent, Some(memory::explain(err, task_ctx.memory_pool().as_ref())), false);
+                        }
                     };
                     let rows = item.num_rows() as u64;
                     let delivered = tokio::select! {
@@ -321,4 +339,42 @@ async fn interrupted(query: Option<&LiveQuery>) -> Interruption {
 /// The error a stream stopped by `why` ends with.
 fn stopped(why: Interruption) -> DataFusionError {
     DataFusionError::External(Box::new(why))
+}
+
+/// A query planned again with sort-merge joins instead of hash joins.
+#[derive(Clone)]
+pub(crate) struct Replan {
+    /// The query's logical plan, as it leaves (wire types cast).
+    pub(crate) plan: LogicalPlan,
+    /// The session it was planned in.
+    pub(crate) context: datafusion::prelude::SessionContext,
+}
+
+impl std::fmt::Debug for Replan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replan").finish_non_exhaustive()
+    }
+}
+
+impl Replan {
+    /// Plans and starts the query with `prefer_hash_join = false`.
+    async fn execute(
+        self,
+        task_ctx: Arc<datafusion::execution::TaskContext>,
+    ) -> Result<SendableRecordBatchStream, DataFusionError> {
+        let mut state = self.context.state();
+        let optimizer = &mut state.config_mut().options_mut().optimizer;
+        optimizer.prefer_hash_join = false;
+        // Small inputs would still get a hash join that collects one side.
+        optimizer.hash_join_single_partition_threshold = 0;
+        optimizer.hash_join_single_partition_threshold_rows = 0;
+        let physical = state.create_physical_plan(&self.plan).await?;
+        execute_stream(physical, task_ctx)
+    }
+}
+
+/// Whether `plan` has a hash join.
+fn uses_hash_join(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.is::<datafusion::physical_plan::joins::HashJoinExec>()
+        || plan.children().iter().any(|child| uses_hash_join(child))
 }

@@ -26,6 +26,7 @@ mod ids;
 mod live;
 mod live_table;
 mod locations;
+mod memory;
 mod metadata;
 mod placeholders;
 mod planning;
@@ -61,6 +62,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 pub use admin::recorded_sql;
 pub use error::{EngineError, EngineResult};
 pub use locations::LocationPolicy;
+pub use memory::{DEFAULT_MEMORY_SHARE, DEFAULT_SPILL_LIMIT, MemoryOptions, prepare_spill_dir};
 pub use metadata::{TableInfo, TableKind};
 pub use prepared::{PreparedStatementId, PreparedStatementInfo};
 pub use results::ResultId;
@@ -107,6 +109,8 @@ pub struct EngineOptions {
     pub tables_location: Option<String>,
     /// How long and how deeply nested a statement may be.
     pub limits: StatementLimits,
+    /// The memory queries may use, and where and how much they spill.
+    pub memory: MemoryOptions,
     /// The longest a statement may run unless its session sets
     /// `tarn.statement_timeout` (`None`: no limit).
     pub statement_timeout: Option<Duration>,
@@ -130,6 +134,7 @@ impl Default for EngineOptions {
             limits: StatementLimits::default(),
             sessions: SessionLimits::default(),
             statement_timeout: None,
+            memory: MemoryOptions::default(),
         }
     }
 }
@@ -151,6 +156,9 @@ pub struct PlannedQuery {
     owner: String,
     /// Its place among the live queries, until it has been streamed.
     live: Option<Arc<live::Registration>>,
+    /// How to plan it again with sort-merge joins when its hash joins do not
+    /// fit in memory.
+    replan: Option<execution::Replan>,
 }
 
 impl PlannedQuery {
@@ -236,8 +244,9 @@ impl Engine {
         // Listings are cached (S3 LIST calls are slow and billed) but expire,
         // so files written by others show up; Parquet footers stay in
         // DataFusion's memory-bounded metadata cache, keyed by file version.
-        let runtime = RuntimeEnvBuilder::new()
-            .with_object_list_cache_ttl(Some(options.listing_cache_ttl))
+        let runtime =
+            RuntimeEnvBuilder::new().with_object_list_cache_ttl(Some(options.listing_cache_ttl));
+        let runtime = memory::configure(runtime, &options.memory)
             .build_arc()
             .map_err(|e| {
                 EngineError::Internal(format!("cannot build the runtime environment: {e}"))

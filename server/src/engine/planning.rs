@@ -243,6 +243,7 @@ impl Engine {
         session: &Session,
     ) -> EngineResult<PlannedQuery> {
         let plan = self.direct_plan(sql, session).await?;
+        let replan = self.replan_of(&plan, session)?;
         let (physical, run) = self.plan_and_record(sql, plan, session).await?;
         Ok(PlannedQuery {
             schema: physical.schema(),
@@ -252,7 +253,29 @@ impl Engine {
             sql: super::admin::recorded_sql(sql),
             owner: session.principal().name().to_string(),
             live: None,
+            replan,
         })
+    }
+
+    /// How to plan `plan` again with sort-merge joins, if it is a query with
+    /// joins (whose hash-join build sides cannot spill).
+    fn replan_of(
+        &self,
+        plan: &LogicalPlan,
+        session: &Session,
+    ) -> EngineResult<Option<super::execution::Replan>> {
+        use datafusion::common::tree_node::TreeNode;
+        let joins = plan
+            .exists(|node| Ok(matches!(node, LogicalPlan::Join(_))))
+            .unwrap_or(false);
+        if !joins || has_side_effects(plan) {
+            return Ok(None);
+        }
+        let wired = self.options.wire_types.cast_plan(plan.clone())?;
+        Ok(Some(super::execution::Replan {
+            plan: wired,
+            context: session.context().clone(),
+        }))
     }
 
     /// Runs a statement that changes something and returns the number of rows
@@ -393,7 +416,12 @@ impl Engine {
         let (plan, rows, schema) = self.prepared.instantiate(id, session.principal().name())?;
         let mut plans = Vec::with_capacity(rows.len().max(1));
         let mut runs: Vec<Arc<runs::StreamingRun>> = Vec::new();
-        for plan in bind_rows(plan, rows)? {
+        let bound = bind_rows(plan, rows)?;
+        let replan = match bound.as_slice() {
+            [only] => self.replan_of(only, session)?,
+            _ => None,
+        };
+        for plan in bound {
             match self.plan_and_record(&sql, plan, session).await {
                 Ok((physical, run)) => {
                     plans.push(physical);
@@ -417,6 +445,7 @@ impl Engine {
             sql: super::admin::recorded_sql(&sql),
             owner: session.principal().name().to_string(),
             live: None,
+            replan,
         })
     }
 

@@ -183,6 +183,14 @@ impl Server {
                 audit_file: config.audit_file.clone(),
             },
         )?);
+        // Spill files of an earlier process are removed only once the
+        // catalog's lock shows that no other server uses this state folder.
+        let spill = state_dir.join("spill");
+        crate::engine::prepare_spill_dir(&spill).map_err(|source| ServeError::StateDir {
+            path: spill.clone(),
+            source,
+        })?;
+        options.memory.spill_dir = Some(spill);
         // A start that fails from here closes the catalog (and its lock)
         // before it returns, so the state folder is free again at once.
         let ready = async {
