@@ -35,6 +35,9 @@
 //! view_types = false            # send Utf8View/BinaryView as they are (most clients cannot read them)
 //! max_sql_length = 1048576      # longest SQL text accepted, bytes
 //! max_expression_depth = 1000   # deepest nesting accepted (operators chained in one expression, UNIONs, joins)
+//! max_running_queries = 0       # queries that read tables and execute at once; 0 = twice the cores (the rest wait in a fair queue)
+//! max_queued_queries = 1000     # queries that may wait for a slot; beyond it RESOURCE_EXHAUSTED
+//! queue_timeout = "60s"         # the longest a query waits for a slot
 //! memory_limit = "4GiB"        # memory all running queries share (spilling beyond it); default 75% of the machine's
 //! spill_limit = "100GiB"        # disk the spill folder (STATE_DIR/spill, emptied at start) may use
 //! statement_timeout = "0"       # the longest a statement may run, e.g. "5m"; "0" = no limit (a session may SET tarn.statement_timeout)
@@ -206,6 +209,13 @@ pub struct EngineSection {
     /// The longest a statement may run ("0": no limit).
     #[serde(with = "humantime_serde")]
     pub statement_timeout: Option<Duration>,
+    /// Queries that execute at once (0: twice the cores).
+    pub max_running_queries: Option<usize>,
+    /// Queries that may wait for a slot.
+    pub max_queued_queries: Option<usize>,
+    /// The longest a query waits for a slot.
+    #[serde(with = "humantime_serde")]
+    pub queue_timeout: Option<Duration>,
     /// Memory all running queries may use together ("4GiB" or bytes).
     pub memory_limit: Option<bytesize::ByteSize>,
     /// Disk the spill folder may use ("100GiB" or bytes).
@@ -360,6 +370,8 @@ pub struct Overrides {
     pub statement_timeout: Option<Duration>,
     /// `--memory-limit`
     pub memory_limit: Option<u64>,
+    /// `--max-running-queries`
+    pub max_running_queries: Option<usize>,
     /// `--spill-limit`
     pub spill_limit: Option<u64>,
     /// `--view-types`
@@ -456,6 +468,20 @@ pub fn resolve(file: ConfigFile, overrides: Overrides) -> ServeConfig {
                 .engine
                 .prepared_statement_ttl
                 .unwrap_or(engine_defaults.prepared_statement_ttl),
+            admission: crate::engine::AdmissionOptions {
+                max_running: overrides
+                    .max_running_queries
+                    .or(file.engine.max_running_queries)
+                    .unwrap_or(engine_defaults.admission.max_running),
+                max_queued: file
+                    .engine
+                    .max_queued_queries
+                    .unwrap_or(engine_defaults.admission.max_queued),
+                queue_timeout: file
+                    .engine
+                    .queue_timeout
+                    .unwrap_or(engine_defaults.admission.queue_timeout),
+            },
             memory: crate::engine::MemoryOptions {
                 limit: overrides
                     .memory_limit

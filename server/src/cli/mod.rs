@@ -31,7 +31,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve a lake over Flight SQL (with no arguments: the demo lake in ./data on 127.0.0.1:50051).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run SQL against a Tarn server: one-shot (-c, a file, stdin) or an interactive shell.
     Sql(sql::SqlArgs),
     /// Write the demo lake (TPC-H, a partitioned `sales` table, `awkward_types`) into a folder.
@@ -86,6 +86,9 @@ pub struct ServeArgs {
     /// How long a planned result waits for the client to fetch it, e.g. 30s, 5m [default: 5m]
     #[arg(long, env = "TARN_RESULT_TTL", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub result_ttl: Option<Duration>,
+    /// Queries that read tables and execute at once; the rest wait in a queue where users take turns (engine.max_queued_queries long, engine.queue_timeout at most); 0 = twice the cores [default: 0]
+    #[arg(long, env = "TARN_MAX_RUNNING_QUERIES", value_name = "N")]
+    pub max_running_queries: Option<usize>,
     /// Memory all running queries may use together, e.g. 4GiB, 512MiB; beyond it sorts, aggregations and sort-merge joins spill to STATE_DIR/spill, and a query that still cannot fit fails alone with RESOURCE_EXHAUSTED [default: 75% of the machine's memory]
     #[arg(long, env = "TARN_MEMORY_LIMIT", value_name = "SIZE", value_parser = parse_size)]
     pub memory_limit: Option<u64>,
@@ -142,7 +145,7 @@ pub struct DemoArgs {
 /// Runs the command line; returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Sql(args) => sql::run(args),
         Command::Lineage(args) => lineage::run(args),
         Command::User(args) => identities::run_user(args),
@@ -185,6 +188,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         result_ttl: args.result_ttl,
         statement_timeout: args.statement_timeout,
         memory_limit: args.memory_limit,
+        max_running_queries: args.max_running_queries,
         spill_limit: args.spill_limit,
         view_types: args.view_types,
         auth: args.auth,

@@ -161,6 +161,9 @@ impl EngineError {
         if let Some(why) = find::<super::live::Interruption>(&err) {
             return why.error();
         }
+        if let Some(refusal) = find::<super::admission::Refusal>(&err) {
+            return Self::ResourcesExhausted(refusal.to_string());
+        }
         if let Some(exhausted) = find::<super::memory::MemoryExhausted>(&err) {
             return Self::ResourcesExhausted(exhausted.to_string());
         }

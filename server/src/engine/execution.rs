@@ -181,10 +181,19 @@ impl Engine {
         let (tx, rx) = mpsc::channel(2);
         let failure_tx = tx.clone();
         let (checked, runtime) = (plans.clone(), task_ctx.runtime_env());
+        let admission = Arc::clone(&self.admission);
         let driver = self.cpu.spawn(async move {
             // Listed until the driver ends, however it ends.
             let live = live;
             let query = live.as_ref().map(|listed| Arc::clone(listed.query()));
+            // Work that reads files waits for a slot; the rest never queues.
+            let _slot = match &query {
+                Some(query) if plans.iter().any(reads_files) => match admission.admit_stream(query).await {
+                    Ok(slot) => Some(slot),
+                    Err(err) => return (0, Some(err), false),
+                },
+                _ => None,
+            };
             if let Some(query) = &query {
                 query.set_state(QueryState::Running);
             }
@@ -377,4 +386,17 @@ impl Replan {
 fn uses_hash_join(plan: &Arc<dyn ExecutionPlan>) -> bool {
     plan.is::<datafusion::physical_plan::joins::HashJoinExec>()
         || plan.children().iter().any(|child| uses_hash_join(child))
+}
+
+/// Whether `plan` reads files (and so waits for a slot to run in).
+fn reads_files(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    use datafusion::datasource::physical_plan::FileScanConfig;
+    use datafusion::datasource::source::DataSourceExec;
+    let scans_files = plan.downcast_ref::<DataSourceExec>().is_some_and(|source| {
+        source
+            .data_source()
+            .downcast_ref::<FileScanConfig>()
+            .is_some()
+    });
+    scans_files || plan.children().iter().any(|child| reads_files(child))
 }

@@ -13,6 +13,7 @@
 mod access;
 mod accounts;
 mod admin;
+mod admission;
 mod as_of;
 mod cancel;
 mod cooperation;
@@ -60,6 +61,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 pub use admin::recorded_sql;
+pub use admission::AdmissionOptions;
 pub use error::{EngineError, EngineResult};
 pub use locations::LocationPolicy;
 pub use memory::{DEFAULT_MEMORY_SHARE, DEFAULT_SPILL_LIMIT, MemoryOptions, prepare_spill_dir};
@@ -111,6 +113,8 @@ pub struct EngineOptions {
     pub limits: StatementLimits,
     /// The memory queries may use, and where and how much they spill.
     pub memory: MemoryOptions,
+    /// How many queries execute at once, and how many may wait.
+    pub admission: AdmissionOptions,
     /// The longest a statement may run unless its session sets
     /// `tarn.statement_timeout` (`None`: no limit).
     pub statement_timeout: Option<Duration>,
@@ -135,6 +139,7 @@ impl Default for EngineOptions {
             sessions: SessionLimits::default(),
             statement_timeout: None,
             memory: MemoryOptions::default(),
+            admission: AdmissionOptions::default(),
         }
     }
 }
@@ -196,6 +201,8 @@ pub struct Engine {
     sessions: Sessions,
     /// Every statement being planned, waiting to be fetched, or streamed.
     live: live::LiveQueries,
+    /// The slots queries execute in, and their queue.
+    admission: Arc<admission::Admission>,
     /// Who may do what; checked before every statement is planned.
     privileges: Arc<privileges::Privileges>,
     /// Where privileges are stored.
@@ -287,6 +294,7 @@ impl Engine {
             cpu,
             results: ResultStore::new(options.result_ttl),
             live: live::LiveQueries::default(),
+            admission: admission::Admission::new(options.admission, cores),
             prepared: PreparedStatements::new(options.prepared_statement_ttl),
             sessions: Sessions::new(ctx.clone(), Arc::clone(&privileges), options.sessions),
             privileges,
