@@ -51,6 +51,9 @@ impl FlightSqlEndpoint {
     }
 }
 
+/// How long a handshake waits for the client's message before it answers.
+const HANDSHAKE_READ: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[tonic::async_trait]
 impl FlightService for FlightSqlEndpoint {
     type HandshakeStream = BoxedStream<HandshakeResponse>;
@@ -68,8 +71,14 @@ impl FlightService for FlightSqlEndpoint {
         let audit = Audit::begin(&self.audit, &request, "Handshake");
         match self.handshake_with(&request).await {
             Ok((mut response, who)) => {
-                // The session the login's later calls will run in.
+                // Answer after the client's message (or its end of stream): a
+                // response that overtakes the request leaves the request body
+                // unread, h2 then resets the stream, and some clients (pyarrow's
+                // handshake) wait forever for an answer they never get.
                 let (session, ended) = self.session_for(&request, &who);
+                let mut incoming = request.into_inner();
+                let _ = tokio::time::timeout(HANDSHAKE_READ, incoming.message()).await;
+                // The session the login's later calls will run in.
                 let call = Call::new(session, ended);
                 call.note("login", None);
                 give_cookie(&mut response, &call.session)?;
