@@ -5,9 +5,8 @@
 
 use std::sync::Arc;
 
-use arrow::array::{BooleanArray, RecordBatch, StringArray};
+use arrow::array::{BooleanArray, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::catalog::memory::MemorySourceConfig;
 use datafusion::common::{DFSchema, DFSchemaRef};
 use datafusion::logical_expr::{Extension, LogicalPlan};
 use datafusion::physical_plan::ExecutionPlan;
@@ -86,18 +85,12 @@ impl Engine {
             "the query was cancelled by {} (CANCEL QUERY)",
             principal.name()
         )));
-        let schema = result_schema();
-        let batch = RecordBatch::try_new(
-            Arc::clone(&schema),
+        super::execution::batch_result(
+            result_schema(),
             vec![
                 Arc::new(StringArray::from(vec![id.to_string()])),
                 Arc::new(BooleanArray::from(vec![true])),
             ],
         )
-        .map_err(|e| EngineError::Internal(e.to_string()))?;
-        let exec: Arc<dyn ExecutionPlan> =
-            MemorySourceConfig::try_new_from_batches(schema, vec![batch])
-                .map_err(|e| EngineError::Internal(e.to_string()))?;
-        Ok(exec)
     }
 }

@@ -20,9 +20,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{RecordBatch, StringArray};
+use arrow::array::StringArray;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::catalog::memory::MemorySourceConfig;
 use datafusion::common::tree_node::TreeNode;
 use datafusion::common::{DFSchema, DFSchemaRef, TableReference};
 use datafusion::logical_expr::dml::DmlStatement;
@@ -134,8 +133,7 @@ impl Engine {
     ) -> EngineResult<Arc<dyn ExecutionPlan>> {
         let reference = TableReference::parse_str(&statement.table);
         let table = self.delta_table(&reference, "VACUUM").await?;
-        let check_retention =
-            TarnSettings::of(session.context().state().config().options()).vacuum_retention_check;
+        let check_retention = TarnSettings::of_session(session.context()).vacuum_retention_check;
         let request = VacuumRequest {
             retain: statement.retain_secs.map(Duration::from_secs),
             check_retention,
@@ -154,14 +152,8 @@ impl Engine {
             })
             .await
             .map_err(|e| EngineError::from(TaskFailure::from(e)))??;
-        let schema = vacuum_schema();
         let paths = StringArray::from(vacuumed.files);
-        let batch = RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(paths)])
-            .map_err(|e| EngineError::Internal(e.to_string()))?;
-        let exec: Arc<dyn ExecutionPlan> =
-            MemorySourceConfig::try_new_from_batches(schema, vec![batch])
-                .map_err(|e| EngineError::Internal(e.to_string()))?;
-        Ok(exec)
+        super::execution::batch_result(vacuum_schema(), vec![Arc::new(paths)])
     }
 
     /// Runs a `DELETE` or `UPDATE`; `None` for other plans.

@@ -300,11 +300,16 @@ pub(super) fn count_result(rows: u64) -> EngineResult<Arc<dyn ExecutionPlan>> {
         arrow::datatypes::DataType::UInt64,
         false,
     )]));
-    let batch = RecordBatch::try_new(
-        Arc::clone(&schema),
-        vec![Arc::new(UInt64Array::from(vec![rows]))],
-    )
-    .map_err(|e| EngineError::Internal(e.to_string()))?;
+    batch_result(schema, vec![Arc::new(UInt64Array::from(vec![rows]))])
+}
+
+/// A statement's small result: one batch of `columns`, as a plan.
+pub(super) fn batch_result(
+    schema: arrow::datatypes::SchemaRef,
+    columns: Vec<arrow::array::ArrayRef>,
+) -> EngineResult<Arc<dyn ExecutionPlan>> {
+    let batch = RecordBatch::try_new(Arc::clone(&schema), columns)
+        .map_err(|e| EngineError::Internal(e.to_string()))?;
     let exec: Arc<dyn ExecutionPlan> =
         MemorySourceConfig::try_new_from_batches(schema, vec![batch])
             .map_err(|e| EngineError::Internal(e.to_string()))?;
@@ -353,8 +358,10 @@ fn stopped(why: Interruption) -> DataFusionError {
 /// A query planned again with sort-merge joins instead of hash joins.
 #[derive(Clone)]
 pub(crate) struct Replan {
-    /// The query's logical plan, as it leaves (wire types cast).
+    /// The query's logical plan.
     pub(crate) plan: LogicalPlan,
+    /// The types its result leaves in (cast only if it is planned again).
+    pub(crate) wire_types: super::WireTypes,
     /// The session it was planned in.
     pub(crate) context: datafusion::prelude::SessionContext,
 }
@@ -377,7 +384,11 @@ impl Replan {
         // Small inputs would still get a hash join that collects one side.
         optimizer.hash_join_single_partition_threshold = 0;
         optimizer.hash_join_single_partition_threshold_rows = 0;
-        let physical = state.create_physical_plan(&self.plan).await?;
+        let wired = self
+            .wire_types
+            .cast_plan(self.plan)
+            .map_err(|e| DataFusionError::Plan(e.to_string()))?;
+        let physical = state.create_physical_plan(&wired).await?;
         execute_stream(physical, task_ctx)
     }
 }

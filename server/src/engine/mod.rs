@@ -437,8 +437,7 @@ impl Engine {
 
     /// Lists a statement of `session` among the live queries, with its timeout.
     fn register(&self, sql: &str, session: &Session) -> live::Registration {
-        let settings =
-            tarn_settings::TarnSettings::of(session.context().state().config().options());
+        let settings = tarn_settings::TarnSettings::of_session(session.context());
         let timeout = settings.statement_timeout(self.options.statement_timeout);
         self.live.register(session.principal().name(), sql, timeout)
     }

@@ -243,7 +243,7 @@ impl Engine {
         session: &Session,
     ) -> EngineResult<PlannedQuery> {
         let plan = self.direct_plan(sql, session).await?;
-        let replan = self.replan_of(&plan, session)?;
+        let replan = self.replan_of(&plan, session);
         let (physical, run) = self.plan_and_record(sql, plan, session).await?;
         Ok(PlannedQuery {
             schema: physical.schema(),
@@ -259,23 +259,19 @@ impl Engine {
 
     /// How to plan `plan` again with sort-merge joins, if it is a query with
     /// joins (whose hash-join build sides cannot spill).
-    fn replan_of(
-        &self,
-        plan: &LogicalPlan,
-        session: &Session,
-    ) -> EngineResult<Option<super::execution::Replan>> {
+    fn replan_of(&self, plan: &LogicalPlan, session: &Session) -> Option<super::execution::Replan> {
         use datafusion::common::tree_node::TreeNode;
         let joins = plan
             .exists(|node| Ok(matches!(node, LogicalPlan::Join(_))))
             .unwrap_or(false);
         if !joins || has_side_effects(plan) {
-            return Ok(None);
+            return None;
         }
-        let wired = self.options.wire_types.cast_plan(plan.clone())?;
-        Ok(Some(super::execution::Replan {
-            plan: wired,
+        Some(super::execution::Replan {
+            plan: plan.clone(),
+            wire_types: self.options.wire_types,
             context: session.context().clone(),
-        }))
+        })
     }
 
     /// Runs a statement that changes something and returns the number of rows
@@ -418,7 +414,7 @@ impl Engine {
         let mut runs: Vec<Arc<runs::StreamingRun>> = Vec::new();
         let bound = bind_rows(plan, rows)?;
         let replan = match bound.as_slice() {
-            [only] => self.replan_of(only, session)?,
+            [only] => self.replan_of(only, session),
             _ => None,
         };
         for plan in bound {

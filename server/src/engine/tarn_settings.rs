@@ -27,6 +27,11 @@ impl ConfigExtension for TarnSettings {
 }
 
 impl TarnSettings {
+    /// The settings of `context`'s session, read in place (no copy of its state).
+    pub(crate) fn of_session(context: &datafusion::prelude::SessionContext) -> Self {
+        Self::of(context.state_ref().read().config_options())
+    }
+
     /// The settings in `options` (the defaults when absent).
     pub(crate) fn of(options: &ConfigOptions) -> Self {
         options
