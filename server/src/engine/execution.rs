@@ -76,11 +76,6 @@ impl Engine {
             return count_result(stats.rows).map(|exec| (exec, Some(stats)));
         }
         let side_effects = has_side_effects(&plan);
-        let plan = if side_effects {
-            plan
-        } else {
-            self.options.wire_types.cast_plan(plan)?
-        };
         // For DDL this is what runs the statement. Planning reads file
         // metadata, so it runs on the CPU runtime, where a reader that
         // panics on a corrupt file fails this statement, not the server.
@@ -112,7 +107,7 @@ impl Engine {
             Err(err) => return Err(err),
         };
         if !side_effects {
-            return Ok((physical, None));
+            return Ok((self.options.wire_types.cast_physical(physical)?, None));
         }
         // DML/COPY run now, not when (or if) the client fetches the count.
         let schema = physical.schema();
@@ -360,7 +355,7 @@ fn stopped(why: Interruption) -> DataFusionError {
 pub(crate) struct Replan {
     /// The query's logical plan.
     pub(crate) plan: LogicalPlan,
-    /// The types its result leaves in (cast only if it is planned again).
+    /// The types its result leaves in.
     pub(crate) wire_types: super::WireTypes,
     /// The session it was planned in.
     pub(crate) context: datafusion::prelude::SessionContext,
@@ -384,12 +379,12 @@ impl Replan {
         // Small inputs would still get a hash join that collects one side.
         optimizer.hash_join_single_partition_threshold = 0;
         optimizer.hash_join_single_partition_threshold_rows = 0;
+        let physical = state.create_physical_plan(&self.plan).await?;
         let wired = self
             .wire_types
-            .cast_plan(self.plan)
+            .cast_physical(physical)
             .map_err(|e| DataFusionError::Plan(e.to_string()))?;
-        let physical = state.create_physical_plan(&wired).await?;
-        execute_stream(physical, task_ctx)
+        execute_stream(wired, task_ctx)
     }
 }
 
