@@ -34,6 +34,7 @@ mod planning;
 mod policies;
 mod prepared;
 mod privileges;
+mod proven;
 mod refresh;
 mod results;
 mod runs;
@@ -266,6 +267,7 @@ impl Engine {
             .with_default_features()
             .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())
             .with_physical_optimizer_rule(Arc::new(cooperation::YieldingJoins))
+            .with_physical_optimizer_rule(Arc::new(proven::ProvenConjuncts))
             .build();
         let ctx = SessionContext::new_with_state(state);
         ctx.register_udtf(

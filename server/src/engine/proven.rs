@@ -1,0 +1,345 @@
+//! Conjuncts a scan's own files prove: a physical optimizer rule that drops,
+//! from the predicate of a Parquet scan, every conjunct that the exact
+//! statistics of the very files it reads show to be true for every row.
+//!
+//! A row filter (`policies.rs`) that keeps every row of today's files, such
+//! as `l_linenumber > 0` on a column no query reads, would otherwise make each
+//! scan decode that column and test it row by row. Dropping a conjunct that
+//! holds for every row changes no answer, so it is safe for any predicate,
+//! whoever wrote it. The proof is made when the plan is built, on the files
+//! this plan reads (their footers' statistics, already read by the listing),
+//! and is never cached: a file added later is checked by the plan that reads
+//! it. A file replaced in place after planning is read with the size and
+//! footer it was planned with, which fails rather than serving its rows.
+//!
+//! A conjunct counts as proven only when, in every file, each column it uses
+//! has an exact null count of zero and its negation is ruled out by exact
+//! minimum and maximum values ([`PruningPredicate`] over the files as
+//! containers). Only comparisons of columns with non-null literals,
+//! `IS [NOT] NULL`, `IN` lists of non-null literals, `NOT`, `AND` and `OR` are
+//! considered: over non-null columns they are never NULL, so "the negation is
+//! false everywhere" means "the conjunct is true everywhere".
+
+use std::sync::Arc;
+
+use arrow::datatypes::{Schema, SchemaRef};
+use datafusion::common::Statistics;
+use datafusion::common::pruning::PrunableStatistics;
+use datafusion::common::stats::Precision;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::config::ConfigOptions;
+use datafusion::datasource::physical_plan::{FileScanConfig, FileSource, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::error::Result;
+use datafusion::logical_expr::Operator;
+use datafusion::physical_expr::PhysicalExprRef;
+use datafusion::physical_expr::expressions::{
+    BinaryExpr, CastExpr, Column, InListExpr, IsNotNullExpr, IsNullExpr, Literal, NotExpr, lit,
+};
+use datafusion::physical_expr::utils::{conjunction, split_conjunction};
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
+use datafusion::physical_plan::ExecutionPlan;
+
+/// Drops proven conjuncts from the predicates of Parquet scans.
+#[derive(Debug, Default)]
+pub(crate) struct ProvenConjuncts;
+
+impl PhysicalOptimizerRule for ProvenConjuncts {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        plan.transform_up(|node| {
+            Ok(match without_proven_conjuncts(node.as_ref())? {
+                Some(scan) => Transformed::yes(scan),
+                None => Transformed::no(node),
+            })
+        })
+        .map(|done| done.data)
+    }
+
+    fn name(&self) -> &str {
+        "ProvenConjuncts"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// `node` again without the conjuncts its files prove, if it is a Parquet
+/// scan with any.
+fn without_proven_conjuncts(node: &dyn ExecutionPlan) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let Some(scan) = node.downcast_ref::<DataSourceExec>() else {
+        return Ok(None);
+    };
+    let Some((config, parquet)) = scan.downcast_to_file_source::<ParquetSource>() else {
+        return Ok(None);
+    };
+    let Some(predicate) = parquet.filter() else {
+        return Ok(None);
+    };
+    let Some(files) = file_statistics(config) else {
+        return Ok(None);
+    };
+    let schema = Arc::clone(config.file_source().table_schema().table_schema());
+    let conjuncts = split_conjunction(&predicate);
+    let mut kept = Vec::with_capacity(conjuncts.len());
+    for conjunct in &conjuncts {
+        if !proven(conjunct, &files, &schema) {
+            kept.push(Arc::clone(conjunct));
+        }
+    }
+    if kept.len() == conjuncts.len() {
+        return Ok(None);
+    }
+    // A scan cannot be told to drop its predicate, only to take another;
+    // `true` needs no column and prunes nothing.
+    let remaining = match kept.is_empty() {
+        true => lit(true),
+        false => conjunction(kept),
+    };
+    let mut narrowed = config.clone();
+    narrowed.file_source = Arc::new(parquet.with_predicate(remaining));
+    Ok(Some(Arc::new(
+        scan.clone().with_data_source(Arc::new(narrowed)),
+    )))
+}
+
+/// The statistics of every file `config` reads, if each file has them.
+fn file_statistics(config: &FileScanConfig) -> Option<Vec<Arc<Statistics>>> {
+    config
+        .file_groups
+        .iter()
+        .flat_map(|group| group.files())
+        .map(|file| file.statistics.clone())
+        .collect()
+}
+
+/// Whether `conjunct` is true for every row of `files` (over `schema`).
+fn proven(conjunct: &PhysicalExprRef, files: &[Arc<Statistics>], schema: &SchemaRef) -> bool {
+    if files.is_empty() {
+        return false;
+    }
+    let mut columns = Vec::new();
+    let Some(negation) = negate(conjunct, schema, &mut columns) else {
+        return false;
+    };
+    let never_null = columns.iter().all(|column| {
+        files.iter().all(|file| {
+            file.column_statistics
+                .get(column.index())
+                .is_some_and(|stats| stats.null_count == Precision::Exact(0))
+        }) && schema
+            .fields()
+            .get(column.index())
+            .is_some_and(|field| field.name() == column.name())
+    });
+    if !never_null {
+        return false;
+    }
+    let Ok(pruning) = PruningPredicateBuilder::new()
+        .with_file_schema(Arc::clone(schema))
+        .try_build(negation)
+    else {
+        return false;
+    };
+    if pruning.always_true() {
+        return false;
+    }
+    let statistics = PrunableStatistics::new(files.to_vec(), Arc::clone(schema));
+    pruning
+        .prune(&statistics)
+        .is_ok_and(|may_match| may_match.len() == files.len() && may_match.iter().all(|m| !m))
+}
+
+/// `NOT expr` in a form the pruning predicate reads, for the expressions
+/// this module considers (`None` for any other); the columns it uses are
+/// added to `columns`.
+fn negate(
+    expr: &PhysicalExprRef,
+    schema: &Schema,
+    columns: &mut Vec<Column>,
+) -> Option<PhysicalExprRef> {
+    if let Some(binary) = expr.downcast_ref::<BinaryExpr>() {
+        let op = *binary.op();
+        return match op {
+            Operator::And | Operator::Or => {
+                let left = negate(binary.left(), schema, columns)?;
+                let right = negate(binary.right(), schema, columns)?;
+                let flipped = if op == Operator::And {
+                    Operator::Or
+                } else {
+                    Operator::And
+                };
+                Some(Arc::new(BinaryExpr::new(left, flipped, right)))
+            }
+            _ => {
+                let negated = negated_comparison(op)?;
+                let (left, right) = (binary.left(), binary.right());
+                let column_and_value = (operand(left, columns) && value(right))
+                    || (value(left) && operand(right, columns));
+                column_and_value.then(|| {
+                    Arc::new(BinaryExpr::new(
+                        Arc::clone(left),
+                        negated,
+                        Arc::clone(right),
+                    )) as PhysicalExprRef
+                })
+            }
+        };
+    }
+    if let Some(is_null) = expr.downcast_ref::<IsNullExpr>() {
+        return operand(is_null.arg(), columns)
+            .then(|| Arc::new(IsNotNullExpr::new(Arc::clone(is_null.arg()))) as PhysicalExprRef);
+    }
+    if let Some(is_not_null) = expr.downcast_ref::<IsNotNullExpr>() {
+        return operand(is_not_null.arg(), columns)
+            .then(|| Arc::new(IsNullExpr::new(Arc::clone(is_not_null.arg()))) as PhysicalExprRef);
+    }
+    if let Some(in_list) = expr.downcast_ref::<InListExpr>() {
+        let plain = operand(in_list.expr(), columns) && in_list.list().iter().all(value);
+        if !plain {
+            return None;
+        }
+        let list = in_list.list().to_vec();
+        return InListExpr::try_new(Arc::clone(in_list.expr()), list, !in_list.negated(), schema)
+            .ok()
+            .map(|e| Arc::new(e) as PhysicalExprRef);
+    }
+    if let Some(not) = expr.downcast_ref::<NotExpr>() {
+        // NOT NOT x is x, once x is known to be one of the forms above.
+        let mut inner = Vec::new();
+        negate(not.arg(), schema, &mut inner)?;
+        columns.extend(inner);
+        return Some(Arc::clone(not.arg()));
+    }
+    None
+}
+
+/// The comparison that is true exactly when `op` is false (for non-null operands).
+fn negated_comparison(op: Operator) -> Option<Operator> {
+    Some(match op {
+        Operator::Eq => Operator::NotEq,
+        Operator::NotEq => Operator::Eq,
+        Operator::Lt => Operator::GtEq,
+        Operator::LtEq => Operator::Gt,
+        Operator::Gt => Operator::LtEq,
+        Operator::GtEq => Operator::Lt,
+        _ => return None,
+    })
+}
+
+/// A column, possibly cast: never NULL once its column has no nulls.
+fn operand(expr: &PhysicalExprRef, columns: &mut Vec<Column>) -> bool {
+    if let Some(column) = expr.downcast_ref::<Column>() {
+        columns.push(column.clone());
+        return true;
+    }
+    expr.downcast_ref::<CastExpr>()
+        .is_some_and(|cast| operand(cast.expr(), columns))
+}
+
+/// A literal that is not NULL.
+fn value(expr: &PhysicalExprRef) -> bool {
+    expr.downcast_ref::<Literal>()
+        .is_some_and(|literal| !literal.value().is_null())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::physical_plan::displayable;
+    use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+
+    /// A context with the rule, over one Parquet file: `x` 1..=100, `y` the
+    /// same, `z` NULL every tenth row.
+    async fn context(dir: &std::path::Path) -> SessionContext {
+        let config = SessionConfig::new()
+            .set_bool("datafusion.execution.parquet.pushdown_filters", true)
+            .with_target_partitions(2);
+        let state = datafusion::execution::SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(ProvenConjuncts))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        let path = dir.join("t.parquet");
+        ctx.sql(&format!(
+            "COPY (SELECT value AS x, value AS y, CASE WHEN value % 10 = 0 THEN NULL ELSE 'v' END AS z \
+             FROM generate_series(1, 100)) TO '{}' STORED AS PARQUET",
+            path.display()
+        ))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+        ctx.register_parquet("t", path.to_str().unwrap(), ParquetReadOptions::default())
+            .await
+            .unwrap();
+        ctx
+    }
+
+    /// The scan's predicate and the query's count.
+    async fn scan_and_count(ctx: &SessionContext, filter: &str) -> (String, i64) {
+        let frame = ctx
+            .sql(&format!("SELECT count(*) FROM t WHERE {filter}"))
+            .await
+            .unwrap();
+        let plan = frame.create_physical_plan().await.unwrap();
+        let shown = displayable(plan.as_ref()).indent(true).to_string();
+        let scan = shown
+            .lines()
+            .find(|line| line.contains("DataSourceExec"))
+            .unwrap()
+            .to_string();
+        let batches = datafusion::physical_plan::collect(plan, ctx.task_ctx())
+            .await
+            .unwrap();
+        let count = batches[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .unwrap()
+            .value(0);
+        (scan, count)
+    }
+
+    #[tokio::test]
+    async fn only_conjuncts_true_for_every_row_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(dir.path()).await;
+
+        // `x > 0` holds everywhere: gone; `y < 50` stays.
+        let (scan, count) = scan_and_count(&ctx, "x > 0 AND y < 50").await;
+        assert!(!scan.contains("x@0 > 0"), "{scan}");
+        assert!(scan.contains("y@1 < 50"), "{scan}");
+        assert_eq!(count, 49);
+
+        // Everything proven: the scan keeps a predicate that reads nothing.
+        let (scan, count) = scan_and_count(
+            &ctx,
+            "x BETWEEN 1 AND 100 AND y NOT IN (0, 101) AND x IS NOT NULL",
+        )
+        .await;
+        assert!(scan.contains("predicate=true"), "{scan}");
+        assert_eq!(count, 100);
+
+        // Not true for every row, or a column with NULLs: kept, and applied.
+        for (filter, expected) in [
+            ("x > 1", 99),
+            ("x <> 50", 99),
+            ("NOT (x < 2 OR y > 99)", 98),
+            ("z IS NOT NULL", 90),
+            ("z <> 'w'", 90),
+            ("x IN (1, 2, 3)", 3),
+        ] {
+            let (scan, count) = scan_and_count(&ctx, filter).await;
+            assert!(!scan.contains("predicate=true"), "{filter}: {scan}");
+            assert_eq!(count, expected, "{filter}");
+        }
+    }
+}
