@@ -27,6 +27,7 @@ mod ids;
 mod live;
 mod live_table;
 mod locations;
+mod masks;
 mod memory;
 mod metadata;
 mod placeholders;
@@ -287,7 +288,7 @@ impl Engine {
             n => n,
         };
         let privileges = Arc::new(privileges::Privileges::default());
-        for mask in policies::mask_functions(privileges.salt()) {
+        for mask in masks::mask_functions(privileges.salt()) {
             ctx.register_udf(mask);
         }
         let cpu = CpuRuntime::new(cpu_threads)

@@ -14,17 +14,12 @@
 //! table up as a view of `Projection(masks)` over `Filter(predicates)` over
 //! the scan (`visible.rs`), so joins, aggregates, window functions,
 //! subqueries and CTAS all see masked, filtered rows, and lineage records a
-//! mask as a transformation. Helpers: `mask_redact(x)` ('****'),
-//! `mask_partial(x, n)` (all but the last `n` characters as '*'),
-//! `mask_hash(x)` (salted SHA-256, stable across restarts, so masked
-//! columns still join).
+//! mask as a transformation. The helpers a mask uses are in `masks.rs`.
 //!
 //! Admins and a table's owner create and drop its policies.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, StringArray};
-use arrow::datatypes::DataType;
 use datafusion::catalog::TableProvider;
 use datafusion::catalog::view::ViewTable;
 use datafusion::common::{DFSchema, DFSchemaRef, TableReference};
@@ -32,12 +27,8 @@ use datafusion::datasource::provider_as_source;
 use datafusion::error::Result as DataFusionResult;
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::ExprSchemable;
-use datafusion::logical_expr::{
-    ColumnarValue, Expr, Extension, LogicalPlan, LogicalPlanBuilder, ScalarFunctionArgs, ScalarUDF,
-    ScalarUDFImpl, Signature, Volatility,
-};
+use datafusion::logical_expr::{Expr, Extension, LogicalPlan, LogicalPlanBuilder};
 use datafusion::sql::sqlparser::tokenizer::Token;
-use sha2::{Digest, Sha256};
 
 use super::Engine;
 use super::admin::{Cursor, syntax};
@@ -382,102 +373,6 @@ impl Engine {
         policy_view(&self.ctx.state(), reference, provider, policy, None)
             .map(|_| ())
             .map_err(EngineError::from_planning)
-    }
-}
-
-/// The mask helpers, registered with the engine's context.
-pub(crate) fn mask_functions(salt: Arc<RwLock<String>>) -> Vec<ScalarUDF> {
-    [Mask::Redact, Mask::Partial, Mask::Hash]
-        .map(|kind| {
-            ScalarUDF::new_from_impl(MaskFunction {
-                kind,
-                signature: match kind {
-                    Mask::Partial => Signature::any(2, Volatility::Immutable),
-                    _ => Signature::any(1, Volatility::Immutable),
-                },
-                salt: Arc::clone(&salt),
-            })
-        })
-        .to_vec()
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Mask {
-    Redact,
-    Partial,
-    Hash,
-}
-
-#[derive(Debug)]
-struct MaskFunction {
-    kind: Mask,
-    signature: Signature,
-    salt: Arc<RwLock<String>>,
-}
-
-impl PartialEq for MaskFunction {
-    fn eq(&self, other: &Self) -> bool {
-        self.kind == other.kind
-    }
-}
-
-impl Eq for MaskFunction {}
-
-impl std::hash::Hash for MaskFunction {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.kind.hash(state);
-    }
-}
-
-impl ScalarUDFImpl for MaskFunction {
-    fn name(&self) -> &str {
-        match self.kind {
-            Mask::Redact => "mask_redact",
-            Mask::Partial => "mask_partial",
-            Mask::Hash => "mask_hash",
-        }
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _args: &[DataType]) -> DataFusionResult<DataType> {
-        Ok(DataType::Utf8)
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DataFusionResult<ColumnarValue> {
-        let mut arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let values: ArrayRef = arrow::compute::cast(&arrays.remove(0), &DataType::Utf8)?;
-        let values = values.as_string::<i32>();
-        let keep = match (self.kind, arrays.first()) {
-            (Mask::Partial, Some(n)) => {
-                let n = arrow::compute::cast(n, &DataType::Int64)?;
-                let n = n.as_primitive::<arrow::datatypes::Int64Type>();
-                (!n.is_empty() && n.is_valid(0)).then(|| usize::try_from(n.value(0)).unwrap_or(0))
-            }
-            _ => None,
-        };
-        let salt = self.salt.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let masked: StringArray = values
-            .iter()
-            .map(|value| {
-                value.map(|text| match self.kind {
-                    Mask::Redact => "****".to_string(),
-                    Mask::Partial => {
-                        let chars: Vec<char> = text.chars().collect();
-                        let shown = keep.unwrap_or(0).min(chars.len());
-                        let hidden = chars.len() - shown;
-                        "*".repeat(hidden) + &chars[hidden..].iter().collect::<String>()
-                    }
-                    Mask::Hash => {
-                        let digest = Sha256::digest(format!("{salt}\0{text}").as_bytes());
-                        digest.iter().map(|b| format!("{b:02x}")).collect()
-                    }
-                })
-            })
-            .collect();
-        Ok(ColumnarValue::Array(Arc::new(masked)))
     }
 }
 
