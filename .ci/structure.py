@@ -30,6 +30,7 @@ LAYERS = [
     ["lake"],
     ["delta", "lineage"],
     ["footers", "storage", "demo", "runtime", "sql_text", "names", "identity"],
+    ["telemetry"],
     ["lib"],
 ]
 

@@ -12,6 +12,7 @@
 //! tls_cert = "server.pem"       # TLS: the certificate chain (PEM); with tls_key the port speaks only TLS
 //! tls_key = "server.key"        # ... and its private key (PEM)
 //! tls_client_ca = "clients.pem" # mTLS: clients must present a certificate signed by this CA
+//! http_bind = "127.0.0.1:9090"  # operators' HTTP listener: /metrics (Prometheus), /healthz, /readyz; off unless set
 //!
 //! [lake]
 //! root = "data"                 # folder whose files and folders become tables
@@ -162,6 +163,8 @@ pub struct ServerSection {
     pub tls_key: Option<PathBuf>,
     /// The CA client certificates must be signed by (mTLS).
     pub tls_client_ca: Option<PathBuf>,
+    /// The operators' HTTP listener (metrics and health).
+    pub http_bind: Option<SocketAddr>,
 }
 
 /// `[lake]`
@@ -310,6 +313,8 @@ pub struct ServeConfig {
     pub tls_key: Option<PathBuf>,
     /// Clients must present a certificate signed by this CA (PEM).
     pub tls_client_ca: Option<PathBuf>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (`None`: nowhere).
+    pub http_bind: Option<SocketAddr>,
 }
 
 impl ServeConfig {
@@ -338,6 +343,7 @@ impl ServeConfig {
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
+            http_bind: None,
         }
     }
 }
@@ -392,6 +398,8 @@ pub struct Overrides {
     pub tls_key: Option<PathBuf>,
     /// `--tls-client-ca`
     pub tls_client_ca: Option<PathBuf>,
+    /// `--http-bind`
+    pub http_bind: Option<SocketAddr>,
 }
 
 /// Merges defaults, the file and the overrides (which win).
@@ -559,6 +567,7 @@ pub fn resolve(file: ConfigFile, overrides: Overrides) -> ServeConfig {
         tls_cert: overrides.tls_cert.or(file.server.tls_cert),
         tls_key: overrides.tls_key.or(file.server.tls_key),
         tls_client_ca: overrides.tls_client_ca.or(file.server.tls_client_ca),
+        http_bind: overrides.http_bind.or(file.server.http_bind),
         audit_retention: file.auth.audit_retention.unwrap_or(DEFAULT_AUDIT_RETENTION),
         flight: FlightOptions {
             max_message_size: file

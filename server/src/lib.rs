@@ -21,6 +21,7 @@ pub mod runtime;
 pub mod server;
 pub mod sql_text;
 pub mod storage;
+pub mod telemetry;
 
 pub use config::ServeConfig;
 pub use server::Server;

@@ -283,6 +283,16 @@ pub(crate) fn enqueue_abort(
     Ok(())
 }
 
+/// Events in the outbox that no sink has accepted yet.
+pub(crate) fn outbox_depth(c: &Connection) -> rusqlite::Result<u64> {
+    c.query_row(
+        "SELECT count(*) FROM outbox WHERE delivered_at IS NULL",
+        [],
+        |row| row.get::<_, i64>(0),
+    )
+    .map(|n| u64::try_from(n).unwrap_or(0))
+}
+
 /// The next events `sink` should get, oldest first, up to the first that is
 /// waiting for a retry.
 pub(crate) fn due_events(c: &Connection, sink: &str) -> rusqlite::Result<Vec<(i64, String)>> {

@@ -115,6 +115,12 @@ impl SqliteCatalog {
         answered.await.map_err(|_| CatalogError::Closed)?
     }
 
+    /// OpenLineage events waiting for their sink; an answer at all also
+    /// shows that the catalog is open and reads.
+    pub async fn outbox_depth(&self) -> CatalogResult<u64> {
+        self.call(|c| super::openlineage::outbox_depth(c)).await
+    }
+
     /// Queues `work` on the catalog thread without waiting; a failure is
     /// logged, naming `what`.
     pub fn submit<F>(&self, what: &'static str, work: F)

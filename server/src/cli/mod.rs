@@ -122,6 +122,9 @@ pub struct ServeArgs {
     /// Require every client to present a certificate signed by this CA (PEM) (mutual TLS); clients still log in as users when --auth is on
     #[arg(long, env = "TARN_TLS_CLIENT_CA", value_name = "FILE")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Serve Prometheus metrics (/metrics) and health checks (/healthz: alive; /readyz: catalog open and every store reachable) over HTTP on this address, e.g. 127.0.0.1:9090 [default: off]. The Flight port always answers grpc.health.v1
+    #[arg(long, env = "TARN_HTTP_BIND", value_name = "ADDR:PORT")]
+    pub http_bind: Option<SocketAddr>,
     /// Log filter, e.g. info, debug, tarn=debug, warn,tarn::server=debug [default: warn,tarn=info: Tarn at INFO, its libraries at WARN]
     #[arg(long, env = "TARN_LOG", value_name = "FILTER", default_value = DEFAULT_LOG)]
     pub log: String,
@@ -203,6 +206,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
         tls_client_ca: args.tls_client_ca,
+        http_bind: args.http_bind,
     };
     let config = config::resolve(file, overrides);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -227,6 +231,9 @@ fn serve(args: ServeArgs) -> ExitCode {
             Ok(server) => server,
             Err(e) => return fail(&e.to_string()),
         };
+        if let Some(http) = server.http_addr() {
+            eprintln!("tarn is serving metrics and health checks on http://{http} (/metrics, /healthz, /readyz)");
+        }
         eprintln!(
             "tarn is serving Flight SQL on {scheme}://{addr}\n  try: tarn sql --host {scheme}://{addr}{login}{tls_hint} -c \"SHOW TABLES\"",
             addr = server.local_addr()

@@ -94,8 +94,7 @@ impl Admission {
     }
 
     /// Queries executing now and queries waiting.
-    #[cfg(test)]
-    fn load(&self) -> (usize, usize) {
+    pub(crate) fn load(&self) -> (usize, usize) {
         let state = self.lock();
         (state.running, state.queued)
     }
@@ -105,7 +104,12 @@ impl Admission {
         self: &Arc<Self>,
         query: &LiveQuery,
     ) -> Result<Slot, datafusion::error::DataFusionError> {
-        self.admit(query).await.map_err(|err| match err {
+        let asked = std::time::Instant::now();
+        let admitted = self.admit(query).await;
+        if admitted.is_ok() {
+            crate::telemetry::query_admitted(asked.elapsed());
+        }
+        admitted.map_err(|err| match err {
             EngineError::ResourcesExhausted(why) => {
                 datafusion::error::DataFusionError::External(Box::new(Refusal(why)))
             }

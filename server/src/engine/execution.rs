@@ -177,6 +177,11 @@ impl Engine {
         let failure_tx = tx.clone();
         let (checked, runtime) = (plans.clone(), task_ctx.runtime_env());
         let admission = Arc::clone(&self.admission);
+        let submitted = live
+            .as_ref()
+            .map(|listed| listed.elapsed())
+            .unwrap_or_default();
+        let streaming = std::time::Instant::now();
         let driver = self.cpu.spawn(async move {
             // Listed until the driver ends, however it ends.
             let live = live;
@@ -258,6 +263,10 @@ impl Engine {
                 Ok(outcome) => outcome,
                 Err(e) => (0, Some(DataFusionError::ExecutionJoin(Box::new(e))), false),
             };
+            crate::telemetry::query_ended(
+                outcome_of(failure.as_ref(), abandoned),
+                submitted + streaming.elapsed(),
+            );
             let (rows_in, bytes_in) = runs::input_metrics(&checked);
             let end = runs::StreamEnd {
                 rows_out: sent,
@@ -335,6 +344,22 @@ pub(super) fn has_side_effects(plan: &LogicalPlan) -> bool {
         || SystemSettingNode::of(plan).is_some()
         || GrantNode::of(plan).is_some()
         || PolicyNode::of(plan).is_some()
+}
+
+/// How a stream that ended with `failure` (or whose client went away) counts.
+fn outcome_of(
+    failure: Option<&DataFusionError>,
+    abandoned: bool,
+) -> crate::telemetry::QueryOutcome {
+    use crate::telemetry::QueryOutcome;
+    match failure {
+        Some(DataFusionError::External(why)) if why.downcast_ref::<Interruption>().is_some() => {
+            QueryOutcome::Cancelled
+        }
+        Some(_) => QueryOutcome::Error,
+        None if abandoned => QueryOutcome::Abandoned,
+        None => QueryOutcome::Ok,
+    }
 }
 
 /// Waits until `query` is interrupted (forever without one).

@@ -144,6 +144,11 @@ impl LiveQuery {
         self.state.store(state as u8, Ordering::Relaxed);
     }
 
+    /// How long since it was submitted.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
     /// Where it is.
     pub fn state(&self) -> QueryState {
         QueryState::from_u8(self.state.load(Ordering::Relaxed))

@@ -21,6 +21,7 @@ mod corruption;
 mod erasure;
 pub mod error;
 mod execution;
+mod gauges;
 mod grants;
 mod identity_calls;
 mod ids;

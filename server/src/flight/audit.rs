@@ -146,6 +146,14 @@ impl Audit {
         self.record.rows = rows;
         self.record.bytes = bytes;
         self.record.duration = self.started.elapsed();
+        crate::telemetry::request_ended(
+            &self.record.method,
+            self.record.command.as_deref(),
+            &self.record.code,
+            self.record.duration,
+            rows,
+            bytes,
+        );
         self.log.audit_soon(self.record);
     }
 

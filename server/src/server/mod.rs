@@ -19,10 +19,14 @@ use crate::engine::{Engine, EngineError, LocationPolicy};
 use crate::storage::{self, StoreError};
 use crate::{demo, flight};
 
+mod http;
 mod startup;
 mod tls;
 
 pub use tls::install_crypto_provider;
+
+/// The Flight service's name in grpc.health.v1.
+const FLIGHT_SERVICE: &str = "arrow.flight.protocol.FlightService";
 
 /// HTTP/2 flow-control window per stream, bytes.
 const HTTP2_STREAM_WINDOW: u32 = 8 * 1024 * 1024;
@@ -103,6 +107,9 @@ pub enum ServeError {
     /// The engine cannot start.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The operators' HTTP listener cannot start.
+    #[error("{0}")]
+    Http(String),
 }
 
 /// Without authentication, only loopback addresses are served (unless the
@@ -136,12 +143,22 @@ pub struct Server {
     /// Deletes audit rows past their retention, daily.
     audit_purge: JoinHandle<()>,
     catalog: Arc<SqliteCatalog>,
+    /// `/metrics`, `/healthz`, `/readyz`, when `--http-bind` is set.
+    http: Option<http::HttpListener>,
+    /// Stops the HTTP listener.
+    stopping: tokio_util::sync::CancellationToken,
+    /// grpc.health.v1 on the Flight port.
+    health: tonic_health::server::HealthReporter,
 }
 
 impl Server {
     /// Loads the lake and starts serving it.
     pub async fn start(config: ServeConfig) -> Result<Self, ServeError> {
         refuse_an_open_network_address(&config)?;
+        if config.http_bind.is_some() {
+            // Before the lake is listed, so that those requests count too.
+            crate::telemetry::exporter().map_err(ServeError::Http)?;
+        }
         let tls_on = config.tls_cert.is_some();
         let transport = tls::transport(&config)?;
         let admin_password = startup::admin_password(&config)?;
@@ -212,6 +229,38 @@ impl Server {
                 return Err(e);
             }
         };
+        let stopping = tokio_util::sync::CancellationToken::new();
+        let http = match config.http_bind {
+            Some(addr) => {
+                let stop = stopping.clone().cancelled_owned();
+                match http::serve(
+                    addr,
+                    Arc::clone(&engine),
+                    Arc::clone(&catalog),
+                    &stores.stores,
+                    stop,
+                )
+                .await
+                {
+                    Ok(listener) => Some(listener),
+                    Err(e) => {
+                        catalog.close().await;
+                        return Err(ServeError::Http(e));
+                    }
+                }
+            }
+            None => None,
+        };
+        if let Some(http) = &http {
+            tracing::info!(addr = %http.addr, "serving /metrics, /healthz and /readyz over HTTP");
+        }
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+        health
+            .set_service_status(FLIGHT_SERVICE, tonic_health::ServingStatus::Serving)
+            .await;
         let addr = listener.local_addr().map_err(|source| ServeError::Bind {
             addr: config.bind,
             source,
@@ -239,6 +288,7 @@ impl Server {
                 .max_frame_size(Some(HTTP2_MAX_FRAME))
                 .layer(flight::undecodable_requests_are_invalid_arguments())
                 .add_service(service)
+                .add_service(health_service)
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = stopped.await;
                 }),
@@ -253,6 +303,9 @@ impl Server {
             delivery,
             audit_purge,
             catalog,
+            http,
+            stopping,
+            health,
         })
     }
 
@@ -299,6 +352,11 @@ impl Server {
         self.addr
     }
 
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, if anywhere.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(|http| http.addr)
+    }
+
     /// The engine behind the server.
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
@@ -307,6 +365,15 @@ impl Server {
     /// Stops accepting calls and waits for the calls in flight to finish;
     /// results planned but never fetched are ended (ABORT) in the catalog.
     pub async fn shutdown(mut self) {
+        for service in ["", FLIGHT_SERVICE] {
+            self.health
+                .set_service_status(service, tonic_health::ServingStatus::NotServing)
+                .await;
+        }
+        self.stopping.cancel();
+        if let Some(http) = self.http.take() {
+            let _ = http.task.await;
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

@@ -80,10 +80,44 @@ impl<G: Gate> GatedStore<G> {
             return futures::stream::once(async { Err(denied) }).boxed();
         }
         let gate = Arc::clone(&self.gate);
+        crate::telemetry::store_request(&self.name, "list");
+        let name = self.name.clone();
         list(self.inner.as_ref())
+            .inspect_err(move |e| {
+                if is_failure(e) {
+                    crate::telemetry::store_failed(&name, "list");
+                }
+            })
             .try_filter(move |meta| futures::future::ready(gate.listable(&meta.location)))
             .boxed()
     }
+
+    /// Counts a request to the store when it is made (so one given up on
+    /// still counts), and its failure (an answer such as "not found" or
+    /// "already exists" is not one).
+    async fn counted<T>(
+        &self,
+        operation: &'static str,
+        request: impl Future<Output = object_store::Result<T>>,
+    ) -> object_store::Result<T> {
+        crate::telemetry::store_request(&self.name, operation);
+        let outcome = request.await;
+        if outcome.as_ref().err().is_some_and(is_failure) {
+            crate::telemetry::store_failed(&self.name, operation);
+        }
+        outcome
+    }
+}
+
+/// Whether `error` is a failure of the store, not an answer about the object.
+fn is_failure(error: &object_store::Error) -> bool {
+    !matches!(
+        error,
+        object_store::Error::NotFound { .. }
+            | object_store::Error::AlreadyExists { .. }
+            | object_store::Error::Precondition { .. }
+            | object_store::Error::NotModified { .. }
+    )
 }
 
 impl<G> fmt::Debug for GatedStore<G> {
@@ -107,7 +141,8 @@ impl<G: Gate> ObjectStore for GatedStore<G> {
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
         self.gate.check(location)?;
-        self.inner.put_opts(location, payload, opts).await
+        self.counted("put", self.inner.put_opts(location, payload, opts))
+            .await
     }
 
     async fn put_multipart_opts(
@@ -116,7 +151,11 @@ impl<G: Gate> ObjectStore for GatedStore<G> {
         opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
         self.gate.check(location)?;
-        self.inner.put_multipart_opts(location, opts).await
+        self.counted(
+            "put_multipart",
+            self.inner.put_multipart_opts(location, opts),
+        )
+        .await
     }
 
     async fn get_opts(
@@ -125,7 +164,8 @@ impl<G: Gate> ObjectStore for GatedStore<G> {
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
         self.gate.check(location)?;
-        self.inner.get_opts(location, options).await
+        self.counted("get", self.inner.get_opts(location, options))
+            .await
     }
 
     async fn get_ranges(
@@ -134,7 +174,8 @@ impl<G: Gate> ObjectStore for GatedStore<G> {
         ranges: &[Range<u64>],
     ) -> object_store::Result<Vec<Bytes>> {
         self.gate.check(location)?;
-        self.inner.get_ranges(location, ranges).await
+        self.counted("get_ranges", self.inner.get_ranges(location, ranges))
+            .await
     }
 
     fn delete_stream(
@@ -172,7 +213,9 @@ impl<G: Gate> ObjectStore for GatedStore<G> {
         if let Some(prefix) = prefix {
             self.gate.check(prefix)?;
         }
-        let mut listed = self.inner.list_with_delimiter(prefix).await?;
+        let mut listed = self
+            .counted("list", self.inner.list_with_delimiter(prefix))
+            .await?;
         listed
             .objects
             .retain(|meta| self.gate.listable(&meta.location));
@@ -190,7 +233,8 @@ impl<G: Gate> ObjectStore for GatedStore<G> {
     ) -> object_store::Result<()> {
         self.gate.check(from)?;
         self.gate.check(to)?;
-        self.inner.copy_opts(from, to, options).await
+        self.counted("copy", self.inner.copy_opts(from, to, options))
+            .await
     }
 
     async fn rename_opts(
@@ -201,6 +245,7 @@ impl<G: Gate> ObjectStore for GatedStore<G> {
     ) -> object_store::Result<()> {
         self.gate.check(from)?;
         self.gate.check(to)?;
-        self.inner.rename_opts(from, to, options).await
+        self.counted("rename", self.inner.rename_opts(from, to, options))
+            .await
     }
 }

@@ -10,6 +10,7 @@ mod catalog;
 mod cli;
 mod common;
 mod errors;
+mod health;
 mod limits;
 mod locations;
 mod metadata;
