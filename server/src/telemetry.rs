@@ -11,43 +11,137 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-/// Calls served, by method, command and gRPC code.
-pub const REQUESTS: &str = "tarn_requests_total";
-/// How long calls took (a DoGet until its stream ended), by method.
-pub const REQUEST_SECONDS: &str = "tarn_request_duration_seconds";
-/// Result rows sent to clients.
-pub const ROWS_STREAMED: &str = "tarn_rows_streamed_total";
-/// Result bytes (Arrow IPC) sent to clients.
-pub const BYTES_STREAMED: &str = "tarn_bytes_streamed_total";
-/// Queries whose result stream ended, by outcome.
-pub const QUERIES: &str = "tarn_queries_total";
-/// How long a query ran, from submission to the end of its stream.
-pub const QUERY_SECONDS: &str = "tarn_query_duration_seconds";
-/// How long a query waited for a slot to execute in.
-pub const QUEUE_SECONDS: &str = "tarn_query_queue_seconds";
-/// Queries executing now.
-pub const QUERIES_RUNNING: &str = "tarn_queries_running";
-/// Queries waiting for a slot now.
-pub const QUERIES_QUEUED: &str = "tarn_queries_queued";
-/// Statements being planned, waiting to be fetched, or streamed now.
-pub const QUERIES_LIVE: &str = "tarn_queries_live";
-/// Bytes the memory pool has handed to queries now.
-pub const MEMORY_RESERVED: &str = "tarn_memory_pool_reserved_bytes";
-/// The memory pool's limit.
-pub const MEMORY_LIMIT: &str = "tarn_memory_pool_limit_bytes";
-/// Bytes of spill files on disk now.
-pub const SPILL_BYTES: &str = "tarn_spill_disk_bytes";
-/// OpenLineage events waiting in the outbox for their sink.
-pub const OUTBOX_DEPTH: &str = "tarn_openlineage_outbox_depth";
-/// Object store requests, by store and operation.
-pub const STORE_REQUESTS: &str = "tarn_store_requests_total";
-/// Object store requests that failed, by store and operation.
-pub const STORE_ERRORS: &str = "tarn_store_errors_total";
-/// Always 1, labelled with the version.
-pub const BUILD_INFO: &str = "tarn_build_info";
+// The metrics' names; what each means is in `METRICS`.
+const REQUESTS: &str = "tarn_requests_total";
+const REQUEST_SECONDS: &str = "tarn_request_duration_seconds";
+const ROWS_STREAMED: &str = "tarn_rows_streamed_total";
+const BYTES_STREAMED: &str = "tarn_bytes_streamed_total";
+const QUERIES: &str = "tarn_queries_total";
+const QUERY_SECONDS: &str = "tarn_query_duration_seconds";
+const QUEUE_SECONDS: &str = "tarn_query_queue_seconds";
+const QUERIES_RUNNING: &str = "tarn_queries_running";
+const QUERIES_QUEUED: &str = "tarn_queries_queued";
+const QUERIES_LIVE: &str = "tarn_queries_live";
+const MEMORY_RESERVED: &str = "tarn_memory_pool_reserved_bytes";
+const MEMORY_LIMIT: &str = "tarn_memory_pool_limit_bytes";
+const SPILL_BYTES: &str = "tarn_spill_disk_bytes";
+const OUTBOX_DEPTH: &str = "tarn_openlineage_outbox_depth";
+const STORE_REQUESTS: &str = "tarn_store_requests_total";
+const STORE_ERRORS: &str = "tarn_store_errors_total";
+const BUILD_INFO: &str = "tarn_build_info";
+
+/// What a metric is.
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Every metric: name, kind, unit, and the help text a scrape shows.
+const METRICS: &[(&str, Kind, Option<Unit>, &str)] = &[
+    (
+        REQUESTS,
+        Kind::Counter,
+        None,
+        "Calls served, by method, command and gRPC code.",
+    ),
+    (
+        REQUEST_SECONDS,
+        Kind::Histogram,
+        Some(Unit::Seconds),
+        "How long calls took (a DoGet until its stream ended), by method.",
+    ),
+    (
+        ROWS_STREAMED,
+        Kind::Counter,
+        None,
+        "Result rows sent to clients.",
+    ),
+    (
+        BYTES_STREAMED,
+        Kind::Counter,
+        Some(Unit::Bytes),
+        "Result bytes (Arrow IPC) sent to clients.",
+    ),
+    (
+        QUERIES,
+        Kind::Counter,
+        None,
+        "Queries whose result stream ended, by outcome (ok, error, cancelled, abandoned).",
+    ),
+    (
+        QUERY_SECONDS,
+        Kind::Histogram,
+        Some(Unit::Seconds),
+        "Query time from submission to the end of its stream.",
+    ),
+    (
+        QUEUE_SECONDS,
+        Kind::Histogram,
+        Some(Unit::Seconds),
+        "Time a query waited for a slot to execute in.",
+    ),
+    (QUERIES_RUNNING, Kind::Gauge, None, "Queries executing now."),
+    (
+        QUERIES_QUEUED,
+        Kind::Gauge,
+        None,
+        "Queries waiting for a slot now.",
+    ),
+    (
+        QUERIES_LIVE,
+        Kind::Gauge,
+        None,
+        "Statements being planned, waiting to be fetched, or streamed now.",
+    ),
+    (
+        MEMORY_RESERVED,
+        Kind::Gauge,
+        Some(Unit::Bytes),
+        "Bytes the memory pool has handed to queries now.",
+    ),
+    (
+        MEMORY_LIMIT,
+        Kind::Gauge,
+        Some(Unit::Bytes),
+        "The memory pool's limit (--memory-limit).",
+    ),
+    (
+        SPILL_BYTES,
+        Kind::Gauge,
+        Some(Unit::Bytes),
+        "Bytes of spill files on disk now.",
+    ),
+    (
+        OUTBOX_DEPTH,
+        Kind::Gauge,
+        None,
+        "OpenLineage events waiting in the outbox for their sink.",
+    ),
+    (
+        STORE_REQUESTS,
+        Kind::Counter,
+        None,
+        "Object store requests, by store and operation.",
+    ),
+    (
+        STORE_ERRORS,
+        Kind::Counter,
+        None,
+        "Object store requests that failed, by store and operation.",
+    ),
+    (
+        BUILD_INFO,
+        Kind::Gauge,
+        None,
+        "Always 1, labelled with the version.",
+    ),
+];
 
 /// Bucket bounds of the duration histograms, in seconds.
 const SECONDS_BUCKETS: &[f64] = &[
@@ -73,66 +167,17 @@ pub fn exporter() -> Result<&'static PrometheusHandle, String> {
 }
 
 fn describe() {
-    describe_counter!(REQUESTS, "Calls served, by method, command and gRPC code.");
-    describe_histogram!(
-        REQUEST_SECONDS,
-        metrics::Unit::Seconds,
-        "How long calls took (a DoGet until its stream ended)."
-    );
-    describe_counter!(ROWS_STREAMED, "Result rows sent to clients.");
-    describe_counter!(
-        BYTES_STREAMED,
-        metrics::Unit::Bytes,
-        "Result bytes (Arrow IPC) sent to clients."
-    );
-    describe_counter!(
-        QUERIES,
-        "Queries whose result stream ended, by outcome (ok, error, cancelled, abandoned)."
-    );
-    describe_histogram!(
-        QUERY_SECONDS,
-        metrics::Unit::Seconds,
-        "Query time from submission to the end of its stream."
-    );
-    describe_histogram!(
-        QUEUE_SECONDS,
-        metrics::Unit::Seconds,
-        "Time a query waited for a slot to execute in."
-    );
-    describe_gauge!(QUERIES_RUNNING, "Queries executing now.");
-    describe_gauge!(QUERIES_QUEUED, "Queries waiting for a slot now.");
-    describe_gauge!(
-        QUERIES_LIVE,
-        "Statements being planned, waiting to be fetched, or streamed now."
-    );
-    describe_gauge!(
-        MEMORY_RESERVED,
-        metrics::Unit::Bytes,
-        "Bytes the memory pool has handed to queries now."
-    );
-    describe_gauge!(
-        MEMORY_LIMIT,
-        metrics::Unit::Bytes,
-        "The memory pool's limit (--memory-limit)."
-    );
-    describe_gauge!(
-        SPILL_BYTES,
-        metrics::Unit::Bytes,
-        "Bytes of spill files on disk now."
-    );
-    describe_gauge!(
-        OUTBOX_DEPTH,
-        "OpenLineage events waiting in the outbox for their sink."
-    );
-    describe_counter!(
-        STORE_REQUESTS,
-        "Object store requests, by store and operation."
-    );
-    describe_counter!(
-        STORE_ERRORS,
-        "Object store requests that failed, by store and operation."
-    );
-    describe_gauge!(BUILD_INFO, "Always 1, labelled with the version.");
+    for (name, kind, unit, help) in METRICS {
+        let (name, help) = (*name, *help);
+        match (kind, *unit) {
+            (Kind::Counter, Some(unit)) => describe_counter!(name, unit, help),
+            (Kind::Counter, None) => describe_counter!(name, help),
+            (Kind::Gauge, Some(unit)) => describe_gauge!(name, unit, help),
+            (Kind::Gauge, None) => describe_gauge!(name, help),
+            (Kind::Histogram, Some(unit)) => describe_histogram!(name, unit, help),
+            (Kind::Histogram, None) => describe_histogram!(name, help),
+        }
+    }
 }
 
 /// A call ended.

@@ -177,10 +177,8 @@ impl Engine {
         let failure_tx = tx.clone();
         let (checked, runtime) = (plans.clone(), task_ctx.runtime_env());
         let admission = Arc::clone(&self.admission);
-        let submitted = live
-            .as_ref()
-            .map(|listed| listed.elapsed())
-            .unwrap_or_default();
+        // The query's own clock (from submission), else the stream's.
+        let clock = live.as_ref().map(|listed| Arc::clone(listed.query()));
         let streaming = std::time::Instant::now();
         let driver = self.cpu.spawn(async move {
             // Listed until the driver ends, however it ends.
@@ -265,7 +263,7 @@ impl Engine {
             };
             crate::telemetry::query_ended(
                 outcome_of(failure.as_ref(), abandoned),
-                submitted + streaming.elapsed(),
+                clock.map_or_else(|| streaming.elapsed(), |query| query.elapsed()),
             );
             let (rows_in, bytes_in) = runs::input_metrics(&checked);
             let end = runs::StreamEnd {

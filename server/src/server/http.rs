@@ -51,15 +51,16 @@ pub(super) struct HttpListener {
     pub(super) task: JoinHandle<()>,
 }
 
-/// Binds `addr` and serves the operators' endpoints until `stop` resolves.
+/// Binds `addr` and serves the operators' endpoints (`metrics` rendered
+/// at `/metrics`) until `stop` resolves.
 pub(super) async fn serve(
     addr: SocketAddr,
+    metrics: &'static metrics_exporter_prometheus::PrometheusHandle,
     engine: Arc<Engine>,
     catalog: Arc<SqliteCatalog>,
     stores: &[Store],
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<HttpListener, String> {
-    let metrics = crate::telemetry::exporter()?;
     let stores = stores
         .iter()
         .map(|s| Probe {

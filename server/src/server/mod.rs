@@ -112,6 +112,16 @@ pub enum ServeError {
     Http(String),
 }
 
+/// Reports `status` for the server and for its Flight service.
+async fn report_health(
+    reporter: &tonic_health::server::HealthReporter,
+    status: tonic_health::ServingStatus,
+) {
+    for service in ["", FLIGHT_SERVICE] {
+        reporter.set_service_status(service, status).await;
+    }
+}
+
 /// Without authentication, only loopback addresses are served (unless the
 /// operator opted out, loudly).
 fn refuse_an_open_network_address(config: &ServeConfig) -> Result<(), ServeError> {
@@ -155,10 +165,11 @@ impl Server {
     /// Loads the lake and starts serving it.
     pub async fn start(config: ServeConfig) -> Result<Self, ServeError> {
         refuse_an_open_network_address(&config)?;
-        if config.http_bind.is_some() {
-            // Before the lake is listed, so that those requests count too.
-            crate::telemetry::exporter().map_err(ServeError::Http)?;
-        }
+        // Before the lake is listed, so that those requests count too.
+        let metrics = match config.http_bind {
+            Some(_) => Some(crate::telemetry::exporter().map_err(ServeError::Http)?),
+            None => None,
+        };
         let tls_on = config.tls_cert.is_some();
         let transport = tls::transport(&config)?;
         let admin_password = startup::admin_password(&config)?;
@@ -230,11 +241,12 @@ impl Server {
             }
         };
         let stopping = tokio_util::sync::CancellationToken::new();
-        let http = match config.http_bind {
-            Some(addr) => {
+        let http = match config.http_bind.zip(metrics) {
+            Some((addr, metrics)) => {
                 let stop = stopping.clone().cancelled_owned();
                 match http::serve(
                     addr,
+                    metrics,
                     Arc::clone(&engine),
                     Arc::clone(&catalog),
                     &stores.stores,
@@ -255,12 +267,7 @@ impl Server {
             tracing::info!(addr = %http.addr, "serving /metrics, /healthz and /readyz over HTTP");
         }
         let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_service_status("", tonic_health::ServingStatus::Serving)
-            .await;
-        health
-            .set_service_status(FLIGHT_SERVICE, tonic_health::ServingStatus::Serving)
-            .await;
+        report_health(&health, tonic_health::ServingStatus::Serving).await;
         let addr = listener.local_addr().map_err(|source| ServeError::Bind {
             addr: config.bind,
             source,
@@ -365,11 +372,7 @@ impl Server {
     /// Stops accepting calls and waits for the calls in flight to finish;
     /// results planned but never fetched are ended (ABORT) in the catalog.
     pub async fn shutdown(mut self) {
-        for service in ["", FLIGHT_SERVICE] {
-            self.health
-                .set_service_status(service, tonic_health::ServingStatus::NotServing)
-                .await;
-        }
+        report_health(&self.health, tonic_health::ServingStatus::NotServing).await;
         self.stopping.cancel();
         if let Some(http) = self.http.take() {
             let _ = http.task.await;
