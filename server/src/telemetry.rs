@@ -214,7 +214,8 @@ pub enum QueryOutcome {
 }
 
 impl QueryOutcome {
-    fn label(self) -> &'static str {
+    /// As metrics and logs name it.
+    pub fn label(self) -> &'static str {
         match self {
             Self::Ok => "ok",
             Self::Error => "error",

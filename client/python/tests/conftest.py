@@ -76,7 +76,7 @@ class RunningServer:
                     raise RuntimeError(f"tarn serve exited early: {''.join(self.log)}")
                 continue
             self.log.append(line)
-            match = re.search(r"serving Flight SQL on (grpc(?:\+tls)?://\S+)", line)
+            match = re.search(r"serving Flight SQL on (grpc(?:\+tls)?://[^\s\"]+)", line)
             if match:
                 return match.group(1)
         raise RuntimeError(f"tarn serve did not report its address: {''.join(self.log)}")

@@ -98,6 +98,9 @@ pub struct ServeArgs {
     /// The longest a statement may run before it is stopped with DEADLINE_EXCEEDED, e.g. 30s, 5m; 0 = no limit. A session may change its own with SET tarn.statement_timeout = '1m' [default: 0]
     #[arg(long, env = "TARN_STATEMENT_TIMEOUT", value_name = "DURATION", value_parser = parse_timeout)]
     pub statement_timeout: Option<Duration>,
+    /// Log every query that takes this long or longer at WARN with its plan and the plan's metrics (rows, time and memory per operator), e.g. 10s; 0 = off. Every finished query is logged at INFO under the target tarn::query [default: off]
+    #[arg(long, env = "TARN_SLOW_QUERY_THRESHOLD", value_name = "DURATION", value_parser = parse_timeout)]
+    pub slow_query_threshold: Option<Duration>,
     /// Send Utf8View/BinaryView columns as they are instead of as Utf8/Binary (most clients cannot read them)
     #[arg(long, env = "TARN_VIEW_TYPES", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub view_types: Option<bool>,
@@ -125,9 +128,24 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics (/metrics) and health checks (/healthz: alive; /readyz: catalog open and every store reachable) over HTTP on this address, e.g. 127.0.0.1:9090 [default: off]. The Flight port always answers grpc.health.v1
     #[arg(long, env = "TARN_HTTP_BIND", value_name = "ADDR:PORT")]
     pub http_bind: Option<SocketAddr>,
+    /// On SIGTERM or SIGINT, how long running queries may finish, e.g. 30s, 2m: new calls get UNAVAILABLE at once, queries still running at the end are cancelled (UNAVAILABLE), then the catalog is flushed and the server exits 0; a second signal stops at once [default: 30s]
+    #[arg(long, env = "TARN_SHUTDOWN_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Option<Duration>,
     /// Log filter, e.g. info, debug, tarn=debug, warn,tarn::server=debug [default: warn,tarn=info: Tarn at INFO, its libraries at WARN]
     #[arg(long, env = "TARN_LOG", value_name = "FILTER", default_value = DEFAULT_LOG)]
     pub log: String,
+    /// How log lines are written to stderr: text for people, json for log collectors (one JSON object per line, each field of an event a key; the greeting with the addresses is then left out, the INFO lines carry them)
+    #[arg(long, env = "TARN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Tarn's own events at INFO; its libraries (deltalake, object_store, ...)
@@ -168,7 +186,7 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    if let Err(e) = init_logging(&args.log) {
+    if let Err(e) = init_logging(&args.log, args.log_format) {
         return fail(&e);
     }
     let file = match &args.config {
@@ -190,6 +208,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         batch_size: args.batch_size,
         result_ttl: args.result_ttl,
         statement_timeout: args.statement_timeout,
+        slow_query_threshold: args.slow_query_threshold,
         memory_limit: args.memory_limit,
         max_running_queries: args.max_running_queries,
         spill_limit: args.spill_limit,
@@ -207,6 +226,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         tls_key: args.tls_key,
         tls_client_ca: args.tls_client_ca,
         http_bind: args.http_bind,
+        shutdown_timeout: args.shutdown_timeout,
     };
     let config = config::resolve(file, overrides);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -226,25 +246,34 @@ fn serve(args: ServeArgs) -> ExitCode {
         Some(_) => ("grpc+tls", " --tls-ca CA.pem"),
         None => ("grpc", ""),
     };
+    // Log collectors read every line of a JSON log as JSON: the greeting
+    // for people is left out (the log's own lines carry the addresses).
+    let greet = args.log_format == LogFormat::Text;
     runtime.block_on(async move {
+        let shutdown_timeout = config.shutdown_timeout;
         let mut server = match Server::start(config).await {
             Ok(server) => server,
             Err(e) => return fail(&e.to_string()),
         };
-        if let Some(http) = server.http_addr() {
-            eprintln!("tarn is serving metrics and health checks on http://{http} (/metrics, /healthz, /readyz)");
+        if greet {
+            if let Some(http) = server.http_addr() {
+                eprintln!("tarn is serving metrics and health checks on http://{http} (/metrics, /healthz, /readyz)");
+            }
+            eprintln!(
+                "tarn is serving Flight SQL on {scheme}://{addr}\n  try: tarn sql --host {scheme}://{addr}{login}{tls_hint} -c \"SHOW TABLES\"",
+                addr = server.local_addr()
+            );
         }
-        eprintln!(
-            "tarn is serving Flight SQL on {scheme}://{addr}\n  try: tarn sql --host {scheme}://{addr}{login}{tls_hint} -c \"SHOW TABLES\"",
-            addr = server.local_addr()
-        );
         tokio::select! {
             result = server.wait() => match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&format!("server stopped: {e}")),
             },
             signal = stop_signal() => {
-                tracing::info!("{signal}: shutting down (calls in flight finish; a second signal stops at once)");
+                tracing::info!(
+                    "{signal}: shutting down (new calls get UNAVAILABLE, running queries have {} to finish; a second signal stops at once)",
+                    humantime::format_duration(shutdown_timeout)
+                );
                 tokio::select! {
                     () = server.shutdown() => ExitCode::SUCCESS,
                     signal = stop_signal() => {
@@ -275,7 +304,7 @@ async fn stop_signal() -> &'static str {
     }
 }
 
-fn init_logging(filter: &str) -> Result<(), String> {
+fn init_logging(filter: &str, format: LogFormat) -> Result<(), String> {
     let parsed = tracing_subscriber::EnvFilter::builder()
         .with_regex(false)
         .parse(filter)
@@ -284,10 +313,13 @@ fn init_logging(filter: &str) -> Result<(), String> {
                 "invalid --log filter '{filter}' ({e}); write levels (error, warn, info, debug, trace) for all or per module, e.g. info, tarn=debug, {DEFAULT_LOG}"
             )
         })?;
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(parsed)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
     Ok(())
 }
 

@@ -109,6 +109,11 @@ pub enum EngineError {
     #[error("storage unavailable: {0}")]
     Unavailable(String),
 
+    /// The server is shutting down; the statement may work against it
+    /// once it is back, or against another server.
+    #[error("{0}")]
+    ShuttingDown(String),
+
     /// A file is corrupt (or a reader crashed on it).
     #[error("corrupt data: {0}")]
     Corrupt(String),

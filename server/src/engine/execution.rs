@@ -26,7 +26,7 @@ use super::refresh::RefreshTableNode;
 use super::session::Session;
 use super::settings::SystemSettingNode;
 use super::writes;
-use super::{Engine, PlannedQuery, corruption, memory, runs, settings};
+use super::{Engine, PlannedQuery, corruption, memory, query_log, runs, settings};
 use crate::delta::WriteStats;
 use crate::runtime::TaskFailure;
 
@@ -179,11 +179,10 @@ impl Engine {
         let admission = Arc::clone(&self.admission);
         // The query's own clock (from submission), else the stream's.
         let clock = live.as_ref().map(|listed| Arc::clone(listed.query()));
+        let query = clock.clone();
         let streaming = std::time::Instant::now();
+        let slow = self.options.slow_query_threshold;
         let driver = self.cpu.spawn(async move {
-            // Listed until the driver ends, however it ends.
-            let live = live;
-            let query = live.as_ref().map(|listed| Arc::clone(listed.query()));
             // Work that reads files waits for a slot; the rest never queues.
             let _slot = match &query {
                 Some(query) if plans.iter().any(reads_files) => match admission.admit_stream(query).await {
@@ -257,20 +256,36 @@ impl Engine {
         // corrupt file), must end the stream with an error, never look like a
         // complete result.
         self.cpu.spawn(async move {
+            // Listed until its run's end is queued, however it ends: a
+            // server that waits for an empty list loses no run's end.
+            let _live = live;
             let (sent, failure, abandoned) = match driver.await {
                 Ok(outcome) => outcome,
                 Err(e) => (0, Some(DataFusionError::ExecutionJoin(Box::new(e))), false),
             };
-            crate::telemetry::query_ended(
-                outcome_of(failure.as_ref(), abandoned),
-                clock.map_or_else(|| streaming.elapsed(), |query| query.elapsed()),
-            );
+            let abandoned = abandoned || stopped_by_shutdown(failure.as_ref());
+            let outcome = outcome_of(failure.as_ref(), abandoned);
+            let took = clock
+                .as_ref()
+                .map_or_else(|| streaming.elapsed(), |query| query.elapsed());
+            crate::telemetry::query_ended(outcome, took);
             let (rows_in, bytes_in) = runs::input_metrics(&checked);
+            let error = failure.as_ref().map(described);
+            let finished = query_log::FinishedQuery {
+                query: clock.as_deref(),
+                outcome,
+                took,
+                rows_sent: sent,
+                rows_scanned: rows_in,
+                bytes_scanned: bytes_in,
+                error: error.as_deref(),
+            };
+            query_log::log(&finished, &checked, slow);
             let end = runs::StreamEnd {
                 rows_out: sent,
                 rows_in,
                 bytes_in,
-                error: failure.as_ref().map(|e| e.to_string()),
+                error,
                 abandoned,
             };
             for run in &runs {
@@ -358,6 +373,24 @@ fn outcome_of(
         None if abandoned => QueryOutcome::Abandoned,
         None => QueryOutcome::Ok,
     }
+}
+
+/// What a run records of a stream's failure (an interruption as it is, not
+/// as DataFusion's "External error").
+fn described(failure: &DataFusionError) -> String {
+    match failure {
+        DataFusionError::External(why) => match why.downcast_ref::<Interruption>() {
+            Some(why) => why.to_string(),
+            None => failure.to_string(),
+        },
+        _ => failure.to_string(),
+    }
+}
+
+/// Whether a stream ended because the server stopped it while shutting down.
+fn stopped_by_shutdown(failure: Option<&DataFusionError>) -> bool {
+    matches!(failure, Some(DataFusionError::External(why))
+        if matches!(why.downcast_ref::<Interruption>(), Some(Interruption::ShuttingDown(_))))
 }
 
 /// Waits until `query` is interrupted (forever without one).

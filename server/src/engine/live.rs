@@ -70,6 +70,11 @@ pub enum Interruption {
     /// It ran longer than its statement timeout.
     #[error("the statement ran longer than its statement timeout")]
     TimedOut(Duration),
+    /// The server is stopping and its shutdown timeout has passed.
+    #[error(
+        "the server stopped the statement: it was still running at the end of the shutdown timeout"
+    )]
+    ShuttingDown(Duration),
 }
 
 impl Interruption {
@@ -81,6 +86,10 @@ impl Interruption {
                 "the statement ran longer than its statement timeout of {}; raise it for this session with SET tarn.statement_timeout = '{}' (0 turns it off), or make the query cheaper",
                 humantime::format_duration(*limit),
                 humantime::format_duration(*limit * 2)
+            )),
+            Self::ShuttingDown(limit) => EngineError::ShuttingDown(format!(
+                "the server is shutting down and the statement was still running after its shutdown timeout of {}; run it again once the server is back, or against another server",
+                humantime::format_duration(*limit)
             )),
         }
     }
@@ -103,6 +112,8 @@ pub struct LiveQuery {
     plans: Mutex<Vec<Arc<dyn ExecutionPlan>>>,
     /// The parked result that answers it (what `CancelFlightInfo` names).
     result: Mutex<Option<String>>,
+    /// When it last started to wait for its client to fetch it.
+    waiting_since: Mutex<Option<Instant>>,
 }
 
 /// What `system.queries` shows of one query.
@@ -141,7 +152,17 @@ impl LiveQuery {
 
     /// Moves it to `state`.
     pub(crate) fn set_state(&self, state: QueryState) {
+        if state == QueryState::Waiting {
+            *lock(&self.waiting_since) = Some(Instant::now());
+        }
         self.state.store(state as u8, Ordering::Relaxed);
+    }
+
+    /// Whether it is a result that has waited for its fetch for longer
+    /// than `grace` (its client has most likely gone).
+    fn waited_longer_than(&self, grace: Duration) -> bool {
+        self.state() == QueryState::Waiting
+            && lock(&self.waiting_since).is_some_and(|since| since.elapsed() > grace)
     }
 
     /// How long since it was submitted.
@@ -215,6 +236,25 @@ impl LiveQuery {
         }
     }
 
+    /// The share of its input read so far (0 to 1, from the row counts its
+    /// scans' statistics promise), and whether its first batches are ready.
+    pub(crate) fn progress(&self) -> (f64, bool) {
+        let plans = lock(&self.plans).clone();
+        let (scanned, _) = super::runs::input_metrics(&plans);
+        let fraction = match (scanned, super::runs::expected_input_rows(&plans)) {
+            (Some(scanned), Some(expected)) if expected > 0 => {
+                (scanned as f64 / expected as f64).min(1.0)
+            }
+            _ => 0.0,
+        };
+        (fraction, self.state() == QueryState::Streaming)
+    }
+
+    /// The schema of its result, once planned.
+    pub(crate) fn schema(&self) -> Option<arrow::datatypes::SchemaRef> {
+        lock(&self.plans).first().map(|plan| plan.schema())
+    }
+
     fn snapshot(&self) -> QuerySnapshot {
         let plans = lock(&self.plans).clone();
         let (rows_scanned, bytes_scanned) = super::runs::input_metrics(&plans);
@@ -253,7 +293,12 @@ pub(crate) async fn guarded<T>(
     }
 }
 
-type Listed = Mutex<HashMap<String, Arc<LiveQuery>>>;
+/// The list, and a signal each time a query leaves it.
+#[derive(Debug, Default)]
+struct Listed {
+    queries: Mutex<HashMap<String, Arc<LiveQuery>>>,
+    left: tokio::sync::Notify,
+}
 
 /// Every live query of the server.
 #[derive(Debug, Default, Clone)]
@@ -286,7 +331,8 @@ impl std::ops::Deref for Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         if let Some(listed) = self.listed.upgrade() {
-            lock(&listed).remove(&self.query.id);
+            lock(&listed.queries).remove(&self.query.id);
+            listed.left.notify_waiters();
         }
     }
 }
@@ -309,8 +355,9 @@ impl LiveQueries {
             interruption: Mutex::new(None),
             plans: Mutex::new(Vec::new()),
             result: Mutex::new(None),
+            waiting_since: Mutex::new(None),
         });
-        lock(&self.listed).insert(query.id.clone(), Arc::clone(&query));
+        lock(&self.listed.queries).insert(query.id.clone(), Arc::clone(&query));
         Registration {
             query,
             listed: Arc::downgrade(&self.listed),
@@ -319,7 +366,7 @@ impl LiveQueries {
 
     /// The live query answered by the parked result `result`.
     pub fn answered_by(&self, result: &str) -> Option<Arc<LiveQuery>> {
-        lock(&self.listed)
+        lock(&self.listed.queries)
             .values()
             .find(|q| lock(&q.result).as_deref() == Some(result))
             .cloned()
@@ -327,12 +374,12 @@ impl LiveQueries {
 
     /// The query with `id`, if it is live.
     pub fn find(&self, id: &str) -> Option<Arc<LiveQuery>> {
-        lock(&self.listed).get(id).cloned()
+        lock(&self.listed.queries).get(id).cloned()
     }
 
     /// What every live query is doing, oldest first.
     pub fn snapshot(&self) -> Vec<QuerySnapshot> {
-        let queries: Vec<Arc<LiveQuery>> = lock(&self.listed).values().cloned().collect();
+        let queries: Vec<Arc<LiveQuery>> = lock(&self.listed.queries).values().cloned().collect();
         let mut snapshots: Vec<QuerySnapshot> = queries.iter().map(|q| q.snapshot()).collect();
         snapshots.sort_by(|a, b| (a.started_at, &a.id).cmp(&(b.started_at, &b.id)));
         snapshots
@@ -340,12 +387,54 @@ impl LiveQueries {
 
     /// How many queries are live.
     pub fn len(&self) -> usize {
-        lock(&self.listed).len()
+        lock(&self.listed.queries).len()
     }
 
     /// Whether no query is live.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Waits until no query is live.
+    pub async fn until_empty(&self) {
+        loop {
+            // Armed before the check, so that a query leaving in between
+            // is not missed.
+            let left = self.listed.left.notified();
+            tokio::pin!(left);
+            left.as_mut().enable();
+            if self.is_empty() {
+                return;
+            }
+            left.await;
+        }
+    }
+
+    /// Waits until every live query has ended, except results that have
+    /// waited for their fetch for longer than `grace`.
+    pub async fn until_settled(&self, grace: Duration) {
+        loop {
+            let left = self.listed.left.notified();
+            tokio::pin!(left);
+            left.as_mut().enable();
+            let settled = lock(&self.listed.queries)
+                .values()
+                .all(|q| q.waited_longer_than(grace));
+            if settled {
+                return;
+            }
+            // A result passes its grace without anything leaving the list.
+            let _ = tokio::time::timeout(grace / 4, left).await;
+        }
+    }
+
+    /// Interrupts every live query with `why`; returns how many there were.
+    pub fn interrupt_all(&self, why: &Interruption) -> usize {
+        let queries: Vec<Arc<LiveQuery>> = lock(&self.listed.queries).values().cloned().collect();
+        for query in &queries {
+            query.interrupt(why.clone());
+        }
+        queries.len()
     }
 }
 
@@ -382,6 +471,28 @@ mod tests {
         });
         let err = outcome.unwrap_err();
         assert!(matches!(err, EngineError::Cancelled(ref why) if why == "cancelled by admin"));
+    }
+
+    #[tokio::test]
+    async fn waiting_for_an_empty_list_ends_when_the_last_query_leaves() {
+        let live = LiveQueries::default();
+        live.until_empty().await;
+        let (first, second) = (
+            live.register("ann", "a", None),
+            live.register("bo", "b", None),
+        );
+        let waiter = tokio::spawn({
+            let live = live.clone();
+            async move { live.until_empty().await }
+        });
+        drop(first);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "one query is still live");
+        drop(second);
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("the waiter sees the list empty")
+            .unwrap();
     }
 
     #[tokio::test]

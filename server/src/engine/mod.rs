@@ -18,6 +18,7 @@ mod as_of;
 mod cancel;
 mod cooperation;
 mod corruption;
+mod drain;
 mod erasure;
 pub mod error;
 mod execution;
@@ -37,6 +38,7 @@ mod policies;
 mod prepared;
 mod privileges;
 mod proven;
+mod query_log;
 mod refresh;
 mod results;
 mod runs;
@@ -65,12 +67,13 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 
 pub use admin::recorded_sql;
 pub use admission::AdmissionOptions;
+pub use drain::Drained;
 pub use error::{EngineError, EngineResult};
 pub use locations::LocationPolicy;
 pub use memory::{DEFAULT_MEMORY_SHARE, DEFAULT_SPILL_LIMIT, MemoryOptions, prepare_spill_dir};
 pub use metadata::{TableInfo, TableKind};
 pub use prepared::{PreparedStatementId, PreparedStatementInfo};
-pub use results::ResultId;
+pub use results::{ParkedResult, Progress, ResultId};
 pub use runs::version_record;
 pub use session::{Session, SessionLimits};
 pub use session_options::{OptionValue, SessionOptionError};
@@ -123,6 +126,9 @@ pub struct EngineOptions {
     pub statement_timeout: Option<Duration>,
     /// How long idle sessions (and their settings) are kept, and how many.
     pub sessions: SessionLimits,
+    /// Queries that take this long or longer are logged with their plan
+    /// and its metrics (`None`: none are).
+    pub slow_query_threshold: Option<Duration>,
 }
 
 impl Default for EngineOptions {
@@ -143,6 +149,7 @@ impl Default for EngineOptions {
             statement_timeout: None,
             memory: MemoryOptions::default(),
             admission: AdmissionOptions::default(),
+            slow_query_threshold: None,
         }
     }
 }
@@ -162,6 +169,8 @@ pub struct PlannedQuery {
     sql: String,
     /// The user who planned it: nobody else may fetch it.
     owner: String,
+    /// The session it was planned in (what its unfetched-results cap counts).
+    session: String,
     /// Its place among the live queries, until it has been streamed.
     live: Option<Arc<live::Registration>>,
     /// How to plan it again with sort-merge joins when its hash joins do not

@@ -252,6 +252,7 @@ impl Engine {
             runs: run.into_iter().collect(),
             sql: super::admin::recorded_sql(sql),
             owner: session.principal().name().to_string(),
+            session: session.id().to_string(),
             live: None,
             replan,
         })
@@ -398,7 +399,8 @@ impl Engine {
             plan,
             dataset_schema,
             self.options.wire_types,
-            session.principal().name(),
+            session,
+            self.options.sessions.max_prepared_statements,
         )
     }
 
@@ -440,6 +442,7 @@ impl Engine {
             runs,
             sql: super::admin::recorded_sql(&sql),
             owner: session.principal().name().to_string(),
+            session: session.id().to_string(),
             live: None,
             replan,
         })

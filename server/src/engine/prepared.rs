@@ -40,6 +40,8 @@ struct Prepared {
     last_used: Instant,
     /// The user who prepared it: nobody else may use it.
     owner: String,
+    /// The session that prepared it (what its cap counts).
+    session: String,
 }
 
 pub(super) struct PreparedStatements {
@@ -69,7 +71,8 @@ impl PreparedStatements {
         plan: LogicalPlan,
         dataset_schema: SchemaRef,
         wire: WireTypes,
-        owner: &str,
+        session: &super::Session,
+        cap: usize,
     ) -> EngineResult<PreparedStatementInfo> {
         let fields = plan
             .get_parameter_fields()
@@ -92,6 +95,15 @@ impl PreparedStatements {
         let now = Instant::now();
         let mut statements = self.lock();
         statements.retain(|_, s| now.duration_since(s.last_used) < self.ttl);
+        let open = statements
+            .values()
+            .filter(|s| s.session == session.id())
+            .count();
+        if open >= cap {
+            return Err(EngineError::ResourcesExhausted(format!(
+                "this session already holds {open} open prepared statements, the most [engine] max_prepared_statements allows; close the ones it no longer needs (ClosePreparedStatement: close the statement or cursor in the driver), or raise the setting"
+            )));
+        }
         statements.insert(
             id,
             Prepared {
@@ -102,7 +114,8 @@ impl PreparedStatements {
                 parameters: parameters.into_iter().map(|(name, _)| name).collect(),
                 bound: Vec::new(),
                 last_used: now,
-                owner: owner.to_string(),
+                owner: session.principal().name().to_string(),
+                session: session.id().to_string(),
             },
         );
         Ok(PreparedStatementInfo {

@@ -322,8 +322,8 @@ impl StreamingRun {
     /// Records how the stream ended (the first end recorded wins).
     pub(crate) fn finish(&self, end: &StreamEnd) {
         let state = match (&end.error, end.abandoned) {
-            (Some(_), _) => RunState::Fail,
-            (None, true) => RunState::Abort,
+            (_, true) => RunState::Abort,
+            (Some(_), false) => RunState::Fail,
             (None, false) => RunState::Complete,
         };
         self.record(RunEnd {
@@ -387,6 +387,36 @@ pub(crate) fn input_metrics(
         walk(plan, &mut rows, &mut bytes);
     }
     (rows, bytes)
+}
+
+/// The rows the scans of `plans` will read, as their statistics promise
+/// (`None` when no scan knows).
+pub(crate) fn expected_input_rows(
+    plans: &[Arc<dyn datafusion::physical_plan::ExecutionPlan>],
+) -> Option<u64> {
+    fn walk(plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>, rows: &mut Option<u64>) {
+        if plan.children().is_empty() {
+            let statistics = datafusion::physical_plan::StatisticsContext::new().compute(
+                plan.as_ref(),
+                &datafusion::physical_plan::StatisticsArgs::new(),
+            );
+            if let Some(known) = statistics
+                .ok()
+                .and_then(|stats| stats.num_rows.get_value().copied())
+            {
+                *rows = Some(rows.unwrap_or(0) + known as u64);
+            }
+            return;
+        }
+        for child in plan.children() {
+            walk(child, rows);
+        }
+    }
+    let mut rows = None;
+    for plan in plans {
+        walk(plan, &mut rows);
+    }
+    rows
 }
 
 /// Whether a DML statement changes the rows of an existing table (`INSERT`,

@@ -136,6 +136,10 @@ pub struct SessionLimits {
     pub idle_timeout: Duration,
     /// At most this many sessions; beyond it the least recently used ends.
     pub max_sessions: usize,
+    /// Prepared statements one session may hold open at once.
+    pub max_prepared_statements: usize,
+    /// Planned results one session may leave unfetched at once.
+    pub max_unfetched_results: usize,
 }
 
 impl Default for SessionLimits {
@@ -143,6 +147,8 @@ impl Default for SessionLimits {
         Self {
             idle_timeout: Duration::from_secs(60 * 60),
             max_sessions: 10_000,
+            max_prepared_statements: 128,
+            max_unfetched_results: 128,
         }
     }
 }
@@ -423,6 +429,7 @@ mod tests {
         let sessions = sessions(SessionLimits {
             idle_timeout: Duration::from_millis(100),
             max_sessions: 3,
+            ..SessionLimits::default()
         });
         let alice = Principal::user("alice", vec![]);
         let first = sessions.open(&alice, None, "a");

@@ -5,6 +5,7 @@
 
 mod audit;
 mod credentials;
+mod draining;
 mod ipc;
 mod metadata;
 mod rpc;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
 
+pub use draining::DrainingLayer;
 pub use service::FlightSqlEndpoint;
 
 use crate::auth::Authenticator;

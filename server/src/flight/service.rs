@@ -37,7 +37,7 @@ use super::ticket::{
 };
 use crate::auth::Authenticator;
 use crate::catalog::AuditLog;
-use crate::engine::{Engine, EngineError, PlannedQuery};
+use crate::engine::{Engine, EngineError, PlannedQuery, Progress, ResultId};
 
 pub(super) type BoxedStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -76,6 +76,19 @@ impl FlightSqlEndpoint {
         descriptor: FlightDescriptor,
         call: &Call,
     ) -> Result<FlightInfo, Status> {
+        self.plan_info(descriptor, call, false)
+            .await
+            .map(|(info, _)| info)
+    }
+
+    /// Plans what `descriptor` asks for; a query's result is parked (and
+    /// with `start`, starts executing at once). Returns the result's id.
+    async fn plan_info(
+        &self,
+        descriptor: FlightDescriptor,
+        call: &Call,
+        start: bool,
+    ) -> Result<(FlightInfo, Option<ResultId>), Status> {
         let command = decode_command(&descriptor.cmd, "FlightDescriptor command")?;
         self.note(call, &command);
         match command {
@@ -85,7 +98,7 @@ impl FlightSqlEndpoint {
                     .plan_query(&query.query, &call.session)
                     .await
                     .map_err(to_status)?;
-                self.result_info(planned, descriptor)
+                self.result_info(planned, descriptor, call, start)
             }
             Command::CommandPreparedStatementQuery(cmd) => {
                 let id = decode_prepared_handle(&cmd.prepared_statement_handle)?;
@@ -94,13 +107,13 @@ impl FlightSqlEndpoint {
                     .plan_prepared_query(&id, &call.session)
                     .await
                     .map_err(to_status)?;
-                self.result_info(planned, descriptor)
+                self.result_info(planned, descriptor, call, start)
             }
             command => {
                 let schema =
                     metadata::schema(&command).ok_or_else(|| not_for(&command, "GetFlightInfo"))?;
                 let endpoint = FlightEndpoint::new().with_ticket(metadata_ticket(command));
-                info(&schema, descriptor, endpoint)
+                Ok((info(&schema, descriptor, endpoint)?, None))
             }
         }
     }
@@ -132,13 +145,30 @@ impl FlightSqlEndpoint {
         &self,
         planned: PlannedQuery,
         descriptor: FlightDescriptor,
-    ) -> Result<FlightInfo, Status> {
+        call: &Call,
+        start: bool,
+    ) -> Result<(FlightInfo, Option<ResultId>), Status> {
         let schema = planned.schema();
-        let id = self.engine.park(planned);
+        let id = self.engine.park(planned).map_err(to_status)?;
+        if start {
+            self.engine
+                .start(&id, call.principal())
+                .map_err(to_status)?;
+        }
+        Ok((self.parked_info(&schema, descriptor, &id)?, Some(id)))
+    }
+
+    /// The `FlightInfo` of the parked result `id`.
+    fn parked_info(
+        &self,
+        schema: &SchemaRef,
+        descriptor: FlightDescriptor,
+        id: &ResultId,
+    ) -> Result<FlightInfo, Status> {
         let endpoint = FlightEndpoint::new()
-            .with_ticket(result_ticket(&id))
+            .with_ticket(result_ticket(id))
             .with_expiration_time(self.engine.result_expiry().into());
-        info(&schema, descriptor, endpoint)
+        info(schema, descriptor, endpoint)
     }
 
     async fn schema(
@@ -295,6 +325,17 @@ impl FlightSqlEndpoint {
     }
 }
 
+/// A poll's answer: the result's `info`, and until it is ready to fetch,
+/// the descriptor to poll again with.
+fn poll_info(info: FlightInfo, again: FlightDescriptor, progress: &Progress) -> PollInfo {
+    PollInfo {
+        expiration_time: info.endpoint.first().and_then(|e| e.expiration_time),
+        info: Some(info),
+        flight_descriptor: (!progress.ready).then_some(again),
+        progress: Some(progress.fraction),
+    }
+}
+
 fn info(
     schema: &SchemaRef,
     descriptor: FlightDescriptor,
@@ -363,14 +404,31 @@ impl FlightSqlEndpoint {
         descriptor: FlightDescriptor,
         call: &Call,
     ) -> Result<PollInfo, Status> {
-        // Queries are planned synchronously, so the first poll is also the last.
-        let info = self.flight_info(descriptor, call).await?;
-        Ok(PollInfo {
-            info: Some(info),
-            flight_descriptor: None,
-            progress: Some(1.0),
-            expiration_time: None,
-        })
+        // A poll descriptor is the ticket of a query an earlier poll started.
+        if let Ok(TicketKind::Result(id)) = decode_ticket(&Ticket::new(descriptor.cmd.clone())) {
+            let progress = self
+                .engine
+                .progress(&id, call.principal())
+                .map_err(to_status)?;
+            let info = self.parked_info(&progress.schema, descriptor.clone(), &id)?;
+            return Ok(poll_info(info, descriptor, &progress));
+        }
+        let (info, id) = self.plan_info(descriptor, call, true).await?;
+        let Some(id) = id else {
+            // Metadata: answered whole when its ticket is fetched.
+            return Ok(PollInfo {
+                info: Some(info),
+                flight_descriptor: None,
+                progress: Some(1.0),
+                expiration_time: None,
+            });
+        };
+        let progress = self
+            .engine
+            .progress(&id, call.principal())
+            .map_err(to_status)?;
+        let again = FlightDescriptor::new_cmd(result_ticket(&id).ticket);
+        Ok(poll_info(info, again, &progress))
     }
 
     pub(super) async fn schema_result(
@@ -390,10 +448,10 @@ impl FlightSqlEndpoint {
     ) -> Result<BoxedStream<FlightData>, Status> {
         match decode_ticket(ticket)? {
             TicketKind::Result(id) => {
-                let planned = self.engine.take(&id, call.principal()).map_err(to_status)?;
-                call.note("Result", planned.sql());
-                let schema = planned.schema();
-                let batches = self.engine.execute(planned).map_err(|e| {
+                let parked = self.engine.take(&id, call.principal()).map_err(to_status)?;
+                call.note("Result", parked.sql());
+                let schema = parked.schema();
+                let batches = self.engine.stream(parked).map_err(|e| {
                     FlightError::Tonic(Box::new(to_status(EngineError::from_execution(e))))
                 });
                 Ok(self.encode(schema, batches))

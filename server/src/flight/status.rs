@@ -34,7 +34,7 @@ pub fn to_status(err: EngineError) -> Status {
         EngineError::Cancelled(_) => Code::Cancelled,
         EngineError::TimedOut(_) => Code::DeadlineExceeded,
         EngineError::OutOfRange(_) => Code::OutOfRange,
-        EngineError::Unavailable(_) => Code::Unavailable,
+        EngineError::Unavailable(_) | EngineError::ShuttingDown(_) => Code::Unavailable,
         EngineError::Corrupt(_) => Code::DataLoss,
         EngineError::Internal(_) => Code::Internal,
     };

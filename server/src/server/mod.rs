@@ -159,7 +159,15 @@ pub struct Server {
     stopping: tokio_util::sync::CancellationToken,
     /// grpc.health.v1 on the Flight port.
     health: tonic_health::server::HealthReporter,
+    /// From its cancellation on, new calls are refused (UNAVAILABLE).
+    draining: tokio_util::sync::CancellationToken,
+    /// How long live statements may finish once the server stops.
+    shutdown_timeout: std::time::Duration,
 }
+
+/// How long connections get to close once every statement has ended (an
+/// open grpc.health.v1 `Watch` never ends by itself).
+const CONNECTIONS_CLOSE: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Server {
     /// Loads the lake and starts serving it.
@@ -275,6 +283,7 @@ impl Server {
         let delivery = catalog::spawn_delivery(Arc::clone(&catalog));
         let audit_purge = startup::purge_audit_daily(Arc::clone(&catalog), config.audit_retention);
         let (shutdown, stopped) = oneshot::channel::<()>();
+        let draining = tokio_util::sync::CancellationToken::new();
         let audit: Arc<dyn AuditLog> = Arc::clone(&catalog) as _;
         let service = flight::service(Arc::clone(&engine), auth, audit, &config.flight);
         // Small responses (a FlightInfo, a one-row result) must leave at
@@ -294,6 +303,7 @@ impl Server {
                 .initial_connection_window_size(Some(HTTP2_CONNECTION_WINDOW))
                 .max_frame_size(Some(HTTP2_MAX_FRAME))
                 .layer(flight::undecodable_requests_are_invalid_arguments())
+                .layer(flight::DrainingLayer::new(draining.clone()))
                 .add_service(service)
                 .add_service(health_service)
                 .serve_with_incoming_shutdown(incoming, async {
@@ -301,7 +311,7 @@ impl Server {
                 }),
         );
         let scheme = if tls_on { "grpc+tls" } else { "grpc" };
-        tracing::info!(%addr, scheme, "serving Flight SQL");
+        tracing::info!(%addr, scheme, "serving Flight SQL on {scheme}://{addr}");
         Ok(Self {
             addr,
             engine,
@@ -313,6 +323,8 @@ impl Server {
             http,
             stopping,
             health,
+            draining,
+            shutdown_timeout: config.shutdown_timeout,
         })
     }
 
@@ -369,10 +381,27 @@ impl Server {
         &self.engine
     }
 
-    /// Stops accepting calls and waits for the calls in flight to finish;
-    /// results planned but never fetched are ended (ABORT) in the catalog.
+    /// Stops: new calls get UNAVAILABLE at once (fetches of results already
+    /// planned go on), live statements may finish within the shutdown
+    /// timeout and are stopped after it (their runs end ABORT), then the
+    /// connections close and every queued catalog change is stored.
     pub async fn shutdown(mut self) {
         report_health(&self.health, tonic_health::ServingStatus::NotServing).await;
+        self.draining.cancel();
+        let drained = self.engine.drain(self.shutdown_timeout).await;
+        if drained.stopped > 0 {
+            tracing::warn!(
+                stopped = drained.stopped,
+                timeout = %humantime::format_duration(self.shutdown_timeout),
+                "statements still running at the end of the shutdown timeout were stopped"
+            );
+        }
+        if drained.left > 0 {
+            tracing::warn!(
+                left = drained.left,
+                "statements did not end after they were stopped; their runs are closed at the next start"
+            );
+        }
         self.stopping.cancel();
         if let Some(http) = self.http.take() {
             let _ = http.task.await;
@@ -380,7 +409,13 @@ impl Server {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        let _ = (&mut self.task).await;
+        if tokio::time::timeout(CONNECTIONS_CLOSE, &mut self.task)
+            .await
+            .is_err()
+        {
+            self.task.abort();
+            let _ = (&mut self.task).await;
+        }
         self.engine
             .abandon_pending_results("the server stopped before the result was fetched");
         if let Some(delivery) = self.delivery.take() {

@@ -14,6 +14,7 @@ mod health;
 mod limits;
 mod locations;
 mod metadata;
+mod poll;
 mod prepared;
 mod queries;
 mod sessions;

@@ -13,6 +13,7 @@
 //! tls_key = "server.key"        # ... and its private key (PEM)
 //! tls_client_ca = "clients.pem" # mTLS: clients must present a certificate signed by this CA
 //! http_bind = "127.0.0.1:9090"  # operators' HTTP listener: /metrics (Prometheus), /healthz, /readyz; off unless set
+//! shutdown_timeout = "30s"     # on SIGTERM/SIGINT, how long running queries may finish before they are cancelled
 //!
 //! [lake]
 //! root = "data"                 # folder whose files and folders become tables
@@ -44,6 +45,9 @@
 //! statement_timeout = "0"       # the longest a statement may run, e.g. "5m"; "0" = no limit (a session may SET tarn.statement_timeout)
 //! session_idle_timeout = "1h"   # a client's session (its SET values) is forgotten after this long unused
 //! max_sessions = 10000          # beyond this many sessions the least recently used is forgotten
+//! max_prepared_statements = 128 # prepared statements one session may hold open; beyond it RESOURCE_EXHAUSTED
+//! max_unfetched_results = 128   # planned results one session may leave unfetched; beyond it RESOURCE_EXHAUSTED
+//! slow_query_threshold = "10s"  # queries this slow or slower are logged (WARN, target tarn::query) with their plan and its metrics; off unless set
 //!
 //! [engine.datafusion]           # any DataFusion setting, applied last
 //! "execution.parquet.pushdown_filters" = true
@@ -66,7 +70,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+mod file;
 
 use crate::auth::{AuthOptions, ThrottleOptions};
 use crate::engine::{EngineOptions, LocationPolicy, WireTypes};
@@ -79,194 +83,17 @@ pub const DEFAULT_BIND: &str = "127.0.0.1:50051";
 pub const DEFAULT_LAKE: &str = "data";
 /// The TPC-H scale factor of a generated demo lake.
 pub const DEFAULT_DEMO_SCALE: f64 = 0.1;
+/// How long running queries may finish after a stop signal.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long audit rows are kept unless `[auth] audit_retention` says otherwise.
 pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(90 * 24 * 60 * 60);
 /// The store `CREATE TABLE` writes to unless `[lake] tables_store` names another.
 pub const DEFAULT_TABLES_STORE: &str = "lake";
 
-/// The configuration file, as written.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ConfigFile {
-    /// `[server]`
-    pub server: ServerSection,
-    /// `[lake]`
-    pub lake: LakeSection,
-    /// `[catalog]`
-    pub catalog: CatalogSection,
-    /// `[openlineage]`
-    pub openlineage: crate::catalog::openlineage::OpenLineageConfig,
-    /// `[engine]`
-    pub engine: EngineSection,
-    /// `[stores.NAME]`: more stores whose tables are served beside the lake's.
-    pub stores: std::collections::BTreeMap<String, StoreConfig>,
-    /// `[auth]`
-    pub auth: AuthSection,
-}
-
-/// `[auth]`
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuthSection {
-    /// Require credentials.
-    pub enabled: Option<bool>,
-    /// A file holding the first admin's password.
-    pub admin_password_file: Option<PathBuf>,
-    /// A session ends after this long unused.
-    #[serde(with = "humantime_serde")]
-    pub session_idle_timeout: Option<Duration>,
-    /// A session ends this long after its login.
-    #[serde(with = "humantime_serde")]
-    pub session_max_age: Option<Duration>,
-    /// The wait added per recent failed login.
-    #[serde(with = "humantime_serde")]
-    pub failed_login_delay: Option<Duration>,
-    /// The longest wait before a password check.
-    #[serde(with = "humantime_serde")]
-    pub max_failed_login_delay: Option<Duration>,
-    /// Audit records are appended to this file too.
-    pub audit_file: Option<PathBuf>,
-    /// How long audit rows are kept.
-    #[serde(with = "humantime_serde")]
-    pub audit_retention: Option<Duration>,
-}
-
-/// The first admin's password: never printed.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct AdminPassword(pub Option<String>);
-
-impl std::fmt::Debug for AdminPassword {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(_) => f.write_str("Some(***)"),
-            None => f.write_str("None"),
-        }
-    }
-}
-
-/// `[server]`
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ServerSection {
-    /// Address to listen on.
-    pub bind: Option<SocketAddr>,
-    /// How long a planned result waits for its DoGet.
-    #[serde(with = "humantime_serde")]
-    pub result_ttl: Option<Duration>,
-    /// Largest gRPC message, bytes.
-    pub max_message_size: Option<usize>,
-    /// Target size of one result message, bytes.
-    pub max_flight_data_size: Option<usize>,
-    /// The server's TLS certificate chain (PEM).
-    pub tls_cert: Option<PathBuf>,
-    /// Its private key (PEM).
-    pub tls_key: Option<PathBuf>,
-    /// The CA client certificates must be signed by (mTLS).
-    pub tls_client_ca: Option<PathBuf>,
-    /// The operators' HTTP listener (metrics and health).
-    pub http_bind: Option<SocketAddr>,
-}
-
-/// `[lake]`
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LakeSection {
-    /// The lake: a folder or an `s3://bucket/prefix` URL.
-    pub root: Option<String>,
-    /// TPC-H scale of a generated demo lake.
-    pub demo_scale: Option<f64>,
-    /// Files added or removed under a table become visible within this time.
-    #[serde(with = "humantime_serde")]
-    pub listing_cache_ttl: Option<Duration>,
-    /// The store where `CREATE TABLE` without `LOCATION` writes (default: "lake").
-    pub tables_store: Option<String>,
-}
-
-/// `[catalog]`
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CatalogSection {
-    /// The folder of the catalog database.
-    pub state_dir: Option<PathBuf>,
-}
-
-/// `[engine]`
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct EngineSection {
-    /// Parallelism of one query.
-    pub target_partitions: Option<usize>,
-    /// Threads that execute queries.
-    pub cpu_threads: Option<usize>,
-    /// Rows per batch.
-    pub batch_size: Option<usize>,
-    /// Idle prepared statements are dropped after this.
-    #[serde(with = "humantime_serde")]
-    pub prepared_statement_ttl: Option<Duration>,
-    /// Send view types unchanged.
-    pub view_types: Option<bool>,
-    /// Longest SQL text accepted, bytes.
-    pub max_sql_length: Option<usize>,
-    /// Deepest nesting of a statement accepted.
-    pub max_expression_depth: Option<usize>,
-    /// The longest a statement may run ("0": no limit).
-    #[serde(with = "humantime_serde")]
-    pub statement_timeout: Option<Duration>,
-    /// Queries that execute at once (0: twice the cores).
-    pub max_running_queries: Option<usize>,
-    /// Queries that may wait for a slot.
-    pub max_queued_queries: Option<usize>,
-    /// The longest a query waits for a slot.
-    #[serde(with = "humantime_serde")]
-    pub queue_timeout: Option<Duration>,
-    /// Memory all running queries may use together ("4GiB" or bytes).
-    pub memory_limit: Option<bytesize::ByteSize>,
-    /// Disk the spill folder may use ("100GiB" or bytes).
-    pub spill_limit: Option<bytesize::ByteSize>,
-    /// A session unused this long is forgotten.
-    #[serde(with = "humantime_serde")]
-    pub session_idle_timeout: Option<Duration>,
-    /// The most sessions kept at once.
-    pub max_sessions: Option<usize>,
-    /// Any DataFusion setting, e.g. `"execution.parquet.pushdown_filters" = "false"`
-    /// (the `datafusion.` prefix is optional).
-    pub datafusion: std::collections::BTreeMap<String, toml::Value>,
-}
-
-/// Why the configuration could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file cannot be read.
-    #[error("cannot read the config file {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML or has unknown keys.
-    #[error("invalid config file {path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong, with line and column.
-        message: String,
-    },
-}
-
-impl ConfigFile {
-    /// Reads and parses a configuration file.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })
-    }
-}
+pub use file::{
+    AdminPassword, AuthSection, CatalogSection, ConfigError, ConfigFile, EngineSection,
+    LakeSection, ServerSection,
+};
 
 /// Everything `tarn serve` needs, resolved from all sources.
 #[derive(Debug, Clone)]
@@ -315,6 +142,9 @@ pub struct ServeConfig {
     pub tls_client_ca: Option<PathBuf>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served (`None`: nowhere).
     pub http_bind: Option<SocketAddr>,
+    /// On a stop signal, how long running queries may finish before the
+    /// rest are cancelled.
+    pub shutdown_timeout: Duration,
 }
 
 impl ServeConfig {
@@ -344,6 +174,7 @@ impl ServeConfig {
             tls_key: None,
             tls_client_ca: None,
             http_bind: None,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
         }
     }
 }
@@ -374,6 +205,8 @@ pub struct Overrides {
     pub result_ttl: Option<Duration>,
     /// `--statement-timeout`
     pub statement_timeout: Option<Duration>,
+    /// `--slow-query-threshold`
+    pub slow_query_threshold: Option<Duration>,
     /// `--memory-limit`
     pub memory_limit: Option<u64>,
     /// `--max-running-queries`
@@ -400,6 +233,8 @@ pub struct Overrides {
     pub tls_client_ca: Option<PathBuf>,
     /// `--http-bind`
     pub http_bind: Option<SocketAddr>,
+    /// `--shutdown-timeout`
+    pub shutdown_timeout: Option<Duration>,
 }
 
 /// Merges defaults, the file and the overrides (which win).
@@ -507,6 +342,12 @@ pub fn resolve(file: ConfigFile, overrides: Overrides) -> ServeConfig {
                 .map_or(engine_defaults.statement_timeout, |limit| {
                     (!limit.is_zero()).then_some(limit)
                 }),
+            slow_query_threshold: overrides
+                .slow_query_threshold
+                .or(file.engine.slow_query_threshold)
+                .map_or(engine_defaults.slow_query_threshold, |limit| {
+                    (!limit.is_zero()).then_some(limit)
+                }),
             sessions: crate::engine::SessionLimits {
                 idle_timeout: file
                     .engine
@@ -516,6 +357,14 @@ pub fn resolve(file: ConfigFile, overrides: Overrides) -> ServeConfig {
                     .engine
                     .max_sessions
                     .unwrap_or(engine_defaults.sessions.max_sessions),
+                max_prepared_statements: file
+                    .engine
+                    .max_prepared_statements
+                    .unwrap_or(engine_defaults.sessions.max_prepared_statements),
+                max_unfetched_results: file
+                    .engine
+                    .max_unfetched_results
+                    .unwrap_or(engine_defaults.sessions.max_unfetched_results),
             },
             wire_types: if view_types {
                 WireTypes::Native
@@ -568,6 +417,10 @@ pub fn resolve(file: ConfigFile, overrides: Overrides) -> ServeConfig {
         tls_key: overrides.tls_key.or(file.server.tls_key),
         tls_client_ca: overrides.tls_client_ca.or(file.server.tls_client_ca),
         http_bind: overrides.http_bind.or(file.server.http_bind),
+        shutdown_timeout: overrides
+            .shutdown_timeout
+            .or(file.server.shutdown_timeout)
+            .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
         audit_retention: file.auth.audit_retention.unwrap_or(DEFAULT_AUDIT_RETENTION),
         flight: FlightOptions {
             max_message_size: file
