@@ -316,6 +316,21 @@ pub struct RunEnd {
     pub bytes_in: Option<u64>,
     /// The failure, or why it was aborted.
     pub error: Option<String>,
+    /// What a query's execution used, when it executed.
+    pub usage: Option<RunUsage>,
+}
+
+/// What a query's execution used.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunUsage {
+    /// The most bytes of the memory pool it held at once.
+    pub peak_memory: u64,
+    /// Bytes its operators spilled to disk.
+    pub spilled_bytes: u64,
+    /// How long it waited for a slot to run in.
+    pub queued: std::time::Duration,
+    /// What the server did beyond the plan (planned again with sort-merge joins).
+    pub note: Option<String>,
 }
 
 /// The lineage of a write: its target and the traced plan.
@@ -384,6 +399,12 @@ pub(crate) mod suite {
             rows_in: None,
             bytes_in: None,
             error: None,
+            usage: Some(RunUsage {
+                peak_memory: 1024,
+                spilled_bytes: 0,
+                queued: std::time::Duration::from_millis(3),
+                note: Some("a note".into()),
+            }),
         }
     }
 

@@ -26,6 +26,13 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("audit.sql")),
     // 5: privileges, and the owner of each table.
     M::up(include_str!("grants.sql")),
+    // 6: what a query's execution used, and what the server did beyond its plan.
+    M::up(
+        "ALTER TABLE runs ADD COLUMN peak_memory_bytes INTEGER;
+         ALTER TABLE runs ADD COLUMN spilled_bytes INTEGER;
+         ALTER TABLE runs ADD COLUMN queue_ms INTEGER;
+         ALTER TABLE runs ADD COLUMN note TEXT;",
+    ),
 ];
 
 /// The schema version this Tarn writes.

@@ -60,7 +60,7 @@ pub(crate) fn end(
     let complete = write.map(|w| w.lineage.complete);
     let count = |n: Option<u64>| n.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
     tx.execute(
-        "UPDATE runs SET state = ?2, ended_at = ?3, rows_out = ?4, error = ?5, lineage_complete = coalesce(?6, lineage_complete), bytes_out = ?7, rows_in = ?8, bytes_in = ?9 WHERE id = ?1 AND state = 'RUNNING'",
+        "UPDATE runs SET state = ?2, ended_at = ?3, rows_out = ?4, error = ?5, lineage_complete = coalesce(?6, lineage_complete), bytes_out = ?7, rows_in = ?8, bytes_in = ?9, peak_memory_bytes = ?10, spilled_bytes = ?11, queue_ms = ?12, note = ?13 WHERE id = ?1 AND state = 'RUNNING'",
         params![
             id,
             end.state.as_str(),
@@ -70,7 +70,11 @@ pub(crate) fn end(
             complete,
             count(end.bytes_out),
             count(end.rows_in),
-            count(end.bytes_in)
+            count(end.bytes_in),
+            count(end.usage.as_ref().map(|u| u.peak_memory)),
+            count(end.usage.as_ref().map(|u| u.spilled_bytes)),
+            count(end.usage.as_ref().map(|u| u.queued.as_millis() as u64)),
+            end.usage.as_ref().and_then(|u| u.note.clone()),
         ],
     )?;
     if let Some(write) = write.filter(|_| end.state == RunState::Complete) {

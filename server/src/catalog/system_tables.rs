@@ -79,7 +79,8 @@ pub(super) const TABLES: &[SystemTableDef] = &[
         name: "runs",
         sql: "SELECT id, sql_text, principal, kind, state, started_at, ended_at, rows_out, bytes_out, \
               rows_in, bytes_in, lineage_complete, error, \
-              (SELECT group_concat(table_name, ',') FROM run_inputs i WHERE i.run_id = r.id) \
+              (SELECT group_concat(table_name, ',') FROM run_inputs i WHERE i.run_id = r.id), \
+              peak_memory_bytes, spilled_bytes, queue_ms, note \
               FROM runs r ORDER BY started_at, id",
         columns: &[
             ("run_id", TEXT),
@@ -96,6 +97,10 @@ pub(super) const TABLES: &[SystemTableDef] = &[
             ("lineage_complete", BOOL),
             ("error", TEXT),
             ("inputs", TEXT),
+            ("peak_memory_bytes", INT),
+            ("spilled_bytes", INT),
+            ("queue_ms", INT),
+            ("note", TEXT),
         ],
     },
     SystemTableDef {

@@ -107,7 +107,9 @@ impl Admission {
         let asked = std::time::Instant::now();
         let admitted = self.admit(query).await;
         if admitted.is_ok() {
-            crate::telemetry::query_admitted(asked.elapsed());
+            let waited = asked.elapsed();
+            crate::telemetry::query_admitted(waited);
+            query.set_queued(waited);
         }
         admitted.map_err(|err| match err {
             EngineError::ResourcesExhausted(why) => {

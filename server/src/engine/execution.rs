@@ -180,6 +180,13 @@ impl Engine {
         // The query's own clock (from submission), else the stream's.
         let clock = live.as_ref().map(|listed| Arc::clone(listed.query()));
         let query = clock.clone();
+        // The query's reservations are counted for system.queries and its run.
+        let task_ctx = match &query {
+            Some(query) => {
+                memory::counted(&task_ctx, Arc::clone(query.memory())).unwrap_or(task_ctx)
+            }
+            None => task_ctx,
+        };
         let streaming = std::time::Instant::now();
         let slow = self.options.slow_query_threshold;
         let driver = self.cpu.spawn(async move {
@@ -221,6 +228,9 @@ impl Engine {
                                 return (sent, Some(memory::explain(err, task_ctx.memory_pool().as_ref())), false);
                             };
                             tracing::info!("a hash join did not fit in memory ({err}); planning the query again with sort-merge joins");
+                            if let Some(query) = &query {
+                                query.set_note("planned again with sort-merge joins: a hash join did not fit in memory");
+                            }
                             match again.execute(Arc::clone(&task_ctx)).await {
                                 Ok(retried) => {
                                     stream = retried;
@@ -287,6 +297,9 @@ impl Engine {
                 bytes_in,
                 error,
                 abandoned,
+                usage: clock
+                    .as_ref()
+                    .map(|query| query.usage(runs::spilled_bytes(&checked))),
             };
             for run in &runs {
                 run.finish(&end);

@@ -20,6 +20,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use tokio_util::sync::CancellationToken;
 
 use super::error::EngineError;
+use super::memory::QueryMemory;
 
 /// Where a statement is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +115,12 @@ pub struct LiveQuery {
     result: Mutex<Option<String>>,
     /// When it last started to wait for its client to fetch it.
     waiting_since: Mutex<Option<Instant>>,
+    /// What it holds of the memory pool.
+    memory: Arc<QueryMemory>,
+    /// How long it waited for a slot, in microseconds.
+    queued_us: AtomicU64,
+    /// What the server did beyond its plan.
+    note: Mutex<Option<String>>,
 }
 
 /// What `system.queries` shows of one query.
@@ -137,6 +144,14 @@ pub struct QuerySnapshot {
     pub bytes_scanned: Option<u64>,
     /// Rows sent to the client so far.
     pub rows_sent: u64,
+    /// Bytes of the memory pool it holds now.
+    pub memory_reserved: u64,
+    /// The most it has held at once.
+    pub peak_memory: u64,
+    /// Bytes its operators spilled so far.
+    pub spilled_bytes: Option<u64>,
+    /// The share of its input read (see [`LiveQuery::progress`]).
+    pub progress: f64,
 }
 
 impl LiveQuery {
@@ -250,6 +265,32 @@ impl LiveQuery {
         (fraction, self.state() == QueryState::Streaming)
     }
 
+    /// What it holds of the memory pool.
+    pub(crate) fn memory(&self) -> &Arc<QueryMemory> {
+        &self.memory
+    }
+
+    /// Records how long it waited for its slot.
+    pub(crate) fn set_queued(&self, waited: Duration) {
+        self.queued_us
+            .store(waited.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Notes what the server did beyond its plan (kept in its run).
+    pub(crate) fn set_note(&self, note: &str) {
+        *lock(&self.note) = Some(note.to_string());
+    }
+
+    /// What its execution used, as its run records it.
+    pub(crate) fn usage(&self, spilled_bytes: Option<u64>) -> crate::catalog::RunUsage {
+        crate::catalog::RunUsage {
+            peak_memory: self.memory.peak() as u64,
+            spilled_bytes: spilled_bytes.unwrap_or(0),
+            queued: Duration::from_micros(self.queued_us.load(Ordering::Relaxed)),
+            note: lock(&self.note).clone(),
+        }
+    }
+
     /// The schema of its result, once planned.
     pub(crate) fn schema(&self) -> Option<arrow::datatypes::SchemaRef> {
         lock(&self.plans).first().map(|plan| plan.schema())
@@ -268,6 +309,10 @@ impl LiveQuery {
             rows_scanned,
             bytes_scanned,
             rows_sent: self.rows_sent.load(Ordering::Relaxed),
+            memory_reserved: self.memory.reserved() as u64,
+            peak_memory: self.memory.peak() as u64,
+            spilled_bytes: super::runs::spilled_bytes(&plans),
+            progress: self.progress().0,
         }
     }
 }
@@ -356,6 +401,9 @@ impl LiveQueries {
             plans: Mutex::new(Vec::new()),
             result: Mutex::new(None),
             waiting_since: Mutex::new(None),
+            memory: Arc::default(),
+            queued_us: AtomicU64::new(0),
+            note: Mutex::new(None),
         });
         lock(&self.listed.queries).insert(query.id.clone(), Arc::clone(&query));
         Registration {

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::memory::MemTable;
@@ -37,6 +37,10 @@ impl LiveQueriesTable {
             int("rows_scanned"),
             int("bytes_scanned"),
             int("rows_sent"),
+            int("memory_reserved"),
+            int("peak_memory"),
+            int("spilled_bytes"),
+            Field::new("progress", DataType::Float64, true),
         ]));
         Self { live, schema }
     }
@@ -61,6 +65,12 @@ impl LiveQueriesTable {
             int(&|q| q.rows_scanned),
             int(&|q| q.bytes_scanned),
             int(&|q| Some(q.rows_sent)),
+            int(&|q| Some(q.memory_reserved)),
+            int(&|q| Some(q.peak_memory)),
+            int(&|q| q.spilled_bytes),
+            Arc::new(Float64Array::from_iter_values(
+                queries.iter().map(|q| q.progress),
+            )),
         ];
         Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
     }

@@ -13,11 +13,13 @@
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use datafusion::error::DataFusionError;
+use datafusion::execution::TaskContext;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{
-    FairSpillPool, MemoryLimit, MemoryPool, TrackConsumersPool,
+    FairSpillPool, MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation, TrackConsumersPool,
 };
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 
@@ -85,6 +87,123 @@ pub(crate) fn configure(builder: RuntimeEnvBuilder, options: &MemoryOptions) -> 
     builder
         .with_memory_pool(pool)
         .with_disk_manager_builder(disk)
+}
+
+/// What one query holds of the pool now, and the most it has held.
+#[derive(Debug, Default)]
+pub(crate) struct QueryMemory {
+    reserved: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl QueryMemory {
+    /// Bytes reserved now.
+    pub(crate) fn reserved(&self) -> usize {
+        self.reserved.load(Ordering::Relaxed)
+    }
+
+    /// The most bytes reserved at once.
+    pub(crate) fn peak(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
+    }
+
+    fn grew(&self, bytes: usize) {
+        let now = self.reserved.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+    }
+
+    fn shrank(&self, bytes: usize) {
+        // Saturating: a reservation made before the query's pool was in
+        // place may be given back through it.
+        let _ = self
+            .reserved
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
+                Some(now.saturating_sub(bytes))
+            });
+    }
+}
+
+/// The server's pool as one query sees it: every reservation goes to the
+/// shared pool (its limit and fairness hold), and is counted for the query.
+#[derive(Debug)]
+struct QueryPool {
+    shared: Arc<dyn MemoryPool>,
+    usage: Arc<QueryMemory>,
+}
+
+impl std::fmt::Display for QueryPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The shared pool's own account (its limit, its top consumers).
+        self.shared.fmt(f)
+    }
+}
+
+impl MemoryPool for QueryPool {
+    fn name(&self) -> &str {
+        self.shared.name()
+    }
+
+    fn register(&self, consumer: &MemoryConsumer) {
+        self.shared.register(consumer);
+    }
+
+    fn unregister(&self, consumer: &MemoryConsumer) {
+        self.shared.unregister(consumer);
+    }
+
+    fn grow(&self, reservation: &MemoryReservation, additional: usize) {
+        self.shared.grow(reservation, additional);
+        self.usage.grew(additional);
+    }
+
+    fn shrink(&self, reservation: &MemoryReservation, shrink: usize) {
+        self.shared.shrink(reservation, shrink);
+        self.usage.shrank(shrink);
+    }
+
+    fn try_grow(
+        &self,
+        reservation: &MemoryReservation,
+        additional: usize,
+    ) -> datafusion::error::Result<()> {
+        self.shared.try_grow(reservation, additional)?;
+        self.usage.grew(additional);
+        Ok(())
+    }
+
+    fn reserved(&self) -> usize {
+        self.shared.reserved()
+    }
+
+    fn memory_limit(&self) -> MemoryLimit {
+        self.shared.memory_limit()
+    }
+}
+
+/// `task_ctx` with its reservations counted in `usage` (the same pool, the
+/// same caches, the same spill folder).
+pub(crate) fn counted(
+    task_ctx: &TaskContext,
+    usage: Arc<QueryMemory>,
+) -> datafusion::error::Result<Arc<TaskContext>> {
+    let runtime = task_ctx.runtime_env();
+    let pool: Arc<dyn MemoryPool> = Arc::new(QueryPool {
+        shared: Arc::clone(&runtime.memory_pool),
+        usage,
+    });
+    let runtime = RuntimeEnvBuilder::from_runtime_env(&runtime)
+        .with_memory_pool(pool)
+        .build_arc()?;
+    Ok(Arc::new(TaskContext::new(
+        task_ctx.task_id(),
+        task_ctx.session_id(),
+        task_ctx.session_config().clone(),
+        task_ctx.scalar_functions().clone(),
+        task_ctx.higher_order_functions().clone(),
+        task_ctx.aggregate_functions().clone(),
+        task_ctx.window_functions().clone(),
+        runtime,
+    )))
 }
 
 /// A query that needed more memory than the pool has.

@@ -271,6 +271,7 @@ impl Run {
             rows_in: written.and_then(|w| w.rows_in),
             bytes_in: written.and_then(|w| w.bytes_in),
             error,
+            usage: None,
         };
         catalog
             .end_run(self.id.clone(), end, self.write.clone())
@@ -308,6 +309,7 @@ pub(crate) struct StreamEnd {
     pub(crate) bytes_in: Option<u64>,
     pub(crate) error: Option<String>,
     pub(crate) abandoned: bool,
+    pub(crate) usage: Option<crate::catalog::RunUsage>,
 }
 
 impl StreamingRun {
@@ -334,6 +336,7 @@ impl StreamingRun {
             rows_in: end.rows_in,
             bytes_in: end.bytes_in,
             error: end.error.clone(),
+            usage: end.usage.clone(),
         });
     }
 
@@ -348,6 +351,7 @@ impl StreamingRun {
             rows_in: None,
             bytes_in: None,
             error: Some(reason.to_string()),
+            usage: None,
         });
     }
 
@@ -387,6 +391,25 @@ pub(crate) fn input_metrics(
         walk(plan, &mut rows, &mut bytes);
     }
     (rows, bytes)
+}
+
+/// Bytes the operators of `plans` spilled to disk (`None` when none can).
+pub(crate) fn spilled_bytes(
+    plans: &[Arc<dyn datafusion::physical_plan::ExecutionPlan>],
+) -> Option<u64> {
+    fn walk(plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>, bytes: &mut Option<u64>) {
+        if let Some(spilled) = plan.metrics().and_then(|metrics| metrics.spilled_bytes()) {
+            *bytes = Some(bytes.unwrap_or(0) + spilled as u64);
+        }
+        for child in plan.children() {
+            walk(child, bytes);
+        }
+    }
+    let mut bytes = None;
+    for plan in plans {
+        walk(plan, &mut bytes);
+    }
+    bytes
 }
 
 /// The rows the scans of `plans` will read, as their statistics promise
