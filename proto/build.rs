@@ -2,7 +2,11 @@
 //! (pure Rust): no system protoc.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["tarn/v1/handles.proto", "arrow/flight/session.proto"];
+    let protos = [
+        "tarn/v1/handles.proto",
+        "tarn/v1/progress.proto",
+        "arrow/flight/session.proto",
+    ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

@@ -25,6 +25,8 @@
 //! # Ok(()) }
 //! ```
 
+mod poll;
+
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -38,6 +40,8 @@ use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTables, SqlInfo};
 use futures::{Stream, StreamExt, TryStreamExt};
 use tonic::transport::{Channel, Endpoint};
+
+pub use poll::{Polled, QueryProgress};
 
 /// HTTP/2 flow-control window per stream, bytes.
 const HTTP2_STREAM_WINDOW: u32 = 8 * 1024 * 1024;

@@ -2,7 +2,9 @@
 //!
 //! Flight SQL defines the envelope (`TicketStatementQuery`, prepared
 //! statement handles); these messages define what Tarn puts inside it. They
-//! are opaque to clients: a client only hands back the bytes it was given.
+//! are opaque to clients: a client only hands back the bytes it was given,
+//! except `QueryProgress`, which a client may read to show a query's
+//! progress.
 
 /// Version 1 of Tarn's messages (`package tarn.v1`).
 pub mod v1 {

@@ -3,6 +3,7 @@
 mod identities;
 mod lineage;
 mod output;
+mod progress;
 mod split;
 mod sql;
 

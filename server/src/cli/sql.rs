@@ -14,7 +14,7 @@ use rustyline::error::ReadlineError;
 use tarn_client::{Client, TableFilter};
 
 use super::output::{OutputFormat, emit};
-use super::{fail, split};
+use super::{fail, progress, split};
 
 /// `tarn sql`
 #[derive(Debug, Args)]
@@ -100,15 +100,24 @@ impl Shell<'_> {
             return self.meta(meta).await;
         }
         let started = Instant::now();
-        let result = self.client.query(input).await.map_err(|e| e.to_string())?;
-        let returns_rows = !result.schema().fields().is_empty();
-        let rows = emit(
-            result,
+        // The bar is for a person watching a table; never in CSV/JSON,
+        // files or pipes.
+        let show_bar = self.args.format == OutputFormat::Table
+            && self.args.output.is_none()
+            && std::io::stdout().is_terminal()
+            && std::io::stderr().is_terminal();
+        let (format, output, max_rows) = (
             self.args.format,
             self.args.output.as_deref(),
             self.args.max_rows,
-        )
-        .await?;
+        );
+        let (returns_rows, rows) =
+            progress::run(self.client, input, show_bar, |result| async move {
+                let returns_rows = !result.schema().fields().is_empty();
+                let rows = emit(result, format, output, max_rows).await?;
+                Ok((returns_rows, rows))
+            })
+            .await?;
         if !self.args.quiet {
             let elapsed = started.elapsed().as_secs_f64();
             let what = if returns_rows {

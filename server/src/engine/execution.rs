@@ -273,7 +273,7 @@ impl Engine {
                 Ok(outcome) => outcome,
                 Err(e) => (0, Some(DataFusionError::ExecutionJoin(Box::new(e))), false),
             };
-            let abandoned = abandoned || stopped_by_shutdown(failure.as_ref());
+            let abandoned = abandoned || stopped_on_purpose(failure.as_ref());
             let outcome = outcome_of(failure.as_ref(), abandoned);
             let took = clock
                 .as_ref()
@@ -400,10 +400,12 @@ fn described(failure: &DataFusionError) -> String {
     }
 }
 
-/// Whether a stream ended because the server stopped it while shutting down.
-fn stopped_by_shutdown(failure: Option<&DataFusionError>) -> bool {
+/// Whether a stream was stopped on purpose (cancelled, or the server shut
+/// down), not failed: its run ends ABORT, with the reason. A timeout is a
+/// failure of the statement.
+fn stopped_on_purpose(failure: Option<&DataFusionError>) -> bool {
     matches!(failure, Some(DataFusionError::External(why))
-        if matches!(why.downcast_ref::<Interruption>(), Some(Interruption::ShuttingDown(_))))
+        if matches!(why.downcast_ref::<Interruption>(), Some(Interruption::Cancelled(_) | Interruption::ShuttingDown(_))))
 }
 
 /// Waits until `query` is interrupted (forever without one).

@@ -291,6 +291,13 @@ impl LiveQuery {
         }
     }
 
+    /// Rows and bytes its scans have read so far.
+    pub(crate) fn scanned(&self) -> (u64, u64) {
+        let plans = lock(&self.plans).clone();
+        let (rows, bytes) = super::runs::input_metrics(&plans);
+        (rows.unwrap_or(0), bytes.unwrap_or(0))
+    }
+
     /// The schema of its result, once planned.
     pub(crate) fn schema(&self) -> Option<arrow::datatypes::SchemaRef> {
         lock(&self.plans).first().map(|plan| plan.schema())

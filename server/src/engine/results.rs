@@ -196,6 +196,14 @@ pub struct Progress {
     pub ready: bool,
     /// The schema of its result.
     pub schema: SchemaRef,
+    /// The query's id, while it is live.
+    pub query_id: Option<String>,
+    /// Rows its scans have read so far.
+    pub rows_scanned: u64,
+    /// Bytes it has read from files so far.
+    pub bytes_scanned: u64,
+    /// How long since it was submitted.
+    pub elapsed: Duration,
 }
 
 impl Engine {
@@ -278,10 +286,15 @@ impl Engine {
                 let schema = parked
                     .or_else(|| query.schema())
                     .ok_or_else(|| self.result_not_found())?;
+                let (rows_scanned, bytes_scanned) = query.scanned();
                 Ok(Progress {
                     fraction,
                     ready,
                     schema,
+                    query_id: Some(query.id().to_string()),
+                    rows_scanned,
+                    bytes_scanned,
+                    elapsed: query.elapsed(),
                 })
             }
             // Parked, and its execution has ended.
@@ -289,6 +302,10 @@ impl Engine {
                 fraction: 1.0,
                 ready: true,
                 schema,
+                query_id: None,
+                rows_scanned: 0,
+                bytes_scanned: 0,
+                elapsed: Duration::ZERO,
             }),
             (None, None) => Err(self.result_not_found()),
         }
@@ -305,20 +322,21 @@ impl Engine {
     /// Drops a parked query, ending its run (ABORT). Returns whether it was
     /// still pending.
     pub fn cancel(&self, id: &ResultId, principal: &Principal) -> bool {
+        // Executing (streamed, or started by a poll): stop it, with the reason.
+        let live = self
+            .live
+            .answered_by(&result_key(id))
+            .filter(|query| query.user() == principal.name());
+        if let Some(query) = &live {
+            query.interrupt(live::Interruption::Cancelled(
+                "the query was cancelled by its client (CancelFlightInfo)".into(),
+            ));
+        }
         if let Some(result) = self.results.take(id, principal.name()) {
             result.abandon("the client cancelled the result before fetching it");
             return true;
         }
-        // Being streamed: stop it.
-        match self.live.answered_by(&result_key(id)) {
-            Some(query) if query.user() == principal.name() => {
-                query.interrupt(live::Interruption::Cancelled(
-                    "the query was cancelled by its client (CancelFlightInfo)".into(),
-                ));
-                true
-            }
-            _ => false,
-        }
+        live.is_some()
     }
 }
 

@@ -328,6 +328,13 @@ impl FlightSqlEndpoint {
 /// A poll's answer: the result's `info`, and until it is ready to fetch,
 /// the descriptor to poll again with.
 fn poll_info(info: FlightInfo, again: FlightDescriptor, progress: &Progress) -> PollInfo {
+    let detail = tarn_proto::v1::QueryProgress {
+        query_id: progress.query_id.clone().unwrap_or_default(),
+        rows_scanned: progress.rows_scanned,
+        bytes_scanned: progress.bytes_scanned,
+        elapsed_ms: progress.elapsed.as_millis() as u64,
+    };
+    let info = info.with_app_metadata(detail.encode_to_vec());
     PollInfo {
         expiration_time: info.endpoint.first().and_then(|e| e.expiration_time),
         info: Some(info),
