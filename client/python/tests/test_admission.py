@@ -86,3 +86,21 @@ def test_a_query_that_waits_past_the_queue_timeout_gives_up(lake, tmp_path):
             assert run(conn, "SELECT count(*) AS n FROM orders").column(0)[0].as_py() > 0
     finally:
         server.stop()
+
+
+def test_a_statement_timeout_that_passes_in_the_queue_is_deadline_exceeded(lake):
+    server = RunningServer(lake, extra_args=["--max-running-queries", "1"])
+    try:
+        with tarn.connect(server.uri) as conn, tarn.connect(server.uri) as waiting:
+            outcome = {}
+            endless = start(server.uri, ENDLESS, outcome, "endless")
+            assert wait_for(lambda: live(conn, "state = 'running'")), live(conn)
+            run(waiting, "SET tarn.statement_timeout = '1s'")
+            with pytest.raises(tarn.Error) as err:
+                run(waiting, "SELECT sum(o_totalprice) AS n FROM orders")
+            assert "DEADLINE_EXCEEDED" in str(err.value) or "DeadlineExceeded" in str(err.value), err.value
+            assert "statement timeout" in str(err.value), err.value
+            run(conn, f"CANCEL QUERY '{live(conn, chr(39).join(['state = ', 'running', '']))[0]['query_id']}'")
+            endless.join(timeout=30)
+    finally:
+        server.stop()

@@ -111,6 +111,11 @@ impl Admission {
             crate::telemetry::query_admitted(waited);
             query.set_queued(waited);
         }
+        // Stopped while it waited (its timeout, a cancel, the shutdown):
+        // the stream ends as the interruption, not as a refusal.
+        if let (Err(_), Some(why)) = (&admitted, query.interruption()) {
+            return Err(datafusion::error::DataFusionError::External(Box::new(why)));
+        }
         admitted.map_err(|err| match err {
             EngineError::ResourcesExhausted(why) => {
                 datafusion::error::DataFusionError::External(Box::new(Refusal(why)))
