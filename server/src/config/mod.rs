@@ -336,18 +336,18 @@ pub fn resolve(file: ConfigFile, overrides: Overrides) -> ServeConfig {
                     .or(file.engine.spill_limit.map(|size| size.as_u64()))
                     .unwrap_or(engine_defaults.memory.spill_limit),
             },
-            statement_timeout: overrides
-                .statement_timeout
-                .or(file.engine.statement_timeout)
-                .map_or(engine_defaults.statement_timeout, |limit| {
-                    (!limit.is_zero()).then_some(limit)
-                }),
-            slow_query_threshold: overrides
-                .slow_query_threshold
-                .or(file.engine.slow_query_threshold)
-                .map_or(engine_defaults.slow_query_threshold, |limit| {
-                    (!limit.is_zero()).then_some(limit)
-                }),
+            statement_timeout: zero_is_off(
+                overrides
+                    .statement_timeout
+                    .or(file.engine.statement_timeout),
+                engine_defaults.statement_timeout,
+            ),
+            slow_query_threshold: zero_is_off(
+                overrides
+                    .slow_query_threshold
+                    .or(file.engine.slow_query_threshold),
+                engine_defaults.slow_query_threshold,
+            ),
             sessions: crate::engine::SessionLimits {
                 idle_timeout: file
                     .engine
@@ -433,6 +433,11 @@ pub fn resolve(file: ConfigFile, overrides: Overrides) -> ServeConfig {
                 .unwrap_or(flight_defaults.max_flight_data_size),
         },
     }
+}
+
+/// A duration that was given (where "0" turns the limit off), else `default`.
+fn zero_is_off(given: Option<Duration>, default: Option<Duration>) -> Option<Duration> {
+    given.map_or(default, |limit| (!limit.is_zero()).then_some(limit))
 }
 
 fn resolve_auth(file: &AuthSection, enabled: Option<bool>) -> AuthOptions {

@@ -111,6 +111,8 @@ pub struct LiveQuery {
     interruption: Mutex<Option<Interruption>>,
     /// The physical plans, once planned: their metrics say what was scanned.
     plans: Mutex<Vec<Arc<dyn ExecutionPlan>>>,
+    /// The rows their scans' statistics promise (what progress is of).
+    expected_rows: Mutex<Option<u64>>,
     /// The parked result that answers it (what `CancelFlightInfo` names).
     result: Mutex<Option<String>>,
     /// When it last started to wait for its client to fetch it.
@@ -121,6 +123,15 @@ pub struct LiveQuery {
     queued_us: AtomicU64,
     /// What the server did beyond its plan.
     note: Mutex<Option<String>>,
+}
+
+/// What a query has read so far, as a poll reports it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Scanned {
+    pub(crate) rows: u64,
+    pub(crate) bytes: u64,
+    pub(crate) fraction: f64,
+    pub(crate) ready: bool,
 }
 
 /// What `system.queries` shows of one query.
@@ -203,6 +214,7 @@ impl LiveQuery {
 
     /// Keeps the plans whose metrics say what the query scanned.
     pub(crate) fn set_plans(&self, plans: &[Arc<dyn ExecutionPlan>]) {
+        *lock(&self.expected_rows) = super::runs::expected_input_rows(plans);
         *lock(&self.plans) = plans.to_vec();
     }
 
@@ -251,18 +263,27 @@ impl LiveQuery {
         }
     }
 
-    /// The share of its input read so far (0 to 1, from the row counts its
-    /// scans' statistics promise), and whether its first batches are ready.
-    pub(crate) fn progress(&self) -> (f64, bool) {
+    /// What it has read so far, the share of its input that is (0 to 1,
+    /// of the rows its scans' statistics promise), and whether its first
+    /// batches are ready.
+    pub(crate) fn progress(&self) -> Scanned {
         let plans = lock(&self.plans).clone();
-        let (scanned, _) = super::runs::input_metrics(&plans);
-        let fraction = match (scanned, super::runs::expected_input_rows(&plans)) {
+        let (rows, bytes) = super::runs::input_metrics(&plans);
+        Scanned {
+            rows: rows.unwrap_or(0),
+            bytes: bytes.unwrap_or(0),
+            fraction: self.fraction(rows),
+            ready: self.state() == QueryState::Streaming,
+        }
+    }
+
+    fn fraction(&self, scanned: Option<u64>) -> f64 {
+        match (scanned, *lock(&self.expected_rows)) {
             (Some(scanned), Some(expected)) if expected > 0 => {
                 (scanned as f64 / expected as f64).min(1.0)
             }
             _ => 0.0,
-        };
-        (fraction, self.state() == QueryState::Streaming)
+        }
     }
 
     /// What it holds of the memory pool.
@@ -291,13 +312,6 @@ impl LiveQuery {
         }
     }
 
-    /// Rows and bytes its scans have read so far.
-    pub(crate) fn scanned(&self) -> (u64, u64) {
-        let plans = lock(&self.plans).clone();
-        let (rows, bytes) = super::runs::input_metrics(&plans);
-        (rows.unwrap_or(0), bytes.unwrap_or(0))
-    }
-
     /// The schema of its result, once planned.
     pub(crate) fn schema(&self) -> Option<arrow::datatypes::SchemaRef> {
         lock(&self.plans).first().map(|plan| plan.schema())
@@ -319,7 +333,7 @@ impl LiveQuery {
             memory_reserved: self.memory.reserved() as u64,
             peak_memory: self.memory.peak() as u64,
             spilled_bytes: super::runs::spilled_bytes(&plans),
-            progress: self.progress().0,
+            progress: self.fraction(rows_scanned),
         }
     }
 }
@@ -406,6 +420,7 @@ impl LiveQueries {
             cancel: CancellationToken::new(),
             interruption: Mutex::new(None),
             plans: Mutex::new(Vec::new()),
+            expected_rows: Mutex::new(None),
             result: Mutex::new(None),
             waiting_since: Mutex::new(None),
             memory: Arc::default(),

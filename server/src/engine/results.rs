@@ -282,18 +282,17 @@ impl Engine {
         let parked = self.results.schema(id, principal.name());
         match (live, parked) {
             (Some(query), parked) => {
-                let (fraction, ready) = query.progress();
+                let scanned = query.progress();
                 let schema = parked
                     .or_else(|| query.schema())
                     .ok_or_else(|| self.result_not_found())?;
-                let (rows_scanned, bytes_scanned) = query.scanned();
                 Ok(Progress {
-                    fraction,
-                    ready,
+                    fraction: scanned.fraction,
+                    ready: scanned.ready,
                     schema,
                     query_id: Some(query.id().to_string()),
-                    rows_scanned,
-                    bytes_scanned,
+                    rows_scanned: scanned.rows,
+                    bytes_scanned: scanned.bytes,
                     elapsed: query.elapsed(),
                 })
             }
