@@ -18,6 +18,10 @@ use serde_json::json;
 use tarn::engine::{Engine, EngineOptions};
 use tarn_client::Client;
 
+/// The allocator the `tarn` binary uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Benchmarks a running `tarn serve` against in-process DataFusion.
 #[derive(Debug, Parser)]
 struct Args {

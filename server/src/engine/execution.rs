@@ -140,7 +140,7 @@ impl Engine {
         let task_ctx = session.context().task_ctx();
         let checked = Arc::clone(&plan);
         let outcome = self
-            .cpu
+            .scans
             .spawn_owned(async move { datafusion::physical_plan::collect(plan, task_ctx).await })
             .await;
         let err = match outcome {
@@ -189,10 +189,13 @@ impl Engine {
         };
         let streaming = std::time::Instant::now();
         let slow = self.options.slow_query_threshold;
-        let driver = self.cpu.spawn(async move {
-            // Work that reads files waits for a slot; the rest never queues.
+        // Work that reads files waits for a slot and runs on the scan
+        // runtime; the rest never queues.
+        let scans = plans.iter().any(reads_files);
+        let executor = if scans { &self.scans } else { &self.cpu };
+        let driver = executor.spawn(async move {
             let _slot = match &query {
-                Some(query) if plans.iter().any(reads_files) => match admission.admit_stream(query).await {
+                Some(query) if scans => match admission.admit_stream(query).await {
                     Ok(slot) => Some(slot),
                     Err(err) => return (0, Some(err), false),
                 },

@@ -83,7 +83,7 @@ pub use wire::WireTypes;
 use crate::auth::Authenticator;
 use crate::catalog::{CatalogStore, GrantStore};
 use crate::identity::Principal;
-use crate::runtime::CpuRuntime;
+use crate::runtime::{CpuRuntime, Priority};
 use prepared::PreparedStatements;
 use results::ResultStore;
 use session::Sessions;
@@ -207,7 +207,11 @@ impl PlannedQuery {
 /// The SQL engine shared by every connection.
 pub struct Engine {
     ctx: SessionContext,
+    /// Plans statements, runs side effects and answers what reads no files.
     cpu: CpuRuntime,
+    /// Executes what reads files, at background priority so that `cpu`'s
+    /// small work is never stuck behind it.
+    scans: CpuRuntime,
     results: ResultStore,
     prepared: PreparedStatements,
     sessions: Sessions,
@@ -301,10 +305,15 @@ impl Engine {
         for mask in masks::mask_functions(privileges.salt()) {
             ctx.register_udf(mask);
         }
-        let cpu = CpuRuntime::new(cpu_threads)
-            .map_err(|e| EngineError::Internal(format!("cannot start the query runtime: {e}")))?;
+        let start = |name, priority| {
+            CpuRuntime::new(name, cpu_threads, priority)
+                .map_err(|e| EngineError::Internal(format!("cannot start the query runtime: {e}")))
+        };
+        let cpu = start("tarn-cpu", Priority::Normal)?;
+        let scans = start("tarn-scan", Priority::Background)?;
         Ok(Self {
             cpu,
+            scans,
             results: ResultStore::new(options.result_ttl),
             live: live::LiveQueries::default(),
             admission: admission::Admission::new(options.admission, cores),
