@@ -30,7 +30,7 @@ LAYERS = [
     ["lake"],
     ["delta", "lineage"],
     ["footers", "storage", "demo", "runtime", "sql_text", "names", "identity"],
-    ["telemetry"],
+    ["telemetry", "traces"],
     ["lib"],
 ]
 

@@ -22,6 +22,7 @@ pub mod server;
 pub mod sql_text;
 pub mod storage;
 pub mod telemetry;
+pub mod traces;
 
 pub use config::ServeConfig;
 pub use server::Server;

@@ -52,6 +52,15 @@ impl Authenticator {
         Ok(())
     }
 
+    /// Whether a user (`role` false) or a role of that name exists.
+    pub async fn exists(&self, name: &str, role: bool) -> Result<bool, AuthError> {
+        let name = name.to_string();
+        Ok(match role {
+            true => self.identities.role_exists(name).await?,
+            false => self.identities.user(name).await?.is_some(),
+        })
+    }
+
     /// Creates a user with a password.
     pub async fn create_user(
         &self,

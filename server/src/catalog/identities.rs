@@ -104,6 +104,8 @@ pub trait IdentityStore: Send + Sync + std::fmt::Debug {
     async fn revoke_token(&self, name: String) -> CatalogResult<IdentityChange>;
     /// The live token whose secret hashes to `hash`.
     async fn token(&self, hash: String) -> CatalogResult<Option<TokenRecord>>;
+    /// Whether a role of that name exists.
+    async fn role_exists(&self, name: String) -> CatalogResult<bool>;
 }
 
 #[async_trait::async_trait]
@@ -165,6 +167,10 @@ impl IdentityStore for SqliteCatalog {
 
     async fn token(&self, hash: String) -> CatalogResult<Option<TokenRecord>> {
         self.call(move |c| token(c, &hash)).await
+    }
+
+    async fn role_exists(&self, name: String) -> CatalogResult<bool> {
+        self.call(move |c| role_exists(c, &name)).await
     }
 }
 

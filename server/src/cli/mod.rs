@@ -132,6 +132,9 @@ pub struct ServeArgs {
     /// On SIGTERM or SIGINT, how long running queries may finish, e.g. 30s, 2m: new calls get UNAVAILABLE at once, queries still running at the end are cancelled (UNAVAILABLE), then the catalog is flushed and the server exits 0; a second signal stops at once [default: 30s]
     #[arg(long, env = "TARN_SHUTDOWN_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Option<Duration>,
+    /// Export OpenTelemetry traces over OTLP/gRPC to this collector, e.g. http://127.0.0.1:4317: a span per Flight RPC and per query phase (plan, admit, execute), service name tarn [default: off]
+    #[arg(long, env = "TARN_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
     /// Log filter, e.g. info, debug, tarn=debug, warn,tarn::server=debug [default: warn,tarn=info: Tarn at INFO, its libraries at WARN]
     #[arg(long, env = "TARN_LOG", value_name = "FILTER", default_value = DEFAULT_LOG)]
     pub log: String,
@@ -187,9 +190,6 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    if let Err(e) = init_logging(&args.log, args.log_format) {
-        return fail(&e);
-    }
     let file = match &args.config {
         Some(path) => match ConfigFile::load(path) {
             Ok(file) => file,
@@ -228,8 +228,14 @@ fn serve(args: ServeArgs) -> ExitCode {
         tls_client_ca: args.tls_client_ca,
         http_bind: args.http_bind,
         shutdown_timeout: args.shutdown_timeout,
+        otlp_endpoint: args.otlp_endpoint,
     };
     let config = config::resolve(file, overrides);
+    // Flushed when it is dropped, after the server has stopped.
+    let _traces = match init_logging(&args.log, args.log_format, config.otlp_endpoint.as_deref()) {
+        Ok(traces) => traces,
+        Err(e) => return fail(&e),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .thread_name("tarn-io")
         .enable_all()
@@ -305,7 +311,16 @@ async fn stop_signal() -> &'static str {
     }
 }
 
-fn init_logging(filter: &str, format: LogFormat) -> Result<(), String> {
+/// Logs to stderr, filtered by `filter`; with `otlp`, also exports every
+/// `tarn` span there, whatever the log filter.
+fn init_logging(
+    filter: &str,
+    format: LogFormat,
+    otlp: Option<&str>,
+) -> Result<Option<crate::traces::Traces>, String> {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let parsed = tracing_subscriber::EnvFilter::builder()
         .with_regex(false)
         .parse(filter)
@@ -314,14 +329,24 @@ fn init_logging(filter: &str, format: LogFormat) -> Result<(), String> {
                 "invalid --log filter '{filter}' ({e}); write levels (error, warn, info, debug, trace) for all or per module, e.g. info, tarn=debug, {DEFAULT_LOG}"
             )
         })?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(parsed)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let lines = match format {
+        LogFormat::Text => lines.boxed(),
+        LogFormat::Json => lines.json().flatten_event(true).boxed(),
     };
-    Ok(())
+    let (traces, spans) = match otlp {
+        Some(endpoint) => {
+            let (traces, layer) =
+                crate::traces::Traces::start(endpoint).map_err(|e| e.to_string())?;
+            (Some(traces), Some(layer))
+        }
+        None => (None, None),
+    };
+    let _ = tracing_subscriber::registry()
+        .with(lines.with_filter(parsed))
+        .with(spans)
+        .try_init();
+    Ok(traces)
 }
 
 /// The server a client command talks to, and who the client is.

@@ -93,6 +93,8 @@ pub struct ServerSection {
     /// How long running queries may finish after a stop signal.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Option<Duration>,
+    /// The OTLP/gRPC collector traces go to.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// `[lake]`

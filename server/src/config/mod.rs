@@ -14,6 +14,7 @@
 //! tls_client_ca = "clients.pem" # mTLS: clients must present a certificate signed by this CA
 //! http_bind = "127.0.0.1:9090"  # operators' HTTP listener: /metrics (Prometheus), /healthz, /readyz; off unless set
 //! shutdown_timeout = "30s"     # on SIGTERM/SIGINT, how long running queries may finish before they are cancelled
+//! otlp_endpoint = "http://127.0.0.1:4317"  # OpenTelemetry traces (OTLP/gRPC): a span per RPC and per query phase; off unless set
 //!
 //! [lake]
 //! root = "data"                 # folder whose files and folders become tables
@@ -145,6 +146,8 @@ pub struct ServeConfig {
     /// On a stop signal, how long running queries may finish before the
     /// rest are cancelled.
     pub shutdown_timeout: Duration,
+    /// The OTLP/gRPC collector spans are exported to (`None`: no traces).
+    pub otlp_endpoint: Option<String>,
 }
 
 impl ServeConfig {
@@ -175,6 +178,7 @@ impl ServeConfig {
             tls_client_ca: None,
             http_bind: None,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            otlp_endpoint: None,
         }
     }
 }
@@ -235,6 +239,8 @@ pub struct Overrides {
     pub http_bind: Option<SocketAddr>,
     /// `--shutdown-timeout`
     pub shutdown_timeout: Option<Duration>,
+    /// `--otlp-endpoint`
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Merges defaults, the file and the overrides (which win).
@@ -421,6 +427,10 @@ pub fn resolve(file: ConfigFile, overrides: Overrides) -> ServeConfig {
             .shutdown_timeout
             .or(file.server.shutdown_timeout)
             .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
+        otlp_endpoint: overrides
+            .otlp_endpoint
+            .or(file.server.otlp_endpoint)
+            .filter(|endpoint| !endpoint.is_empty()),
         audit_retention: file.auth.audit_retention.unwrap_or(DEFAULT_AUDIT_RETENTION),
         flight: FlightOptions {
             max_message_size: file

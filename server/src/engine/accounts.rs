@@ -90,6 +90,11 @@ impl Engine {
             IdentityChange::Done => {
                 // Memberships decide what a view's owner may read.
                 self.reload_privileges().await?;
+                match statement {
+                    S::DropUser { name, .. } => self.forget_user_limits(name, false).await?,
+                    S::DropRole { name, .. } => self.forget_user_limits(name, true).await?,
+                    _ => {}
+                }
                 Ok(nothing())
             }
             change => Err(refused(statement, change)),

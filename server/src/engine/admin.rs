@@ -265,7 +265,8 @@ impl AdminStatement {
         let mut c = Cursor::new(crate::sql_text::tokens(sql)?);
         let form = if c.is(0, "CREATE") && c.is(1, "USER") {
             CREATE_USER
-        } else if c.is(0, "ALTER") && c.is(1, "USER") {
+        } else if c.is(0, "ALTER") && c.is(1, "USER") && !(c.is(3, "SET") || c.is(3, "RESET")) {
+            // `ALTER USER name SET|RESET limit` is a limit (`user_limits.rs`).
             ALTER_USER
         } else if c.is(0, "DROP") && c.is(1, "USER") {
             DROP_USER

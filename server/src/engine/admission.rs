@@ -7,7 +7,10 @@
 //! the wait too long. Waiters are served round robin by user, so one user's
 //! fifty queued queries do not starve another user's one. Work that reads
 //! no table (`SELECT 1`, `SHOW`, catalog listings) never waits for a slot.
-//! A slot is given back when the query's stream ends, however it ends.
+//! A user limited by `ALTER USER|ROLE ... SET max_running_queries` waits
+//! once that many of its queries execute, even with slots free; while it
+//! waits, the others' turns pass it by. A slot is given back when the
+//! query's stream ends, however it ends.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -48,11 +51,42 @@ impl Default for AdmissionOptions {
 struct State {
     running: usize,
     queued: usize,
+    /// Queries executing now, by user.
+    running_by_user: HashMap<String, usize>,
     /// Waiters by user, each in arrival order.
     waiting: HashMap<String, VecDeque<(u64, oneshot::Sender<Slot>)>>,
+    /// The running-query cap of each user with waiters, if it has one.
+    caps: HashMap<String, usize>,
     /// Users with waiters, in the order they are served next.
     turns: VecDeque<String>,
     next_ticket: u64,
+}
+
+impl State {
+    /// Whether `user` may start one more query under `cap`.
+    fn under_cap(&self, user: &str, cap: Option<usize>) -> bool {
+        cap.is_none_or(|cap| self.running_by_user.get(user).copied().unwrap_or(0) < cap)
+    }
+
+    /// The first user in turn whose next waiter may start now.
+    fn next_eligible(&self) -> Option<usize> {
+        self.turns
+            .iter()
+            .position(|user| self.under_cap(user, self.caps.get(user).copied()))
+    }
+
+    fn started(&mut self, user: &str) {
+        *self.running_by_user.entry(user.to_string()).or_default() += 1;
+    }
+
+    fn stopped(&mut self, user: &str) {
+        if let Some(count) = self.running_by_user.get_mut(user) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.running_by_user.remove(user);
+            }
+        }
+    }
 }
 
 /// The slots and the queue of one server.
@@ -68,12 +102,13 @@ pub struct Admission {
 #[derive(Debug)]
 pub struct Slot {
     admission: Option<Arc<Admission>>,
+    user: String,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         if let Some(admission) = self.admission.take() {
-            admission.release();
+            admission.release(&self.user);
         }
     }
 }
@@ -132,11 +167,17 @@ impl Admission {
     /// Waits for a slot for `query` (queued meanwhile), unless the queue is
     /// full, the wait passes the queue timeout, or the query is interrupted.
     async fn admit(self: &Arc<Self>, query: &LiveQuery) -> Result<Slot, EngineError> {
+        let user = query.user().to_string();
+        let cap = query.running_cap();
         let (ticket, waiting) = {
             let mut state = self.lock();
-            if state.running < self.max_running && state.queued == 0 {
+            if state.running < self.max_running
+                && state.under_cap(&user, cap)
+                && state.next_eligible().is_none()
+            {
                 state.running += 1;
-                return Ok(self.slot());
+                state.started(&user);
+                return Ok(self.slot(user));
             }
             if state.queued >= self.max_queued {
                 return Err(EngineError::ResourcesExhausted(format!(
@@ -147,14 +188,17 @@ impl Admission {
             let (tx, rx) = oneshot::channel();
             state.next_ticket += 1;
             let ticket = state.next_ticket;
-            let user = query.user().to_string();
             let queue = state.waiting.entry(user.clone()).or_default();
             if queue.is_empty() {
-                state.turns.push_back(user);
+                state.turns.push_back(user.clone());
             }
-            if let Some(queue) = state.waiting.get_mut(query.user()) {
+            if let Some(queue) = state.waiting.get_mut(&user) {
                 queue.push_back((ticket, tx));
             }
+            match cap {
+                Some(cap) => state.caps.insert(user.clone(), cap),
+                None => state.caps.remove(&user),
+            };
             state.queued += 1;
             (ticket, rx)
         };
@@ -163,9 +207,10 @@ impl Admission {
         let outcome = tokio::select! {
             slot = waiting => slot.map_err(|_| EngineError::Internal("the admission queue was dropped".into())),
             () = tokio::time::sleep(timeout) => Err(EngineError::ResourcesExhausted(format!(
-                "the query waited {} for one of the server's {} query slots (engine.max_running_queries) and gave up (engine.queue_timeout); try again when the server is less busy",
+                "the query waited {} for one of the server's {} query slots (engine.max_running_queries){} and gave up (engine.queue_timeout); try again when the server is less busy",
                 humantime::format_duration(timeout),
-                self.max_running
+                self.max_running,
+                cap.map(|cap| format!(" or for one of the {cap} its user may run at once (ALTER USER|ROLE ... SET max_running_queries)")).unwrap_or_default(),
             ))),
             why = query.interrupted() => Err(why.error()),
         };
@@ -177,9 +222,10 @@ impl Admission {
         outcome
     }
 
-    fn slot(self: &Arc<Self>) -> Slot {
+    fn slot(self: &Arc<Self>, user: String) -> Slot {
         Slot {
             admission: Some(Arc::clone(self)),
+            user,
         }
     }
 
@@ -202,42 +248,44 @@ impl Admission {
         state.queued -= removed;
         if empty {
             state.waiting.remove(user);
+            state.caps.remove(user);
             state.turns.retain(|u| u != user);
         }
     }
 
-    /// A slot is free: hand it to the next waiter, users taking turns.
-    fn release(self: &Arc<Self>) {
+    /// `user`'s slot is free: hand it to the next waiter that may start,
+    /// users taking turns.
+    fn release(self: &Arc<Self>, user: &str) {
         let mut state = self.lock();
-        loop {
-            let Some(user) = state.turns.pop_front() else {
-                state.running = state.running.saturating_sub(1);
-                return;
+        state.stopped(user);
+        while let Some(at) = state.next_eligible() {
+            let Some(next_user) = state.turns.remove(at) else {
+                break;
             };
-            let Some(queue) = state.waiting.get_mut(&user) else {
+            let Some(queue) = state.waiting.get_mut(&next_user) else {
                 continue;
             };
             let next = queue.pop_front();
-            let more = !queue.is_empty();
-            if more {
-                state.turns.push_back(user.clone());
+            if queue.is_empty() {
+                state.waiting.remove(&next_user);
+                state.caps.remove(&next_user);
             } else {
-                state.waiting.remove(&user);
+                state.turns.push_back(next_user.clone());
             }
             let Some((_, waiter)) = next else { continue };
             state.queued -= 1;
             // The slot passes to the waiter; `running` stays as it is.
-            let handed = Slot {
-                admission: Some(Arc::clone(self)),
-            };
-            match waiter.send(handed) {
+            state.started(&next_user);
+            match waiter.send(self.slot(next_user.clone())) {
                 Ok(()) => return,
                 Err(mut unclaimed) => {
                     // It gave up just now: its slot must not release again.
                     unclaimed.admission = None;
+                    state.stopped(&next_user);
                 }
             }
         }
+        state.running = state.running.saturating_sub(1);
     }
 }
 
@@ -335,5 +383,36 @@ mod tests {
         let err = admission.admit(&b).await.unwrap_err();
         assert!(err.to_string().contains("queue_timeout"), "{err}");
         assert_eq!(admission.load(), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn a_user_at_its_cap_waits_while_others_run() {
+        let admission = admission(4, 10, Duration::from_secs(10));
+        let live = LiveQueries::default();
+        let capped = |name: &str| {
+            let query = live.register("ann", name, None);
+            query.set_running_cap(Some(1));
+            query
+        };
+        let (first, second) = (capped("a1"), capped("a2"));
+        let held = admission.admit(&first).await.unwrap();
+        let waiting = {
+            let admission = Arc::clone(&admission);
+            let second = Arc::clone(&second);
+            tokio::spawn(async move { admission.admit(&second).await.map(|_slot| ()) })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(second.state(), QueryState::Queued);
+        // Slots are free: another user's query passes the capped one by.
+        let other = live.register("bob", "b", None);
+        let bobs = tokio::time::timeout(Duration::from_secs(1), admission.admit(&other))
+            .await
+            .expect("bob is not held up by ann's cap")
+            .unwrap();
+        assert_eq!(admission.load(), (2, 1));
+        drop(held);
+        waiting.await.unwrap().unwrap();
+        drop(bobs);
+        assert_eq!(admission.load(), (0, 0));
     }
 }

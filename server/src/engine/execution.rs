@@ -14,6 +14,7 @@ use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, execut
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tracing::Instrument;
 
 use super::admin::AdminNode;
 use super::cancel::CancelQueryNode;
@@ -25,6 +26,7 @@ use super::policies::PolicyNode;
 use super::refresh::RefreshTableNode;
 use super::session::Session;
 use super::settings::SystemSettingNode;
+use super::user_limits::LimitNode;
 use super::writes;
 use super::{Engine, PlannedQuery, corruption, memory, query_log, runs, settings};
 use crate::delta::WriteStats;
@@ -42,6 +44,12 @@ impl Engine {
         settings::check_plan(&plan, session.principal())?;
         if let Some(statement) = AdminNode::of(&plan) {
             return Ok((self.run_admin(statement, session.principal()).await?, None));
+        }
+        if let Some(statement) = LimitNode::of(&plan) {
+            return Ok((
+                self.run_user_limit(statement, session.principal()).await?,
+                None,
+            ));
         }
         if let Some(id) = CancelQueryNode::of(&plan) {
             return Ok((self.run_cancel(id, session.principal())?, None));
@@ -193,9 +201,15 @@ impl Engine {
         // runtime; the rest never queues.
         let scans = plans.iter().any(reads_files);
         let executor = if scans { &self.scans } else { &self.cpu };
+        let span = tracing::info_span!(
+            target: "tarn::query",
+            "execute",
+            query.id = clock.as_ref().map(|query| query.id().to_string()),
+        );
         let driver = executor.spawn(async move {
+            let admitting = tracing::info_span!(target: "tarn::query", "admit");
             let _slot = match &query {
-                Some(query) if scans => match admission.admit_stream(query).await {
+                Some(query) if scans => match admission.admit_stream(query).instrument(admitting).await {
                     Ok(slot) => Some(slot),
                     Err(err) => return (0, Some(err), false),
                 },
@@ -264,7 +278,7 @@ impl Engine {
                 }
             }
             (sent, None, false)
-        });
+        }.instrument(span));
         // A failure, even a panic in the driver (a reader crashing on a
         // corrupt file), must end the stream with an error, never look like a
         // complete result.

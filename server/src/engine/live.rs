@@ -11,7 +11,7 @@
 //! before the first batch.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -123,6 +123,9 @@ pub struct LiveQuery {
     queued_us: AtomicU64,
     /// What the server did beyond its plan.
     note: Mutex<Option<String>>,
+    /// How many of its user's queries may execute at once (0: no limit of
+    /// the user's own; the server's slots still apply).
+    running_cap: AtomicUsize,
 }
 
 /// What a query has read so far, as a poll reports it.
@@ -174,6 +177,19 @@ impl LiveQuery {
     /// Who runs it.
     pub fn user(&self) -> &str {
         &self.user
+    }
+
+    /// How many of its user's queries may execute at once, if its user
+    /// (or a role of it) is limited.
+    pub(crate) fn running_cap(&self) -> Option<usize> {
+        match self.running_cap.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(n),
+        }
+    }
+
+    pub(crate) fn set_running_cap(&self, cap: Option<usize>) {
+        self.running_cap.store(cap.unwrap_or(0), Ordering::Relaxed);
     }
 
     /// Moves it to `state`.
@@ -426,6 +442,7 @@ impl LiveQueries {
             memory: Arc::default(),
             queued_us: AtomicU64::new(0),
             note: Mutex::new(None),
+            running_cap: AtomicUsize::new(0),
         });
         lock(&self.listed.queries).insert(query.id.clone(), Arc::clone(&query));
         Registration {

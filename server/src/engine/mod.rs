@@ -32,6 +32,7 @@ mod locations;
 mod masks;
 mod memory;
 mod metadata;
+mod options;
 mod placeholders;
 mod planning;
 mod policies;
@@ -49,6 +50,7 @@ mod statement;
 mod statement_node;
 mod tarn_settings;
 mod time_travel;
+mod user_limits;
 mod visible;
 pub mod wire;
 mod writes;
@@ -89,70 +91,7 @@ use results::ResultStore;
 use session::Sessions;
 
 pub use crate::names::{DEFAULT_CATALOG, DEFAULT_SCHEMA};
-
-/// How the engine plans and executes.
-#[derive(Debug, Clone)]
-pub struct EngineOptions {
-    /// Parallelism of one query (DataFusion `target_partitions`); 0 means one per core.
-    pub target_partitions: usize,
-    /// Rows per record batch.
-    pub batch_size: usize,
-    /// Worker threads of the CPU runtime; 0 means one per core.
-    pub cpu_threads: usize,
-    /// How long a planned result waits for its `DoGet` before it is dropped.
-    pub result_ttl: Duration,
-    /// How long an unused prepared statement is kept.
-    pub prepared_statement_ttl: Duration,
-    /// Which Arrow types results are sent as.
-    pub wire_types: WireTypes,
-    /// DataFusion settings (`datafusion.*` keys) applied on top of Tarn's.
-    pub datafusion_settings: Vec<(String, String)>,
-    /// Where statements may read and write (`CREATE EXTERNAL TABLE`, `COPY`).
-    pub locations: LocationPolicy,
-    /// How long a table's file listing (or Delta snapshot) is reused: files
-    /// another writer adds or removes become visible within this time.
-    pub listing_cache_ttl: Duration,
-    /// The folder URL (ending in `/`) where `CREATE TABLE` without a
-    /// `LOCATION` puts a table; `None` requires a `LOCATION`.
-    pub tables_location: Option<String>,
-    /// How long and how deeply nested a statement may be.
-    pub limits: StatementLimits,
-    /// The memory queries may use, and where and how much they spill.
-    pub memory: MemoryOptions,
-    /// How many queries execute at once, and how many may wait.
-    pub admission: AdmissionOptions,
-    /// The longest a statement may run unless its session sets
-    /// `tarn.statement_timeout` (`None`: no limit).
-    pub statement_timeout: Option<Duration>,
-    /// How long idle sessions (and their settings) are kept, and how many.
-    pub sessions: SessionLimits,
-    /// Queries that take this long or longer are logged with their plan
-    /// and its metrics (`None`: none are).
-    pub slow_query_threshold: Option<Duration>,
-}
-
-impl Default for EngineOptions {
-    fn default() -> Self {
-        Self {
-            target_partitions: 0,
-            batch_size: 8192,
-            cpu_threads: 0,
-            result_ttl: Duration::from_secs(300),
-            prepared_statement_ttl: Duration::from_secs(3600),
-            wire_types: WireTypes::Plain,
-            datafusion_settings: Vec::new(),
-            locations: LocationPolicy::default(),
-            listing_cache_ttl: Duration::from_secs(10),
-            tables_location: None,
-            limits: StatementLimits::default(),
-            sessions: SessionLimits::default(),
-            statement_timeout: None,
-            memory: MemoryOptions::default(),
-            admission: AdmissionOptions::default(),
-            slow_query_threshold: None,
-        }
-    }
-}
+pub use options::EngineOptions;
 
 /// A planned query, ready to stream.
 ///
@@ -221,6 +160,8 @@ pub struct Engine {
     admission: Arc<admission::Admission>,
     /// Who may do what; checked before every statement is planned.
     privileges: Arc<privileges::Privileges>,
+    /// Statement timeouts and running-query caps per user and role.
+    user_limits: user_limits::UserLimits,
     /// Where privileges are stored.
     grant_store: Option<Arc<dyn GrantStore>>,
     options: EngineOptions,
@@ -320,6 +261,7 @@ impl Engine {
             prepared: PreparedStatements::new(options.prepared_statement_ttl),
             sessions: Sessions::new(ctx.clone(), Arc::clone(&privileges), options.sessions),
             privileges,
+            user_limits: Default::default(),
             grant_store: None,
             ctx,
             options,
@@ -415,13 +357,17 @@ impl Engine {
     /// and (for side effects) run there: those steps recurse deeply and read
     /// file metadata, and a panic in them fails the statement, not a thread
     /// that serves the network.
-    async fn on_cpu<T, F, Fut>(self: &Arc<Self>, work: F) -> EngineResult<T>
+    ///
+    /// `phase` names its span (`plan`, `run`, `prepare`) in traces.
+    async fn on_cpu<T, F, Fut>(self: &Arc<Self>, phase: &'static str, work: F) -> EngineResult<T>
     where
         F: FnOnce(Arc<Self>) -> Fut,
         Fut: Future<Output = EngineResult<T>> + Send + 'static,
         T: Send + 'static,
     {
-        let future = work(Arc::clone(self));
+        use tracing::Instrument;
+        let span = tracing::info_span!(target: "tarn::query", "statement", otel.name = phase);
+        let future = work(Arc::clone(self)).instrument(span);
         self.cpu.run(future).await.map_err(EngineError::from)?
     }
 
@@ -432,8 +378,10 @@ impl Engine {
         session: &Session,
     ) -> EngineResult<SchemaRef> {
         let (sql, session) = (sql.to_string(), session.clone());
-        self.on_cpu(|engine| async move { engine.schema_of_on_cpu(&sql, &session).await })
-            .await
+        self.on_cpu("plan", |engine| async move {
+            engine.schema_of_on_cpu(&sql, &session).await
+        })
+        .await
     }
 
     /// Plans a statement for streaming. Statements with side effects run now;
@@ -447,7 +395,7 @@ impl Engine {
         let query = Arc::clone(&registration);
         let (sql, session) = (sql.to_string(), session.clone());
         let mut planned = self
-            .on_cpu(|engine| {
+            .on_cpu("plan", |engine| {
                 live::scope(query, async move {
                     engine.plan_query_on_cpu(&sql, &session).await
                 })
@@ -457,11 +405,18 @@ impl Engine {
         Ok(planned)
     }
 
-    /// Lists a statement of `session` among the live queries, with its timeout.
+    /// Lists a statement of `session` among the live queries, with its
+    /// timeout and its user's limits.
     fn register(&self, sql: &str, session: &Session) -> live::Registration {
+        let principal = session.principal();
         let settings = tarn_settings::TarnSettings::of_session(session.context());
-        let timeout = settings.statement_timeout(self.options.statement_timeout);
-        self.live.register(session.principal().name(), sql, timeout)
+        let users_timeout = self.user_limits.statement_timeout(principal);
+        let default = users_timeout.unwrap_or(self.options.statement_timeout);
+        let timeout =
+            user_limits::capped_timeout(settings.statement_timeout(default), users_timeout);
+        let registration = self.live.register(principal.name(), sql, timeout);
+        registration.set_running_cap(self.user_limits.max_running(principal));
+        registration
     }
 
     /// Every live query: being planned, waiting to be fetched, or streamed.
@@ -479,7 +434,7 @@ impl Engine {
         let registration = self.register(&recorded_sql(sql), session);
         let query = Arc::clone(&registration);
         let (sql, session) = (sql.to_string(), session.clone());
-        self.on_cpu(|engine| {
+        self.on_cpu("run", |engine| {
             live::scope(query, async move {
                 engine.execute_update_on_cpu(&sql, &session).await
             })
@@ -491,8 +446,11 @@ impl Engine {
     /// start), without recording it again.
     pub async fn replay(self: &Arc<Self>, sql: &str) -> EngineResult<()> {
         let sql = sql.to_string();
-        self.on_cpu(|engine| async move { engine.replay_on_cpu(&sql).await })
-            .await
+        self.on_cpu(
+            "run",
+            |engine| async move { engine.replay_on_cpu(&sql).await },
+        )
+        .await
     }
 
     /// Prepares `sql`: plans it with its placeholders, runs nothing.
@@ -502,8 +460,10 @@ impl Engine {
         session: &Session,
     ) -> EngineResult<PreparedStatementInfo> {
         let (sql, session) = (sql.to_string(), session.clone());
-        self.on_cpu(|engine| async move { engine.prepare_on_cpu(&sql, &session).await })
-            .await
+        self.on_cpu("prepare", |engine| async move {
+            engine.prepare_on_cpu(&sql, &session).await
+        })
+        .await
     }
 
     /// Plans a prepared query with its bound parameters.
@@ -518,7 +478,7 @@ impl Engine {
         let id = *id;
         let session = session.clone();
         let mut planned = self
-            .on_cpu(|engine| {
+            .on_cpu("plan", |engine| {
                 live::scope(query, async move {
                     engine.plan_prepared_query_on_cpu(&id, &session).await
                 })
@@ -540,7 +500,7 @@ impl Engine {
         let query = Arc::clone(&registration);
         let id = *id;
         let session = session.clone();
-        self.on_cpu(|engine| {
+        self.on_cpu("run", |engine| {
             live::scope(query, async move {
                 engine.execute_prepared_update_on_cpu(&id, &session).await
             })

@@ -61,6 +61,9 @@ impl Engine {
         session: &Session,
     ) -> EngineResult<LogicalPlan> {
         // Tarn's own statements: DataFusion does not parse them.
+        if let Some(statement) = super::user_limits::LimitStatement::parse(sql) {
+            return Ok(super::user_limits::LimitNode::plan(statement?));
+        }
         if let Some(statement) = AdminStatement::parse(sql) {
             return AdminNode::plan(statement?);
         }

@@ -99,6 +99,12 @@ impl Run {
                 }
                 _ => Effect::None,
             };
+        } else if let Some(limit) = super::user_limits::LimitNode::of(plan) {
+            run.kind = RunKind::Ddl;
+            run.effect = match limit.is_reset() {
+                true => Effect::Reset(limit.key()),
+                false => Effect::Setting(limit.key()),
+            };
         } else if let Some(vacuum) = super::erasure::VacuumNode::of(plan) {
             run.kind = RunKind::Write;
             run.inputs = vec![vacuum.table.clone()];

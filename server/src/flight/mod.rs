@@ -9,6 +9,7 @@ mod draining;
 mod ipc;
 mod metadata;
 mod rpc;
+mod rpc_spans;
 mod service;
 mod sessions;
 mod sql_info;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use arrow_flight::flight_service_server::FlightServiceServer;
 
 pub use draining::DrainingLayer;
+pub use rpc_spans::RpcSpanLayer;
 pub use service::FlightSqlEndpoint;
 
 use crate::auth::Authenticator;

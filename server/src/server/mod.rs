@@ -302,6 +302,7 @@ impl Server {
                 .initial_stream_window_size(Some(HTTP2_STREAM_WINDOW))
                 .initial_connection_window_size(Some(HTTP2_CONNECTION_WINDOW))
                 .max_frame_size(Some(HTTP2_MAX_FRAME))
+                .layer(flight::RpcSpanLayer)
                 .layer(flight::undecodable_requests_are_invalid_arguments())
                 .layer(flight::DrainingLayer::new(draining.clone()))
                 .add_service(service)
