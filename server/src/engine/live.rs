@@ -84,7 +84,7 @@ impl Interruption {
         match self {
             Self::Cancelled(why) => EngineError::Cancelled(why.clone()),
             Self::TimedOut(limit) => EngineError::TimedOut(format!(
-                "the statement ran longer than its statement timeout of {}; raise it for this session with SET tarn.statement_timeout = '{}' (0 turns it off), or make the query cheaper",
+                "the statement ran longer than its statement timeout of {}; raise it for this session with SET tarn.statement_timeout = '{}' (0 turns it off; a limit an admin set for your user or role with ALTER USER|ROLE ... SET statement_timeout stays the ceiling), or make the query cheaper",
                 humantime::format_duration(*limit),
                 humantime::format_duration(*limit * 2)
             )),
