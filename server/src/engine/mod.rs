@@ -410,12 +410,10 @@ impl Engine {
     fn register(&self, sql: &str, session: &Session) -> live::Registration {
         let principal = session.principal();
         let settings = tarn_settings::TarnSettings::of_session(session.context());
-        let users_timeout = self.user_limits.statement_timeout(principal);
-        let default = users_timeout.unwrap_or(self.options.statement_timeout);
-        let timeout =
-            user_limits::capped_timeout(settings.statement_timeout(default), users_timeout);
+        let limits = self.user_limits.of(principal);
+        let timeout = limits.statement_timeout_for(&settings, self.options.statement_timeout);
         let registration = self.live.register(principal.name(), sql, timeout);
-        registration.set_running_cap(self.user_limits.max_running(principal));
+        registration.set_running_cap(limits.max_running());
         registration
     }
 

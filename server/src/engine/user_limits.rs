@@ -54,6 +54,13 @@ impl Holder {
             Self::User(name) | Self::Role(name) => name,
         }
     }
+
+    fn new(name: &str, role: bool) -> Self {
+        match role {
+            true => Self::Role(name.to_string()),
+            false => Self::User(name.to_string()),
+        }
+    }
 }
 
 /// A limit that can be set per user or role.
@@ -105,11 +112,7 @@ impl LimitStatement {
     }
 
     fn parse_rest(c: &mut Cursor, role: bool) -> EngineResult<Self> {
-        let name = c.name(FORM)?;
-        let holder = match role {
-            true => Holder::Role(name),
-            false => Holder::User(name),
-        };
+        let holder = Holder::new(&c.name(FORM)?, role);
         let set = c.eat("SET");
         if !set {
             c.expect("RESET", FORM)?;
@@ -210,9 +213,9 @@ leaf_statement_node!(LimitNode, "UserLimit", statement, |node| format!(
     node.statement.limit.name()
 ));
 
-/// The limits one user or role holds.
+/// The limits one user or role holds, or a principal runs under.
 #[derive(Debug, Default, Clone, Copy)]
-struct Held {
+pub(crate) struct Held {
     statement_timeout: Option<Option<Duration>>,
     max_running: Option<usize>,
 }
@@ -244,47 +247,57 @@ impl UserLimits {
         Limit::ALL.iter().map(|limit| key(holder, *limit)).collect()
     }
 
-    /// The user's own limits, then those of each of its roles.
-    fn of(&self, principal: &Principal) -> (Held, Vec<Held>) {
+    /// The limits `principal` runs under: each its own, else the strictest
+    /// of its roles'. One look per statement; free while nobody has limits.
+    pub(crate) fn of(&self, principal: &Principal) -> Held {
         let held = self.held.read().unwrap_or_else(|e| e.into_inner());
+        if held.is_empty() {
+            return Held::default();
+        }
         let own = held
             .get(&Holder::User(principal.name().to_string()))
             .copied()
             .unwrap_or_default();
-        let roles = principal
+        let roles: Vec<Held> = principal
             .roles()
             .iter()
             .filter_map(|role| held.get(&Holder::Role(role.clone())).copied())
             .collect();
-        (own, roles)
+        Held {
+            statement_timeout: own.statement_timeout.or_else(|| {
+                roles
+                    .iter()
+                    .filter_map(|role| role.statement_timeout)
+                    .min_by_key(|timeout| timeout.unwrap_or(Duration::MAX))
+            }),
+            max_running: own
+                .max_running
+                .or_else(|| roles.iter().filter_map(|role| role.max_running).min()),
+        }
+    }
+}
+
+impl Held {
+    /// The timeout a statement runs with: what its session set (else this
+    /// limit, else the server's default), capped by this limit.
+    pub(crate) fn statement_timeout_for(
+        &self,
+        session: &super::tarn_settings::TarnSettings,
+        server_default: Option<Duration>,
+    ) -> Option<Duration> {
+        let default = self.statement_timeout.unwrap_or(server_default);
+        capped_timeout(session.statement_timeout(default), self.statement_timeout)
     }
 
-    /// The statement timeout set for `principal` (`Some(None)`: explicitly
-    /// none), or `None` when no limit of it or its roles says.
-    pub(crate) fn statement_timeout(&self, principal: &Principal) -> Option<Option<Duration>> {
-        let (own, roles) = self.of(principal);
-        own.statement_timeout.or_else(|| {
-            roles
-                .iter()
-                .filter_map(|held| held.statement_timeout)
-                .min_by_key(|timeout| timeout.unwrap_or(Duration::MAX))
-        })
-    }
-
-    /// How many of `principal`'s queries may execute at once, if limited.
-    pub(crate) fn max_running(&self, principal: &Principal) -> Option<usize> {
-        let (own, roles) = self.of(principal);
-        own.max_running
-            .or_else(|| roles.iter().filter_map(|held| held.max_running).min())
+    /// How many of the user's queries may execute at once, if limited.
+    pub(crate) fn max_running(&self) -> Option<usize> {
+        self.max_running
     }
 }
 
 /// The timeout a statement runs with: what its session chose (or the
 /// server's default), capped by its user's limit.
-pub(crate) fn capped_timeout(
-    chosen: Option<Duration>,
-    ceiling: Option<Option<Duration>>,
-) -> Option<Duration> {
+fn capped_timeout(chosen: Option<Duration>, ceiling: Option<Option<Duration>>) -> Option<Duration> {
     match (chosen, ceiling) {
         (_, None | Some(None)) => chosen,
         (None, Some(limit)) => limit,
@@ -330,11 +343,7 @@ impl Engine {
     /// Forgets the limits of a dropped user (`role` false) or role, here and
     /// in the catalog.
     pub(super) async fn forget_user_limits(&self, name: &str, role: bool) -> EngineResult<()> {
-        let holder = match role {
-            true => Holder::Role(name.to_string()),
-            false => Holder::User(name.to_string()),
-        };
-        let keys = self.user_limits.forget(&holder);
+        let keys = self.user_limits.forget(&Holder::new(name, role));
         let Some(catalog) = &self.catalog else {
             return Ok(());
         };
@@ -388,20 +397,20 @@ mod tests {
     fn a_users_own_limit_wins_and_roles_give_the_strictest() {
         let limits = UserLimits::default();
         let alice = Principal::user("alice", vec!["a".into(), "b".into()]);
-        assert_eq!(limits.statement_timeout(&alice), None);
+        assert_eq!(limits.of(&alice).statement_timeout, None);
         limits.apply(&parsed("ALTER ROLE a SET statement_timeout = '1m'"));
         limits.apply(&parsed("ALTER ROLE b SET statement_timeout = '10s'"));
         limits.apply(&parsed("ALTER ROLE a SET max_running_queries = 3"));
         assert_eq!(
-            limits.statement_timeout(&alice),
+            limits.of(&alice).statement_timeout,
             Some(Some(Duration::from_secs(10)))
         );
-        assert_eq!(limits.max_running(&alice), Some(3));
+        assert_eq!(limits.of(&alice).max_running(), Some(3));
         limits.apply(&parsed("ALTER USER alice SET statement_timeout = '0'"));
-        assert_eq!(limits.statement_timeout(&alice), Some(None));
+        assert_eq!(limits.of(&alice).statement_timeout, Some(None));
         limits.forget(&Holder::User("alice".into()));
         assert_eq!(
-            limits.statement_timeout(&alice),
+            limits.of(&alice).statement_timeout,
             Some(Some(Duration::from_secs(10)))
         );
     }
