@@ -190,6 +190,11 @@ pub struct ConnectOptions {
     pub tls_ca_pem: Option<Vec<u8>>,
     /// A client certificate chain and its key (PEM), for mutual TLS.
     pub tls_identity_pem: Option<(Vec<u8>, Vec<u8>)>,
+    /// Ask for results in Arrow view types (`Utf8View`, `BinaryView`) and
+    /// dictionaries where the engine produced them, instead of plain
+    /// `Utf8`/`Binary`: the server then skips a cast of every string column.
+    /// Off by default, so that code reading `StringArray`s keeps working.
+    pub view_types: bool,
 }
 
 impl std::fmt::Debug for ConnectOptions {
@@ -198,6 +203,7 @@ impl std::fmt::Debug for ConnectOptions {
             .field("credentials", &self.credentials)
             .field("tls_ca_pem", &self.tls_ca_pem.is_some())
             .field("tls_identity_pem", &self.tls_identity_pem.is_some())
+            .field("view_types", &self.view_types)
             .finish()
     }
 }
@@ -206,6 +212,8 @@ impl std::fmt::Debug for ConnectOptions {
 #[derive(Debug, Clone)]
 pub struct Client {
     inner: FlightSqlServiceClient<Channel>,
+    /// Every request says the client reads view types.
+    view_types: bool,
 }
 
 impl Client {
@@ -309,8 +317,13 @@ impl Client {
         let flight = FlightServiceClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE);
+        let mut inner = FlightSqlServiceClient::new_from_inner(flight);
+        if options.view_types {
+            inner.set_header(tarn_proto::VIEW_TYPES_HEADER, "true");
+        }
         Ok(Self {
-            inner: FlightSqlServiceClient::new_from_inner(flight),
+            inner,
+            view_types: options.view_types,
         })
     }
 

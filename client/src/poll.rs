@@ -112,9 +112,16 @@ impl Client {
         Ok(result.status())
     }
 
-    /// A request carrying this client's session token.
+    /// A request carrying this client's session token (and, if it asked
+    /// for them, that it reads view types).
     fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
+        if self.view_types {
+            request.metadata_mut().insert(
+                tarn_proto::VIEW_TYPES_HEADER,
+                tonic::metadata::MetadataValue::from_static("true"),
+            );
+        }
         if let Some(value) = self
             .inner
             .token()

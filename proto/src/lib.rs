@@ -16,3 +16,9 @@ pub mod v1 {
 pub mod flight_session {
     include!(concat!(env!("OUT_DIR"), "/arrow.flight.protocol.rs"));
 }
+
+/// The request header a client sends (value `true`) to say it reads Arrow
+/// view types (`Utf8View`, `BinaryView`) and dictionaries: Tarn then sends
+/// results as DataFusion produced them, without casting them to plain
+/// `Utf8`/`Binary` for clients that cannot read views (JDBC, most drivers).
+pub const VIEW_TYPES_HEADER: &str = "x-tarn-view-types";

@@ -33,6 +33,11 @@ const SPILL_BYTES: &str = "tarn_spill_disk_bytes";
 const OUTBOX_DEPTH: &str = "tarn_openlineage_outbox_depth";
 const STORE_REQUESTS: &str = "tarn_store_requests_total";
 const STORE_ERRORS: &str = "tarn_store_errors_total";
+const CACHE_BYTES: &str = "tarn_cache_bytes";
+const CACHE_BUDGET: &str = "tarn_cache_budget_bytes";
+const CACHE_ENTRIES: &str = "tarn_cache_entries";
+const CACHE_HITS: &str = "tarn_cache_hits_total";
+const CACHE_MISSES: &str = "tarn_cache_misses_total";
 const BUILD_INFO: &str = "tarn_build_info";
 
 /// What a metric is.
@@ -134,6 +139,36 @@ const METRICS: &[(&str, Kind, Option<Unit>, &str)] = &[
         Kind::Counter,
         None,
         "Object store requests that failed, by store and operation.",
+    ),
+    (
+        CACHE_BYTES,
+        Kind::Gauge,
+        Some(Unit::Bytes),
+        "Bytes a cache holds, by cache (result, parquet_metadata).",
+    ),
+    (
+        CACHE_BUDGET,
+        Kind::Gauge,
+        Some(Unit::Bytes),
+        "Bytes a cache may hold, by cache.",
+    ),
+    (
+        CACHE_ENTRIES,
+        Kind::Gauge,
+        None,
+        "Entries a cache holds, by cache.",
+    ),
+    (
+        CACHE_HITS,
+        Kind::Counter,
+        None,
+        "Lookups a cache answered, by cache (parquet_metadata: hits of the entries it holds).",
+    ),
+    (
+        CACHE_MISSES,
+        Kind::Counter,
+        None,
+        "Lookups a cache could not answer, by cache (the result cache counts them).",
     ),
     (
         BUILD_INFO,
@@ -247,7 +282,7 @@ pub fn store_failed(store: &str, operation: &'static str) {
 }
 
 /// The state read at a scrape.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Gauges {
     pub running: usize,
     pub queued: usize,
@@ -256,6 +291,18 @@ pub struct Gauges {
     pub memory_limit: Option<usize>,
     pub spill_bytes: u64,
     pub outbox_depth: Option<u64>,
+    pub caches: Vec<CacheGauges>,
+}
+
+/// What one cache holds and has done, at a scrape.
+#[derive(Debug, Clone, Default)]
+pub struct CacheGauges {
+    pub name: &'static str,
+    pub entries: u64,
+    pub bytes: u64,
+    pub budget: u64,
+    pub hits: u64,
+    pub misses: Option<u64>,
 }
 
 /// Sets the gauges of current state, just before rendering.
@@ -270,5 +317,14 @@ pub fn set_gauges(now: &Gauges) {
     gauge!(SPILL_BYTES).set(now.spill_bytes as f64);
     if let Some(depth) = now.outbox_depth {
         gauge!(OUTBOX_DEPTH).set(depth as f64);
+    }
+    for cache in &now.caches {
+        gauge!(CACHE_BYTES, "cache" => cache.name).set(cache.bytes as f64);
+        gauge!(CACHE_BUDGET, "cache" => cache.name).set(cache.budget as f64);
+        gauge!(CACHE_ENTRIES, "cache" => cache.name).set(cache.entries as f64);
+        counter!(CACHE_HITS, "cache" => cache.name).absolute(cache.hits);
+        if let Some(misses) = cache.misses {
+            counter!(CACHE_MISSES, "cache" => cache.name).absolute(misses);
+        }
     }
 }

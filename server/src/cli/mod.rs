@@ -105,6 +105,12 @@ pub struct ServeArgs {
     /// Send Utf8View/BinaryView columns as they are instead of as Utf8/Binary (most clients cannot read them)
     #[arg(long, env = "TARN_VIEW_TYPES", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub view_types: Option<bool>,
+    /// Answer an identical query (same user, settings and plan) on unchanged files from memory instead of running it again; a new Delta commit, REFRESH TABLE or a changed file makes the next one run. on/off; a session may SET tarn.result_cache = false [default: on]
+    #[arg(long, env = "TARN_RESULT_CACHE", value_name = "on|off", value_parser = clap::builder::BoolishValueParser::new())]
+    pub result_cache: Option<bool>,
+    /// Memory all cached answers may take together, e.g. 256MiB; the least recently used leave first. Answers over [cache] result_max_entry (16MiB) are never kept [default: 256MiB]
+    #[arg(long, env = "TARN_RESULT_CACHE_SIZE", value_name = "SIZE", value_parser = parse_size)]
+    pub result_cache_size: Option<u64>,
     /// Require a user name and password or a token from every client (users, roles and tokens are made with CREATE USER / CREATE TOKEN, or `tarn user`). The first start with no users creates the user 'admin' with the password in TARN_ADMIN_PASSWORD or --admin-password-file
     #[arg(long, env = "TARN_AUTH", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub auth: Option<bool>,
@@ -214,6 +220,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         max_running_queries: args.max_running_queries,
         spill_limit: args.spill_limit,
         view_types: args.view_types,
+        result_cache: args.result_cache,
+        result_cache_size: args.result_cache_size,
         auth: args.auth,
         admin_password_file: args.admin_password_file,
         admin_password: config::AdminPassword(
@@ -402,6 +410,7 @@ impl HostArg {
             credentials: self.credentials()?,
             tls_ca_pem: self.tls_ca.as_ref().map(read).transpose()?,
             tls_identity_pem: identity,
+            view_types: false,
         })
     }
 

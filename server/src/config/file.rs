@@ -23,6 +23,8 @@ pub struct ConfigFile {
     pub openlineage: crate::catalog::openlineage::OpenLineageConfig,
     /// `[engine]`
     pub engine: EngineSection,
+    /// `[cache]`
+    pub cache: CacheSection,
     /// `[stores.NAME]`: more stores whose tables are served beside the lake's.
     pub stores: std::collections::BTreeMap<String, StoreConfig>,
     /// `[auth]`
@@ -118,6 +120,18 @@ pub struct LakeSection {
 pub struct CatalogSection {
     /// The folder of the catalog database.
     pub state_dir: Option<PathBuf>,
+}
+
+/// `[cache]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheSection {
+    /// Whether identical queries on unchanged files are answered from memory.
+    pub result: Option<bool>,
+    /// The memory all cached answers may take ("256MiB" or bytes).
+    pub result_size: Option<bytesize::ByteSize>,
+    /// The largest answer kept ("16MiB" or bytes).
+    pub result_max_entry: Option<bytesize::ByteSize>,
 }
 
 /// `[engine]`

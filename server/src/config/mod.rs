@@ -50,6 +50,11 @@
 //! max_unfetched_results = 128   # planned results one session may leave unfetched; beyond it RESOURCE_EXHAUSTED
 //! slow_query_threshold = "10s"  # queries this slow or slower are logged (WARN, target tarn::query) with their plan and its metrics; off unless set
 //!
+//! [cache]
+//! result = true                 # answer identical queries on unchanged files from memory (TARN_RESULT_CACHE=off turns it off)
+//! result_size = "256MiB"        # memory all cached answers may take together (least recently used leave first)
+//! result_max_entry = "16MiB"    # larger answers are streamed, never kept
+//!
 //! [engine.datafusion]           # any DataFusion setting, applied last
 //! "execution.parquet.pushdown_filters" = true
 //!
@@ -219,6 +224,10 @@ pub struct Overrides {
     pub spill_limit: Option<u64>,
     /// `--view-types`
     pub view_types: Option<bool>,
+    /// `--result-cache`
+    pub result_cache: Option<bool>,
+    /// `--result-cache-size`
+    pub result_cache_size: Option<u64>,
     /// `--auth`
     pub auth: Option<bool>,
     /// `--admin-password-file`
@@ -251,6 +260,24 @@ pub fn default_state_dir(lake: &str) -> PathBuf {
         PathBuf::from(".tarn-state")
     } else {
         PathBuf::from(lake.trim_start_matches("file://")).join(".tarn")
+    }
+}
+
+/// The result cache as the file and the flags (which win) set it.
+fn result_cache_options(
+    file: &file::CacheSection,
+    enabled: Option<bool>,
+    budget: Option<u64>,
+) -> crate::engine::ResultCacheOptions {
+    let defaults = crate::engine::ResultCacheOptions::default();
+    crate::engine::ResultCacheOptions {
+        enabled: enabled.or(file.result).unwrap_or(defaults.enabled),
+        budget: budget
+            .or(file.result_size.map(|size| size.as_u64()))
+            .unwrap_or(defaults.budget),
+        max_entry: file
+            .result_max_entry
+            .map_or(defaults.max_entry, |size| size.as_u64()),
     }
 }
 
@@ -372,6 +399,11 @@ pub fn resolve(file: ConfigFile, overrides: Overrides) -> ServeConfig {
                     .max_unfetched_results
                     .unwrap_or(engine_defaults.sessions.max_unfetched_results),
             },
+            result_cache: result_cache_options(
+                &file.cache,
+                overrides.result_cache,
+                overrides.result_cache_size,
+            ),
             wire_types: if view_types {
                 WireTypes::Native
             } else {

@@ -115,7 +115,7 @@ impl Engine {
             Err(err) => return Err(err),
         };
         if !side_effects {
-            return Ok((self.options.wire_types.cast_physical(physical)?, None));
+            return Ok((self.wire_types(session).cast_physical(physical)?, None));
         }
         // DML/COPY run now, not when (or if) the client fetches the count.
         let schema = physical.schema();
@@ -178,8 +178,10 @@ impl Engine {
             runs,
             live,
             mut replan,
+            cached,
             ..
         } = query;
+        let (plans, mut capture) = self.answer_from_cache(&schema, plans, cached, live.as_deref());
         // Two batches in flight keep the network busy without buffering the result.
         let (tx, rx) = mpsc::channel(2);
         let failure_tx = tx.clone();
@@ -262,6 +264,9 @@ impl Engine {
                         }
                     };
                     let rows = item.num_rows() as u64;
+                    if let Some(capture) = &mut capture {
+                        capture.push(&item);
+                    }
                     let delivered = tokio::select! {
                         biased;
                         why = interrupted(query.as_deref()) => return (sent, Some(stopped(why)), false),
@@ -276,6 +281,9 @@ impl Engine {
                         query.sent(rows);
                     }
                 }
+            }
+            if let Some(capture) = capture {
+                capture.keep();
             }
             (sent, None, false)
         }.instrument(span));
@@ -337,6 +345,42 @@ impl Engine {
             schema,
             ReceiverStream::new(rx),
         ))
+    }
+}
+
+impl Engine {
+    /// The plans to stream for a query whose answer may be cached under
+    /// `key`: its kept answer when there is one, else its own plans with a
+    /// capture of what they stream.
+    fn answer_from_cache(
+        &self,
+        schema: &arrow::datatypes::SchemaRef,
+        plans: Vec<Arc<dyn ExecutionPlan>>,
+        key: Option<super::result_cache::ResultKey>,
+        live: Option<&super::live::Registration>,
+    ) -> (
+        Vec<Arc<dyn ExecutionPlan>>,
+        Option<super::result_cache::Capture>,
+    ) {
+        let Some(key) = key else {
+            return (plans, None);
+        };
+        let Some(answer) = self.result_cache.get(&key) else {
+            return (plans, Some(self.result_cache.capture(key)));
+        };
+        match MemorySourceConfig::try_new_exec(
+            std::slice::from_ref(&answer.batches),
+            Arc::clone(schema),
+            None,
+        ) {
+            Ok(kept) => {
+                if let Some(listed) = live {
+                    listed.query().set_note("answered from the result cache");
+                }
+                (vec![kept], None)
+            }
+            Err(_) => (plans, None),
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! `system.queries`: the live queries, read when it is scanned.
+//! `system.queries`: the live queries, read when it is scanned; the
+//! registration of it and `system.caches`.
 
 use std::sync::Arc;
 
@@ -100,7 +101,8 @@ impl TableProvider for LiveQueriesTable {
 }
 
 impl Engine {
-    /// Serves `system.queries` (in the schema of the other system tables).
+    /// Serves `system.queries` and `system.caches` (in the schema of the
+    /// other system tables).
     pub fn register_live_tables(&self) -> EngineResult<()> {
         use datafusion::catalog::MemorySchemaProvider;
         let Some(tarn) = self.ctx.catalog(DEFAULT_CATALOG) else {
@@ -118,6 +120,13 @@ impl Engine {
         let table = LiveQueriesTable::new(self.live.clone());
         schema
             .register_table("queries".into(), Arc::new(table))
+            .map_err(EngineError::from_planning)?;
+        let caches = super::cache_table::CachesTable::new(
+            Arc::clone(&self.result_cache),
+            self.ctx.runtime_env(),
+        );
+        schema
+            .register_table("caches".into(), Arc::new(caches))
             .map_err(EngineError::from_planning)?;
         Ok(())
     }

@@ -15,6 +15,7 @@ mod accounts;
 mod admin;
 mod admission;
 mod as_of;
+mod cache_table;
 mod cancel;
 mod cooperation;
 mod corruption;
@@ -41,6 +42,7 @@ mod privileges;
 mod proven;
 mod query_log;
 mod refresh;
+mod result_cache;
 mod results;
 mod runs;
 mod session;
@@ -75,6 +77,7 @@ pub use locations::LocationPolicy;
 pub use memory::{DEFAULT_MEMORY_SHARE, DEFAULT_SPILL_LIMIT, MemoryOptions, prepare_spill_dir};
 pub use metadata::{TableInfo, TableKind};
 pub use prepared::{PreparedStatementId, PreparedStatementInfo};
+pub use result_cache::{CacheStats, ResultCacheOptions};
 pub use results::{ParkedResult, Progress, ResultId};
 pub use runs::version_record;
 pub use session::{Session, SessionLimits};
@@ -115,6 +118,8 @@ pub struct PlannedQuery {
     /// How to plan it again with sort-merge joins when its hash joins do not
     /// fit in memory.
     replan: Option<execution::Replan>,
+    /// Where its answer is (or will be) in the result cache, if it may be.
+    cached: Option<result_cache::ResultKey>,
 }
 
 impl PlannedQuery {
@@ -152,6 +157,8 @@ pub struct Engine {
     /// small work is never stuck behind it.
     scans: CpuRuntime,
     results: ResultStore,
+    /// Answers kept for identical queries on unchanged files.
+    result_cache: Arc<result_cache::ResultCache>,
     prepared: PreparedStatements,
     sessions: Sessions,
     /// Every statement being planned, waiting to be fetched, or streamed.
@@ -256,6 +263,7 @@ impl Engine {
             cpu,
             scans,
             results: ResultStore::new(options.result_ttl),
+            result_cache: Arc::new(result_cache::ResultCache::new(options.result_cache)),
             live: live::LiveQueries::default(),
             admission: admission::Admission::new(options.admission, cores),
             prepared: PreparedStatements::new(options.prepared_statement_ttl),
@@ -331,6 +339,15 @@ impl Engine {
     /// Ends `session`: its settings are forgotten.
     pub fn close_session(&self, session: &Session) {
         self.sessions.close(session);
+    }
+
+    /// The types `session`'s request gets its results in: native when its
+    /// client said it reads view types, else the server's setting.
+    fn wire_types(&self, session: &Session) -> WireTypes {
+        match session.reads_view_types() {
+            true => WireTypes::Native,
+            false => self.options.wire_types,
+        }
     }
 
     /// The session statements restored at start run in: the shared context.
@@ -542,7 +559,7 @@ impl Engine {
     /// Every table and view of every catalog that `session`'s user may
     /// see, with its wire schema (only the columns granted).
     pub async fn tables(&self, session: &Session) -> Vec<TableInfo> {
-        metadata::list_tables(session.context(), self.options.wire_types).await
+        metadata::list_tables(session.context(), self.wire_types(session)).await
     }
 
     /// Every catalog name.

@@ -24,6 +24,8 @@ pub struct EngineOptions {
     pub prepared_statement_ttl: Duration,
     /// Which Arrow types results are sent as.
     pub wire_types: WireTypes,
+    /// The answers kept for identical queries on unchanged files.
+    pub result_cache: super::ResultCacheOptions,
     /// DataFusion settings (`datafusion.*` keys) applied on top of Tarn's.
     pub datafusion_settings: Vec<(String, String)>,
     /// Where statements may read and write (`CREATE EXTERNAL TABLE`, `COPY`).
@@ -59,6 +61,7 @@ impl Default for EngineOptions {
             result_ttl: Duration::from_secs(300),
             prepared_statement_ttl: Duration::from_secs(3600),
             wire_types: WireTypes::Plain,
+            result_cache: Default::default(),
             datafusion_settings: Vec::new(),
             locations: LocationPolicy::default(),
             listing_cache_ttl: Duration::from_secs(10),

@@ -233,8 +233,7 @@ impl Engine {
     ) -> EngineResult<SchemaRef> {
         let plan = self.logical_plan(sql, session).await?;
         Ok(self
-            .options
-            .wire_types
+            .wire_types(session)
             .wire_schema(plan.schema().as_arrow()))
     }
 
@@ -247,7 +246,9 @@ impl Engine {
     ) -> EngineResult<PlannedQuery> {
         let plan = self.direct_plan(sql, session).await?;
         let replan = self.replan_of(&plan, session);
+        let logical = (!has_side_effects(&plan)).then(|| plan.clone());
         let (physical, run) = self.plan_and_record(sql, plan, session).await?;
+        let cached = logical.and_then(|logical| self.result_key(&logical, &physical, session));
         Ok(PlannedQuery {
             schema: physical.schema(),
             plans: vec![physical],
@@ -258,7 +259,26 @@ impl Engine {
             session: session.id().to_string(),
             live: None,
             replan,
+            cached,
         })
+    }
+
+    /// The result cache's key for `physical`, planned from `logical` in
+    /// `session`, if its answer may be cached.
+    fn result_key(
+        &self,
+        logical: &LogicalPlan,
+        physical: &Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+        session: &Session,
+    ) -> Option<super::result_cache::ResultKey> {
+        let state = session.context().state_ref();
+        let state = state.read();
+        self.result_cache.key_of(
+            session.principal().name(),
+            state.config_options(),
+            logical,
+            physical,
+        )
     }
 
     /// How to plan `plan` again with sort-merge joins, if it is a query with
@@ -273,7 +293,7 @@ impl Engine {
         }
         Some(super::execution::Replan {
             plan: plan.clone(),
-            wire_types: self.options.wire_types,
+            wire_types: self.wire_types(session),
             context: session.context().clone(),
         })
     }
@@ -393,15 +413,14 @@ impl Engine {
         } else if has_side_effects(&plan) {
             Arc::new(Schema::empty())
         } else {
-            self.options
-                .wire_types
+            self.wire_types(session)
                 .wire_schema(plan.schema().as_arrow())
         };
         self.prepared.insert(
             sql,
             plan,
             dataset_schema,
-            self.options.wire_types,
+            self.wire_types(session),
             session,
             self.options.sessions.max_prepared_statements,
         )
@@ -418,9 +437,12 @@ impl Engine {
         let mut plans = Vec::with_capacity(rows.len().max(1));
         let mut runs: Vec<Arc<runs::StreamingRun>> = Vec::new();
         let bound = bind_rows(plan, rows)?;
-        let replan = match bound.as_slice() {
-            [only] => self.replan_of(only, session),
-            _ => None,
+        let (replan, logical) = match bound.as_slice() {
+            [only] if !has_side_effects(only) => {
+                (self.replan_of(only, session), Some(only.clone()))
+            }
+            [only] => (self.replan_of(only, session), None),
+            _ => (None, None),
         };
         for plan in bound {
             match self.plan_and_record(&sql, plan, session).await {
@@ -438,6 +460,10 @@ impl Engine {
             }
         }
         let schema = plans.first().map_or(schema, |p| p.schema());
+        let cached = match (logical, plans.as_slice()) {
+            (Some(logical), [physical]) => self.result_key(&logical, physical, session),
+            _ => None,
+        };
         Ok(PlannedQuery {
             schema,
             plans,
@@ -448,6 +474,7 @@ impl Engine {
             session: session.id().to_string(),
             live: None,
             replan,
+            cached,
         })
     }
 

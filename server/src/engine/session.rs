@@ -40,6 +40,8 @@ const SYSTEM_SESSION: &str = "system";
 pub struct Session {
     principal: Principal,
     entry: Arc<SessionEntry>,
+    /// This request's client reads view types (it said so in the request).
+    reads_view_types: bool,
 }
 
 impl std::fmt::Debug for Session {
@@ -62,6 +64,7 @@ impl Session {
         Self {
             principal,
             entry: Arc::new(entry),
+            reads_view_types: false,
         }
     }
 
@@ -73,6 +76,19 @@ impl Session {
     /// The session's id (what a Flight session cookie carries).
     pub fn id(&self) -> &str {
         &self.entry.id
+    }
+
+    /// The same session for a request whose client reads view types
+    /// (`Utf8View`, `BinaryView`) and dictionaries: its results leave
+    /// without the cast to plain types, whatever the server's default.
+    pub fn reading_view_types(mut self, reads: bool) -> Self {
+        self.reads_view_types = reads;
+        self
+    }
+
+    /// Whether this request's client reads view types.
+    pub(crate) fn reads_view_types(&self) -> bool {
+        self.reads_view_types
     }
 
     /// The session's DataFusion context: its settings over the shared catalog.
@@ -241,6 +257,7 @@ impl Sessions {
         Session {
             principal: principal.clone(),
             entry,
+            reads_view_types: false,
         }
     }
 
@@ -272,6 +289,7 @@ impl Sessions {
         Some(Session {
             principal: principal.clone(),
             entry,
+            reads_view_types: false,
         })
     }
 

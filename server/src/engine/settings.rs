@@ -37,6 +37,7 @@ const ALLOWED_KEYS: &[&str] = &[
     "datafusion.execution.skip_partial_aggregation_probe_rows_threshold",
     "tarn.statement_timeout",
     "tarn.vacuum_retention_check",
+    "tarn.result_cache",
 ];
 
 /// Settings clients may change, by group: plan choices, Parquet reading and
@@ -190,7 +191,7 @@ fn check_value(key: &str, value: &str) -> EngineResult<()> {
         "tarn.statement_timeout" => super::tarn_settings::parse_timeout(value)
             .map(|_| ())
             .map_err(invalid),
-        "tarn.vacuum_retention_check" => match value.to_ascii_lowercase().as_str() {
+        "tarn.vacuum_retention_check" | "tarn.result_cache" => match value.to_ascii_lowercase().as_str() {
             "true" | "false" => Ok(()),
             _ => Err(invalid(format!("'{value}' is not true or false"))),
         },

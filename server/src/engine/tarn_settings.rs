@@ -6,6 +6,8 @@
 //!   (`[engine] statement_timeout`).
 //! - `tarn.vacuum_retention_check`: whether `VACUUM` refuses a retention
 //!   below the table's minimum (`delta.deletedFileRetentionDuration`).
+//! - `tarn.result_cache`: whether this session's queries are answered from,
+//!   and kept in, the server's result cache (when the server has one).
 
 use std::time::Duration;
 
@@ -19,6 +21,8 @@ datafusion::common::extensions_options! {
         pub statement_timeout: String, default = String::new()
         /// Whether `VACUUM` refuses a retention below the table's minimum.
         pub vacuum_retention_check: bool, default = true
+        /// Whether queries use the server's result cache.
+        pub result_cache: bool, default = true
     }
 }
 

@@ -48,7 +48,8 @@ impl FlightSqlEndpoint {
         };
         let session = self
             .engine
-            .open_session(&who.principal, cookie.as_deref(), &key);
+            .open_session(&who.principal, cookie.as_deref(), &key)
+            .reading_view_types(reads_view_types(request.metadata()));
         let ended = cookie.is_some_and(|id| id != session.id());
         (session, ended)
     }
@@ -141,6 +142,15 @@ fn unpack<M: Message + Default>(body: &[u8], action: &str) -> Result<M, Status> 
 }
 
 /// The id in the request's session cookie, if it has one that could be an id.
+/// Whether the request says its client reads view types
+/// ([`tarn_proto::VIEW_TYPES_HEADER`]`: true`).
+fn reads_view_types(metadata: &MetadataMap) -> bool {
+    metadata
+        .get(tarn_proto::VIEW_TYPES_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.trim().eq_ignore_ascii_case("true"))
+}
+
 fn session_cookie(metadata: &MetadataMap) -> Option<String> {
     metadata
         .get_all("cookie")

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use arrow::array::{AsArray, UInt64Array};
+use arrow::array::{AsArray, RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, Int64Type};
 use futures::StreamExt;
 use tarn::config::ServeConfig;
@@ -79,6 +79,53 @@ async fn view_types_are_sent_when_configured() {
     let result = t.client.query("SELECT n_name FROM nation").await.unwrap();
     assert_eq!(result.schema().field(0).data_type(), &DataType::Utf8View);
     assert_eq!(total_rows(&result.collect().await.unwrap()), 25);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_reads_view_types_gets_them_and_others_do_not() {
+    let mut t = start().await;
+    let options = tarn_client::ConnectOptions {
+        view_types: true,
+        ..Default::default()
+    };
+    let mut viewer = tarn_client::Client::connect_with_options(&t.uri(), options)
+        .await
+        .unwrap();
+    let sql = "SELECT n_name, n_nationkey FROM nation ORDER BY n_nationkey";
+    let viewed = viewer.query(sql).await.unwrap();
+    assert_eq!(viewed.schema().field(0).data_type(), &DataType::Utf8View);
+    let viewed = viewed.collect().await.unwrap();
+    assert_eq!(viewed[0].column(0).data_type(), &DataType::Utf8View);
+
+    // The same statement, prepared, and the table's schema in GetTables.
+    let mut prepared = viewer.prepare(sql).await.unwrap();
+    assert_eq!(
+        prepared.dataset_schema().unwrap().field(0).data_type(),
+        &DataType::Utf8View
+    );
+    let from_prepared = prepared.query().await.unwrap().collect().await.unwrap();
+    assert_eq!(from_prepared[0].column(0).data_type(), &DataType::Utf8View);
+
+    // A client on the same server that did not ask still gets plain strings,
+    // with the same values.
+    let plain = query(&mut t.client, sql).await;
+    assert_eq!(plain[0].column(0).data_type(), &DataType::Utf8);
+    let as_plain = |batches: &[RecordBatch]| -> Vec<String> {
+        batches
+            .iter()
+            .flat_map(|b| {
+                let column = arrow::compute::cast(b.column(0), &DataType::Utf8).unwrap();
+                column
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|v| v.unwrap_or_default().to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    assert_eq!(as_plain(&viewed), as_plain(&plain));
+    assert_eq!(as_plain(&from_prepared), as_plain(&plain));
+    assert_eq!(as_plain(&plain).len(), 25);
 }
 
 #[tokio::test(flavor = "multi_thread")]

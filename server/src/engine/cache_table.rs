@@ -1,0 +1,118 @@
+//! `system.caches`: what each of the server's caches holds and has done,
+//! read when it is scanned (the same figures `/metrics` shows).
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use async_trait::async_trait;
+use datafusion::catalog::memory::MemTable;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::datasource::TableType;
+use datafusion::error::Result;
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+
+use super::result_cache::{CacheStats, ResultCache};
+
+/// The table: one row per cache.
+#[derive(Debug)]
+pub(crate) struct CachesTable {
+    results: Arc<ResultCache>,
+    runtime: Arc<RuntimeEnv>,
+    schema: SchemaRef,
+}
+
+impl CachesTable {
+    pub(crate) fn new(results: Arc<ResultCache>, runtime: Arc<RuntimeEnv>) -> Self {
+        let int = |name: &str| Field::new(name, DataType::Int64, true);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("cache", DataType::Utf8, false),
+            Field::new("enabled", DataType::Boolean, false),
+            int("entries"),
+            int("bytes"),
+            int("budget_bytes"),
+            int("hits"),
+            int("misses"),
+            int("evictions"),
+            Field::new("hit_rate", DataType::Float64, true),
+        ]));
+        Self {
+            results,
+            runtime,
+            schema,
+        }
+    }
+
+    fn batch(&self) -> Result<RecordBatch> {
+        let caches = all_caches(&self.results, &self.runtime);
+        let int = |f: &dyn Fn(&CacheStats) -> Option<u64>| -> ArrayRef {
+            Arc::new(Int64Array::from_iter(
+                caches.iter().map(|c| f(c).map(|n| n as i64)),
+            ))
+        };
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(caches.iter().map(|c| c.name))),
+            Arc::new(BooleanArray::from_iter(
+                caches.iter().map(|c| Some(c.enabled)),
+            )),
+            int(&|c| Some(c.entries)),
+            int(&|c| Some(c.bytes)),
+            int(&|c| Some(c.budget)),
+            int(&|c| Some(c.hits)),
+            int(&|c| c.misses),
+            int(&|c| c.evictions),
+            Arc::new(Float64Array::from_iter(caches.iter().map(hit_rate))),
+        ];
+        Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
+    }
+}
+
+/// Hits per lookup, when the cache counts its misses and was looked in.
+fn hit_rate(cache: &CacheStats) -> Option<f64> {
+    let lookups = cache.hits + cache.misses?;
+    (lookups > 0).then(|| cache.hits as f64 / lookups as f64)
+}
+
+/// The result cache and DataFusion's Parquet metadata cache (footers and
+/// page indexes, decoded once per file version; its hits are those of the
+/// entries it holds, and it does not count misses).
+pub(crate) fn all_caches(results: &ResultCache, runtime: &RuntimeEnv) -> Vec<CacheStats> {
+    let metadata = runtime.cache_manager.get_file_metadata_cache();
+    let entries = metadata.list_entries();
+    let footers = CacheStats {
+        name: "parquet_metadata",
+        enabled: metadata.cache_limit() > 0,
+        entries: entries.len() as u64,
+        bytes: entries.values().map(|e| e.size_bytes as u64).sum(),
+        budget: metadata.cache_limit() as u64,
+        hits: entries.values().map(|e| e.hits as u64).sum(),
+        misses: None,
+        evictions: None,
+    };
+    vec![results.stats(), footers]
+}
+
+#[async_trait]
+impl TableProvider for CachesTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        MemTable::try_new(self.schema(), vec![vec![self.batch()?]])?
+            .scan(state, projection, filters, limit)
+            .await
+    }
+}
