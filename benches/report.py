@@ -66,19 +66,24 @@ def canonical(rows):
     return sorted(out, key=key)
 
 
+def difference(answer, reference):
+    """How an answer's rows differ from the reference's, or None."""
+    rows, expected = canonical(answer), canonical(reference)
+    if len(rows) != len(expected):
+        return f"{len(rows)} rows, in-process {len(expected)}"
+    for ours, theirs in zip(rows, expected):
+        if len(ours) != len(theirs) or not all(same(a, b) for a, b in zip(ours, theirs)):
+            return f"{ours} != {theirs}"
+    return None
+
+
 def compare(answers: dict) -> list:
     """Differences between each runner's answers and in-process DataFusion's."""
     problems = []
-    reference = canonical(answers["inprocess"])
     for runner in RUNNERS[1:]:
-        rows = canonical(answers[runner])
-        if len(rows) != len(reference):
-            problems.append(f"{runner}: {len(rows)} rows, in-process {len(reference)}")
-            continue
-        for ours, theirs in zip(rows, reference):
-            if len(ours) != len(theirs) or not all(same(a, b) for a, b in zip(ours, theirs)):
-                problems.append(f"{runner}: {ours} != {theirs}")
-                break
+        problem = difference(answers[runner], answers["inprocess"])
+        if problem:
+            problems.append(f"{runner}: {problem}")
     return problems
 
 
@@ -148,6 +153,10 @@ def main():
             "answers_match": q not in mismatches,
         }
 
+    warm = warm_summary(py.get("warm"), rust["tpch"], totals["duckdb"], queries)
+    if warm and warm["mismatches"]:
+        mismatches["warm"] = warm["mismatches"]
+
     combined = {
         "scale_factor": float(args.scale),
         "machine": machine(),
@@ -163,11 +172,13 @@ def main():
             "mismatches": mismatches,
         },
         "streaming": rust["streaming"],
+        "streaming_view_types": rust.get("streaming_view_types"),
         "latency": rust["latency"],
         "metadata": rust["metadata"],
         "concurrency": rust["concurrency"],
         "before_after": rust.get("before_after"),
         "security": rust.get("security"),
+        "warm": warm,
     }
     json_path = args.out_prefix.with_suffix(".json")
     json_path.write_text(json.dumps(combined, indent=1))
@@ -179,6 +190,91 @@ def main():
     if mismatches:
         print(f"ANSWERS DIFFER: {json.dumps(mismatches, indent=1)}", file=sys.stderr)
         sys.exit(1)
+
+
+def warm_summary(warm, rust_tpch, duckdb_total, cold):
+    """The warm server's times beside DuckDB's, its answers checked against
+    in-process DataFusion's, and what the write to lineitem invalidated."""
+    if not warm:
+        return None
+    queries, mismatches = {}, []
+    for q, v in warm["queries"].items():
+        agrees = difference(v["answers"], rust_tpch[q]["answers"]["inprocess"]) is None
+        if not agrees:
+            mismatches.append(f"{q} (warm)")
+        queries[q] = {
+            "median_ms": v["median_ms"],
+            "samples_ms": v["samples_ms"],
+            "cold_ms": cold[q]["median_ms"]["flight_rust"],
+            "duckdb_ms": cold[q]["median_ms"]["duckdb"],
+            "ratio_to_duckdb": v["median_ms"] / cold[q]["median_ms"]["duckdb"],
+            "hits": v["hits"],
+            "runs": v["runs"],
+            "answers_match": agrees,
+        }
+    invalidated = warm["invalidation"]["queries"]
+    for q, v in invalidated.items():
+        if not v["answer_is_duckdbs"]:
+            mismatches.append(f"{q} (after the write to lineitem)")
+        if not v["as_it_must"]:
+            mismatches.append(f"{q} ({'hit' if v['hit'] else 'ran'} after the write to lineitem)")
+    total = sum(v["median_ms"] for v in queries.values())
+    return {
+        "queries": queries,
+        "total_ms": total,
+        "ratio_total_to_duckdb": total / duckdb_total,
+        "hits": sum(v["hits"] for v in queries.values()),
+        "runs": sum(v["runs"] for v in queries.values()),
+        "caches": warm["caches"],
+        "invalidation": warm["invalidation"],
+        "mismatches": mismatches,
+    }
+
+
+def warm_section(w):
+    if not w:
+        return []
+    inv = w["invalidation"]["queries"]
+    ran = [q.upper() for q, v in inv.items() if not v["hit"]]
+    kept = [q.upper() for q, v in inv.items() if v["hit"]]
+    lines = [
+        "",
+        "## Warm: the same queries on a server whose caches are hot",
+        "",
+        "A second server of this build with the result cache on (the default; every other server in this run has "
+        "`TARN_RESULT_CACHE=off`), on a hard-linked copy of the lake. Per query: one run to fill the caches, then the median of "
+        f"{w['queries']['q1']['runs']} runs through ADBC (Python), each answer checked against in-process DataFusion's; "
+        "DuckDB's time is its median from the cold table above.",
+        "",
+        f"- Warm Tarn / DuckDB, total: **{w['ratio_total_to_duckdb']:.3f}** ({w['total_ms']:,.1f} ms against {w['total_ms'] / w['ratio_total_to_duckdb']:,.1f} ms); "
+        f"result-cache hits in the timed runs: **{w['hits']}/{w['runs']}**",
+        "",
+        "| cache | entries | bytes | budget bytes | hits | misses | evictions | hit rate |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, c in w["caches"].items():
+        rate = c.get("hit_rate")
+        cells = [c.get(k) for k in ("entries", "bytes", "budget_bytes", "hits", "misses", "evictions")]
+        lines.append(
+            f"| {name} | " + " | ".join("n/a" if x is None else f"{x:,}" for x in cells)
+            + f" | {'n/a' if rate is None else f'{rate:.3f}'} |"
+        )
+    lines += [
+        "",
+        f"Then lineitem's file in that lake was replaced by one with {w['invalidation']['rows_added']:,} more rows and "
+        "`REFRESH TABLE lineitem` run; each query once more, its answer checked against DuckDB over the changed lake: "
+        f"ran again: {', '.join(ran) or 'none'}; answered from the cache: {', '.join(kept) or 'none'}. "
+        + ("Exactly the queries that read lineitem ran again, and every answer was DuckDB's."
+           if not w["mismatches"] else f"**Problems: {', '.join(w['mismatches'])}**"),
+        "",
+        "| query | cold ms (Rust client) | warm ms (ADBC) | DuckDB ms | warm/DuckDB | hits |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for q, v in w["queries"].items():
+        lines.append(
+            f"| {q.upper()} | {fmt(v['cold_ms'])} | {v['median_ms']:,.2f} | {fmt(v['duckdb_ms'])} | {v['ratio_to_duckdb']:.4f} | {v['hits']}/{v['runs']} |"
+        )
+    return lines
 
 
 def chart(queries, path, scale):
@@ -214,6 +310,7 @@ def markdown(r, chart_name):
         f"pyarrow {r['versions'].get('pyarrow')}, ADBC Flight SQL {r['versions'].get('adbc_driver_flightsql')}.",
         f"Method: release build; per query {r['config']['warmup']} warm-up run(s), then the median of {r['config']['runs']} runs; "
         f"(a) and (b) interleaved in one process, (c) and (d) interleaved in another, all against the same files in the same run. "
+        f"Tarn here is cold: its server runs with `TARN_RESULT_CACHE=off`, so every run does the query's work (DataFusion's Parquet metadata cache stays on, as in (a)). "
         f"DataFusion target_partitions={r['config']['target_partitions']}, batch_size={r['config']['batch_size']}; DuckDB threads={r['config'].get('duckdb_threads')}.",
         "",
         "## Summary",
@@ -224,10 +321,14 @@ def markdown(r, chart_name):
         f"- `SELECT * FROM lineitem` through the Rust client: **{r['streaming']['flight_rust']['median_gb_per_s']:.2f} GB/s** of Arrow "
         f"(in-process {r['streaming']['inprocess']['median_gb_per_s']:.2f} GB/s); first batch after "
         f"{r['streaming']['flight_rust']['runs'][0]['first_batch_ms']:.1f} ms",
+        *([f"- The same stream to a Rust client that reads view types (`ConnectOptions::view_types`, no cast to `Utf8`): "
+           f"**{r['streaming_view_types']['flight_rust']['median_gb_per_s']:.2f} GB/s** of Arrow "
+           f"(in-process {r['streaming_view_types']['inprocess']['median_gb_per_s']:.2f} GB/s)"] if r.get("streaming_view_types") else []),
         f"- `SELECT 1` round trip: p50 **{r['latency']['select_1']['p50_ms']:.3f} ms**, p99 {r['latency']['select_1']['p99_ms']:.3f} ms; "
         f"point query p50 {r['latency']['point_query']['p50_ms']:.2f} ms, p99 {r['latency']['point_query']['p99_ms']:.2f} ms",
         f"- GetTables with schemas: p50 {r['metadata']['p50_ms']:.3f} ms, p99 {r['metadata']['p99_ms']:.3f} ms",
         f"- Answers of all four runners agree: **{'yes' if not t['mismatches'] else 'NO: ' + ', '.join(t['mismatches'])}**",
+        *([f"- Warm (result cache hot, same build) Tarn / DuckDB, total: **{r['warm']['ratio_total_to_duckdb']:.3f}**, result-cache hits {r['warm']['hits']}/{r['warm']['runs']}"] if r.get("warm") else []),
         "",
         f"![per-query ratios]({chart_name})",
         "",
@@ -261,6 +362,7 @@ def markdown(r, chart_name):
         lines.append(
             f"| {c['clients']} | {c['queries']} | {c['queries_per_second']:.2f} | {c['p50_ms']:.0f} | {c['p99_ms']:.0f} | {c['errors']} | {c['server_peak_rss_mib']:.0f} |"
         )
+    lines += warm_section(r.get("warm"))
     lines += before_after(r.get("before_after"))
     lines += security(r.get("security"), r["streaming"])
     lines += ["", "Raw samples, answers and configuration: the JSON file beside this report.", ""]

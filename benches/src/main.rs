@@ -160,6 +160,21 @@ async fn run(args: Args) -> Result<(), String> {
         true => probes::streaming(engine.shared_context(), &mut client, args.runs.max(3)).await?,
         false => serde_json::Value::Null,
     };
+    // The same stream to a client that reads view types, as in-process gets it.
+    let streaming_view_types = match wanted("stream") {
+        true => {
+            let options = tarn_client::ConnectOptions {
+                view_types: true,
+                ..Default::default()
+            };
+            let mut viewer = Client::connect_with_options(&args.uri, options)
+                .await
+                .map_err(|e| e.to_string())?;
+            eprintln!("==> streaming to a client that reads view types");
+            probes::streaming(engine.shared_context(), &mut viewer, args.runs.max(3)).await?
+        }
+        false => serde_json::Value::Null,
+    };
     let latency = match wanted("latency") {
         true => probes::latency(&mut client, args.latency_calls).await?,
         false => serde_json::Value::Null,
@@ -241,6 +256,7 @@ async fn run(args: Args) -> Result<(), String> {
         "versions": { "tarn": env!("CARGO_PKG_VERSION"), "datafusion": datafusion::DATAFUSION_VERSION },
         "tpch": tpch,
         "streaming": streaming,
+        "streaming_view_types": streaming_view_types,
         "latency": latency,
         "metadata": metadata,
         "concurrency": concurrency,
