@@ -58,6 +58,23 @@ def test_zero_rows_still_have_a_schema(client):
     assert table.schema == info.schema
 
 
+def test_a_client_that_says_it_reads_view_types_gets_them(client):
+    """pyarrow reads string views: with the header it gets them; without it,
+    on the same connection, plain strings with the same values."""
+    sql = "SELECT n_nationkey, n_name FROM nation ORDER BY n_nationkey"
+    views = flight.FlightCallOptions(headers=[(b"x-tarn-view-types", b"true")])
+    info = client.get_flight_info(descriptor(fsql.CommandStatementQuery(query=sql)), views)
+    assert info.schema.field("n_name").type == pa.string_view()
+    viewed = pa.concat_tables([client.do_get(e.ticket, views).read_all() for e in info.endpoints])
+    assert viewed.schema == info.schema
+    plain_info = client.get_flight_info(descriptor(fsql.CommandStatementQuery(query=sql)))
+    assert plain_info.schema.field("n_name").type == pa.string()
+    plain = fetch(client, plain_info)
+    assert plain.schema.field("n_name").type == pa.string()
+    assert viewed.column("n_name").cast(pa.string()).to_pylist() == plain.column("n_name").to_pylist()
+    assert plain.num_rows == 25
+
+
 def test_timestamps_and_nested_types_round_trip(client):
     info = client.get_flight_info(descriptor(fsql.CommandStatementQuery(query="SELECT * FROM awkward_types ORDER BY id")))
     table = fetch(client, info)
