@@ -27,6 +27,7 @@ mod gauges;
 mod grants;
 mod identity_calls;
 mod ids;
+mod join_filters;
 mod live;
 mod live_table;
 mod locations;
@@ -202,7 +203,9 @@ impl Engine {
             .with_target_partitions(target_partitions)
             .with_batch_size(options.batch_size.max(1))
             .with_option_extension(tarn_settings::TarnSettings::default())
-            .set_bool("datafusion.execution.parquet.pushdown_filters", true)
+            // Filter pushdown stays DataFusion's default (off) but for the
+            // scans a join's dynamic filter reaches (`join_filters.rs`);
+            // those order their filters by cost.
             .set_bool("datafusion.execution.parquet.reorder_filters", true);
         for (key, value) in &options.datafusion_settings {
             config.options_mut().set(key, value).map_err(|e| {
@@ -231,6 +234,7 @@ impl Engine {
             .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())
             .with_physical_optimizer_rule(Arc::new(cooperation::YieldingJoins))
             .with_physical_optimizer_rule(Arc::new(proven::ProvenConjuncts))
+            .with_physical_optimizer_rule(Arc::new(join_filters::JoinFiltersInScans))
             .build();
         let ctx = SessionContext::new_with_state(state);
         ctx.register_udtf(

@@ -40,6 +40,8 @@ use datafusion::physical_expr::utils::{conjunction, split_conjunction};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
+use datafusion::physical_plan::repartition::RepartitionExec;
 
 /// Drops proven conjuncts from the predicates of Parquet scans.
 #[derive(Debug, Default)]
@@ -52,8 +54,12 @@ impl PhysicalOptimizerRule for ProvenConjuncts {
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         plan.transform_up(|node| {
-            Ok(match without_proven_conjuncts(node.as_ref())? {
-                Some(scan) => Transformed::yes(scan),
+            let narrowed = match without_proven_conjuncts(node.as_ref())? {
+                Some(scan) => Some(scan),
+                None => filter_without_proven_conjuncts(node.as_ref())?,
+            };
+            Ok(match narrowed {
+                Some(plan) => Transformed::yes(plan),
                 None => Transformed::no(node),
             })
         })
@@ -106,6 +112,87 @@ fn without_proven_conjuncts(node: &dyn ExecutionPlan) -> Result<Option<Arc<dyn E
     Ok(Some(Arc::new(
         scan.clone().with_data_source(Arc::new(narrowed)),
     )))
+}
+
+/// `node` again without the conjuncts the files below it prove, if it is a
+/// filter directly over a Parquet scan with any. Without Parquet filter
+/// pushdown the predicate stays here, above the scan, in terms of the
+/// scan's output columns.
+fn filter_without_proven_conjuncts(
+    node: &dyn ExecutionPlan,
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let Some(filter) = node.downcast_ref::<FilterExec>() else {
+        return Ok(None);
+    };
+    let input = filter.input();
+    let Some(scan) = scan_below(input) else {
+        return Ok(None);
+    };
+    let Some((config, _)) = scan.downcast_to_file_source::<ParquetSource>() else {
+        return Ok(None);
+    };
+    let Some(files) = file_statistics(config) else {
+        return Ok(None);
+    };
+    let schema = Arc::clone(config.file_source().table_schema().table_schema());
+    let conjuncts = split_conjunction(filter.predicate());
+    let mut kept = Vec::with_capacity(conjuncts.len());
+    for conjunct in &conjuncts {
+        let in_table_columns = over_table_columns(conjunct, &schema)?;
+        if !in_table_columns.is_some_and(|c| proven(&c, &files, &schema)) {
+            kept.push(Arc::clone(conjunct));
+        }
+    }
+    if kept.len() == conjuncts.len() {
+        return Ok(None);
+    }
+    if kept.is_empty() && filter.projection().is_none() && filter.fetch().is_none() {
+        return Ok(Some(Arc::clone(input)));
+    }
+    let remaining = match kept.is_empty() {
+        true => lit(true),
+        false => conjunction(kept),
+    };
+    // The same filter (projection, fetch, selectivity) with fewer conjuncts.
+    let narrowed = FilterExecBuilder::from(filter)
+        .with_predicate(remaining)
+        .build()?;
+    Ok(Some(Arc::new(narrowed)))
+}
+
+/// The scan `plan` passes on unchanged: the scan itself, or one under
+/// repartitions, which move rows between partitions but keep every row and
+/// column.
+fn scan_below(plan: &Arc<dyn ExecutionPlan>) -> Option<&DataSourceExec> {
+    let mut node = plan;
+    loop {
+        if let Some(scan) = node.downcast_ref::<DataSourceExec>() {
+            return Some(scan);
+        }
+        node = node.downcast_ref::<RepartitionExec>()?.input();
+    }
+}
+
+/// `expr` with each column numbered as in the table's schema (where the
+/// files' statistics are) instead of the scan's output, or `None` if a
+/// column is not the table's.
+fn over_table_columns(expr: &PhysicalExprRef, table: &Schema) -> Result<Option<PhysicalExprRef>> {
+    let mut foreign = false;
+    let renumbered = Arc::clone(expr).transform(|node| {
+        let Some(column) = node.downcast_ref::<Column>() else {
+            return Ok(Transformed::no(node));
+        };
+        match table.index_of(column.name()) {
+            Ok(index) => Ok(Transformed::yes(
+                Arc::new(Column::new(column.name(), index)) as PhysicalExprRef,
+            )),
+            Err(_) => {
+                foreign = true;
+                Ok(Transformed::no(node))
+            }
+        }
+    })?;
+    Ok((!foreign).then_some(renumbered.data))
 }
 
 /// The statistics of every file `config` reads, if each file has them.
@@ -257,8 +344,12 @@ mod tests {
     /// A context with the rule, over one Parquet file: `x` 1..=100, `y` the
     /// same, `z` NULL every tenth row.
     async fn context(dir: &std::path::Path) -> SessionContext {
+        context_with_pushdown(dir, true).await
+    }
+
+    async fn context_with_pushdown(dir: &std::path::Path, pushdown: bool) -> SessionContext {
         let config = SessionConfig::new()
-            .set_bool("datafusion.execution.parquet.pushdown_filters", true)
+            .set_bool("datafusion.execution.parquet.pushdown_filters", pushdown)
             .with_target_partitions(2);
         let state = datafusion::execution::SessionStateBuilder::new()
             .with_config(config)
@@ -339,6 +430,80 @@ mod tests {
         ] {
             let (scan, count) = scan_and_count(&ctx, filter).await;
             assert!(!scan.contains("predicate=true"), "{filter}: {scan}");
+            assert_eq!(count, expected, "{filter}");
+        }
+    }
+
+    /// The plan as text and the first column of its one-row answer.
+    async fn plan_and_answer(ctx: &SessionContext, sql: &str) -> (String, i64) {
+        let plan = ctx
+            .sql(sql)
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let shown = displayable(plan.as_ref()).indent(true).to_string();
+        let batches = datafusion::physical_plan::collect(plan, ctx.task_ctx())
+            .await
+            .unwrap();
+        let value = batches[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .unwrap()
+            .value(0);
+        (shown, value)
+    }
+
+    #[tokio::test]
+    async fn without_pushdown_the_filter_above_the_scan_loses_proven_conjuncts() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context_with_pushdown(dir.path(), false).await;
+
+        let (plan, count) =
+            plan_and_answer(&ctx, "SELECT count(*) FROM t WHERE x > 0 AND y < 50").await;
+        let filter = plan.lines().find(|l| l.contains("FilterExec")).unwrap();
+        assert!(!filter.contains("x@"), "{plan}");
+        assert!(filter.contains("y@") && filter.contains("< 50"), "{plan}");
+        assert_eq!(count, 49);
+
+        // Everything proven: the filter left (if it also projects) tests
+        // nothing; the answer is every row.
+        for (sql, expected) in [
+            (
+                "SELECT count(*) FROM t WHERE x BETWEEN 1 AND 100 AND x IS NOT NULL",
+                100,
+            ),
+            (
+                "SELECT sum(y) FROM t WHERE x BETWEEN 1 AND 100 AND x IS NOT NULL",
+                5050,
+            ),
+        ] {
+            let (plan, answer) = plan_and_answer(&ctx, sql).await;
+            let filter = plan.lines().find(|l| l.contains("FilterExec"));
+            assert!(
+                filter.is_none_or(|l| l.contains("FilterExec: true")),
+                "{plan}"
+            );
+            assert_eq!(answer, expected, "{sql}");
+        }
+
+        // Columns the filter's output leaves out are still renumbered right.
+        let (plan, count) = plan_and_answer(
+            &ctx,
+            "SELECT sum(y) FROM t WHERE x >= 1 AND y > 90 AND z IS NOT NULL",
+        )
+        .await;
+        let filter = plan.lines().find(|l| l.contains("FilterExec")).unwrap();
+        assert!(!filter.contains("x@"), "{plan}");
+        assert_eq!(count, (91..=99).sum::<i64>());
+
+        // Not proven: kept and applied.
+        for (filter, expected) in [("x > 1", 99), ("z IS NOT NULL", 90), ("x IN (1, 2, 3)", 3)] {
+            let (plan, count) =
+                plan_and_answer(&ctx, &format!("SELECT count(*) FROM t WHERE {filter}")).await;
+            assert!(plan.contains("FilterExec"), "{filter}: {plan}");
             assert_eq!(count, expected, "{filter}");
         }
     }
