@@ -163,7 +163,7 @@ fn filter_without_proven_conjuncts(
 /// The scan `plan` passes on unchanged: the scan itself, or one under
 /// repartitions, which move rows between partitions but keep every row and
 /// column.
-fn scan_below(plan: &Arc<dyn ExecutionPlan>) -> Option<&DataSourceExec> {
+pub(super) fn scan_below(plan: &Arc<dyn ExecutionPlan>) -> Option<&DataSourceExec> {
     let mut node = plan;
     loop {
         if let Some(scan) = node.downcast_ref::<DataSourceExec>() {
@@ -176,7 +176,10 @@ fn scan_below(plan: &Arc<dyn ExecutionPlan>) -> Option<&DataSourceExec> {
 /// `expr` with each column numbered as in the table's schema (where the
 /// files' statistics are) instead of the scan's output, or `None` if a
 /// column is not the table's.
-fn over_table_columns(expr: &PhysicalExprRef, table: &Schema) -> Result<Option<PhysicalExprRef>> {
+pub(super) fn over_table_columns(
+    expr: &PhysicalExprRef,
+    table: &Schema,
+) -> Result<Option<PhysicalExprRef>> {
     let mut foreign = false;
     let renumbered = Arc::clone(expr).transform(|node| {
         let Some(column) = node.downcast_ref::<Column>() else {
