@@ -36,11 +36,14 @@ use datafusion::physical_expr::PhysicalExprRef;
 use datafusion::physical_expr::expressions::{
     BinaryExpr, CastExpr, Column, InListExpr, IsNotNullExpr, IsNullExpr, Literal, NotExpr, lit,
 };
-use datafusion::physical_expr::utils::{conjunction, split_conjunction};
+use datafusion::physical_expr::utils::{collect_columns, conjunction, split_conjunction};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::Partitioning;
+use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
 use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 
 /// Drops proven conjuncts from the predicates of Parquet scans.
@@ -157,7 +160,100 @@ fn filter_without_proven_conjuncts(
     let narrowed = FilterExecBuilder::from(filter)
         .with_predicate(remaining)
         .build()?;
-    Ok(Some(Arc::new(narrowed)))
+    Ok(Some(with_unused_columns_unread(narrowed)?))
+}
+
+/// `filter` again over a scan that reads only the columns it still uses,
+/// if it projects some away and is over a scan (directly or through a
+/// round-robin repartition): a column only a dropped conjunct read
+/// (`l_linenumber` of `l_linenumber > 0`) is then not decoded at all.
+fn with_unused_columns_unread(filter: FilterExec) -> Result<Arc<dyn ExecutionPlan>> {
+    let input = Arc::clone(filter.input());
+    let Some(projection) = filter.projection().clone() else {
+        return Ok(Arc::new(filter));
+    };
+    let schema = input.schema();
+    let mut used = vec![false; schema.fields().len()];
+    let columns = collect_columns(filter.predicate());
+    for index in projection
+        .iter()
+        .copied()
+        .chain(columns.iter().map(Column::index))
+    {
+        if let Some(slot) = used.get_mut(index) {
+            *slot = true;
+        }
+    }
+    if used.iter().all(|u| *u) {
+        return Ok(Arc::new(filter));
+    }
+    let kept: Vec<usize> = (0..used.len()).filter(|i| used[*i]).collect();
+    let Some(narrower_input) = input_reading_only(&input, &kept)? else {
+        return Ok(Arc::new(filter));
+    };
+    let renumbered = |old: usize| kept.iter().position(|&k| k == old);
+    let mut lost = false;
+    let predicate = Arc::clone(filter.predicate())
+        .transform(|node| {
+            let Some(column) = node.downcast_ref::<Column>() else {
+                return Ok(Transformed::no(node));
+            };
+            match renumbered(column.index()) {
+                Some(index) => Ok(Transformed::yes(
+                    Arc::new(Column::new(column.name(), index)) as PhysicalExprRef,
+                )),
+                None => {
+                    lost = true;
+                    Ok(Transformed::no(node))
+                }
+            }
+        })?
+        .data;
+    let outputs: Option<Vec<usize>> = projection.iter().map(|&i| renumbered(i)).collect();
+    let (Some(outputs), false) = (outputs, lost) else {
+        return Ok(Arc::new(filter));
+    };
+    let rebuilt = FilterExecBuilder::new(predicate, narrower_input)
+        .with_default_selectivity(filter.default_selectivity())
+        .with_batch_size(filter.batch_size())
+        .with_fetch(filter.fetch())
+        .apply_projection(Some(outputs))?
+        .build()?;
+    Ok(Arc::new(rebuilt))
+}
+
+/// `input` (a scan, or a round-robin repartition of one) again, producing
+/// only the columns `kept` in their order, if the scan can take that
+/// projection.
+fn input_reading_only(
+    input: &Arc<dyn ExecutionPlan>,
+    kept: &[usize],
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    if let Some(repartition) = input.downcast_ref::<RepartitionExec>() {
+        if !matches!(repartition.partitioning(), Partitioning::RoundRobinBatch(_)) {
+            return Ok(None);
+        }
+        let Some(scan) = input_reading_only(repartition.input(), kept)? else {
+            return Ok(None);
+        };
+        let recompute = ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute);
+        return Arc::clone(input)
+            .replace_children(vec![scan], recompute)
+            .map(Some);
+    }
+    let Some(scan) = input.downcast_ref::<DataSourceExec>() else {
+        return Ok(None);
+    };
+    let schema = input.schema();
+    let exprs = kept.iter().map(|&i| {
+        let name = schema.field(i).name();
+        (
+            Arc::new(Column::new(name, i)) as PhysicalExprRef,
+            name.clone(),
+        )
+    });
+    let narrowing = ProjectionExec::try_new(exprs, Arc::clone(input))?;
+    scan.try_swapping_with_projection(&narrowing)
 }
 
 /// The scan `plan` passes on unchanged: the scan itself, or one under
@@ -490,6 +586,9 @@ mod tests {
                 "{plan}"
             );
             assert_eq!(answer, expected, "{sql}");
+            // `x`, read only by the dropped conjuncts, is not read at all.
+            let scan = plan.lines().find(|l| l.contains("DataSourceExec")).unwrap();
+            assert!(!scan.contains("projection=[x"), "{plan}");
         }
 
         // Columns the filter's output leaves out are still renumbered right.
