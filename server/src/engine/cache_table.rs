@@ -5,15 +5,10 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use async_trait::async_trait;
-use datafusion::catalog::memory::MemTable;
-use datafusion::catalog::{Session, TableProvider};
-use datafusion::datasource::TableType;
 use datafusion::error::Result;
 use datafusion::execution::runtime_env::RuntimeEnv;
-use datafusion::logical_expr::Expr;
-use datafusion::physical_plan::ExecutionPlan;
 
+use super::live_table::Snapshot;
 use super::result_cache::{CacheStats, ResultCache};
 
 /// The table: one row per cache.
@@ -94,25 +89,12 @@ pub(crate) fn all_caches(results: &ResultCache, runtime: &RuntimeEnv) -> Vec<Cac
     vec![results.stats(), footers]
 }
 
-#[async_trait]
-impl TableProvider for CachesTable {
+impl Snapshot for CachesTable {
     fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
     }
 
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        filters: &[Expr],
-        limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        MemTable::try_new(self.schema(), vec![vec![self.batch()?]])?
-            .scan(state, projection, filters, limit)
-            .await
+    fn batch(&self) -> Result<RecordBatch> {
+        CachesTable::batch(self)
     }
 }

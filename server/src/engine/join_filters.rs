@@ -29,13 +29,13 @@ use datafusion::datasource::physical_plan::{FileSource, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result;
 use datafusion::physical_expr::PhysicalExprRef;
-use datafusion::physical_expr::expressions::{DynamicFilterPhysicalExpr, lit};
-use datafusion::physical_expr::utils::{conjunction, split_conjunction};
+use datafusion::physical_expr::expressions::DynamicFilterPhysicalExpr;
+use datafusion::physical_expr::utils::split_conjunction;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
+use datafusion::physical_plan::filter::FilterExec;
 
-use super::proven::{over_table_columns, scan_below};
+use super::proven::{Narrowed, over_table_columns, scan_below, without_conjuncts};
 
 /// Turns on Parquet filter pushdown for scans that a join's dynamic filter reaches.
 #[derive(Debug, Default)]
@@ -115,33 +115,19 @@ fn filter_without_what_its_scan_applies(
     let table_schema = config.file_source().table_schema();
     let (table, file) = (table_schema.table_schema(), table_schema.file_schema());
     let applied = split_conjunction(&predicate);
-    let conjuncts = split_conjunction(filter.predicate());
-    let mut kept = Vec::with_capacity(conjuncts.len());
-    for conjunct in &conjuncts {
-        // Only what the decoder can apply (file columns, supported
-        // expressions) is applied there; anything else stays here.
-        let in_scan = over_table_columns(conjunct, table)?.is_some_and(|own| {
+    // Only what the decoder can apply (file columns, supported expressions)
+    // is applied there; anything else stays here.
+    let narrowed = without_conjuncts(filter, |conjunct| {
+        Ok(over_table_columns(conjunct, table)?.is_some_and(|own| {
             can_expr_be_pushed_down_with_schemas(&own, file)
                 && applied.iter().any(|done| done.as_ref() == own.as_ref())
-        });
-        if !in_scan {
-            kept.push(Arc::clone(conjunct));
-        }
-    }
-    if kept.len() == conjuncts.len() {
-        return Ok(None);
-    }
-    if kept.is_empty() && filter.projection().is_none() && filter.fetch().is_none() {
-        return Ok(Some(Arc::clone(input)));
-    }
-    let remaining = match kept.is_empty() {
-        true => lit(true),
-        false => conjunction(kept),
-    };
-    let narrowed = FilterExecBuilder::from(filter)
-        .with_predicate(remaining)
-        .build()?;
-    Ok(Some(Arc::new(narrowed)))
+        }))
+    })?;
+    Ok(match narrowed {
+        None => None,
+        Some(Narrowed::Gone(input)) => Some(input),
+        Some(Narrowed::Fewer(filter)) => Some(Arc::new(filter)),
+    })
 }
 
 fn holds_dynamic_filter(predicate: &PhysicalExprRef) -> bool {
@@ -192,6 +178,16 @@ mod tests {
         ctx
     }
 
+    /// The integer in `column` of an answer's first row.
+    fn int_at(batches: &[arrow::array::RecordBatch], column: usize) -> i64 {
+        batches[0]
+            .column(column)
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .unwrap()
+            .value(0)
+    }
+
     /// Each Parquet scan of `plan`: whether it filters row by row, whether
     /// its predicate holds a dynamic filter, and the rows its row filter
     /// removed.
@@ -240,18 +236,8 @@ mod tests {
         let batches = datafusion::physical_plan::collect(Arc::clone(&plan), ctx.task_ctx())
             .await
             .unwrap();
-        let count = batches[0]
-            .column(0)
-            .as_any()
-            .downcast_ref::<arrow::array::Int64Array>()
-            .unwrap()
-            .value(0);
-        let sum = batches[0]
-            .column(1)
-            .as_any()
-            .downcast_ref::<arrow::array::Int64Array>()
-            .unwrap()
-            .value(0);
+        let count = int_at(&batches, 0);
+        let sum = int_at(&batches, 1);
         assert_eq!((count, sum), (3, 2 * (5 + 500 + 5000)));
 
         let scans = scans(&plan);
@@ -291,12 +277,7 @@ mod tests {
         let batches = datafusion::physical_plan::collect(Arc::clone(&plan), ctx.task_ctx())
             .await
             .unwrap();
-        let count = batches[0]
-            .column(0)
-            .as_any()
-            .downcast_ref::<arrow::array::Int64Array>()
-            .unwrap()
-            .value(0);
+        let count = int_at(&batches, 0);
         // x = 5 has y = 10 and is odd: only 500 and 5000 remain.
         assert_eq!(count, 2, "{shown}");
     }

@@ -77,10 +77,32 @@ impl LiveQueriesTable {
     }
 }
 
-#[async_trait]
-impl TableProvider for LiveQueriesTable {
+impl Snapshot for LiveQueriesTable {
     fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
+    }
+
+    fn batch(&self) -> Result<RecordBatch> {
+        LiveQueriesTable::batch(self)
+    }
+}
+
+/// A system table computed when it is scanned: one batch of what is true now.
+pub(super) trait Snapshot: std::fmt::Debug + Send + Sync + 'static {
+    /// The table's columns.
+    fn schema(&self) -> SchemaRef;
+    /// Its rows now.
+    fn batch(&self) -> Result<RecordBatch>;
+}
+
+/// A [`Snapshot`] served as a table (a view: nothing is stored).
+#[derive(Debug)]
+pub(super) struct SnapshotTable<T>(pub(super) T);
+
+#[async_trait]
+impl<T: Snapshot> TableProvider for SnapshotTable<T> {
+    fn schema(&self) -> SchemaRef {
+        self.0.schema()
     }
 
     fn table_type(&self) -> TableType {
@@ -94,7 +116,7 @@ impl TableProvider for LiveQueriesTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        MemTable::try_new(self.schema(), vec![vec![self.batch()?]])?
+        MemTable::try_new(self.0.schema(), vec![vec![self.0.batch()?]])?
             .scan(state, projection, filters, limit)
             .await
     }
@@ -119,14 +141,14 @@ impl Engine {
         };
         let table = LiveQueriesTable::new(self.live.clone());
         schema
-            .register_table("queries".into(), Arc::new(table))
+            .register_table("queries".into(), Arc::new(SnapshotTable(table)))
             .map_err(EngineError::from_planning)?;
         let caches = super::cache_table::CachesTable::new(
             Arc::clone(&self.result_cache),
             self.ctx.runtime_env(),
         );
         schema
-            .register_table("caches".into(), Arc::new(caches))
+            .register_table("caches".into(), Arc::new(SnapshotTable(caches)))
             .map_err(EngineError::from_planning)?;
         Ok(())
     }

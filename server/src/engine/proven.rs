@@ -138,11 +138,35 @@ fn filter_without_proven_conjuncts(
         return Ok(None);
     };
     let schema = Arc::clone(config.file_source().table_schema().table_schema());
+    let narrowed = without_conjuncts(filter, |conjunct| {
+        let in_table_columns = over_table_columns(conjunct, &schema)?;
+        Ok(in_table_columns.is_some_and(|c| proven(&c, &files, &schema)))
+    })?;
+    Ok(match narrowed {
+        None => None,
+        Some(Narrowed::Gone(input)) => Some(input),
+        Some(Narrowed::Fewer(filter)) => Some(with_unused_columns_unread(filter)?),
+    })
+}
+
+/// What is left of a filter once some of its conjuncts are dropped.
+pub(super) enum Narrowed {
+    /// Nothing to test, project or limit: the filter's input stands for it.
+    Gone(Arc<dyn ExecutionPlan>),
+    /// The same filter (projection, fetch, selectivity) with fewer conjuncts.
+    Fewer(FilterExec),
+}
+
+/// `filter` without the conjuncts for which `dropped` is true, or `None`
+/// if there are none.
+pub(super) fn without_conjuncts(
+    filter: &FilterExec,
+    mut dropped: impl FnMut(&PhysicalExprRef) -> Result<bool>,
+) -> Result<Option<Narrowed>> {
     let conjuncts = split_conjunction(filter.predicate());
     let mut kept = Vec::with_capacity(conjuncts.len());
     for conjunct in &conjuncts {
-        let in_table_columns = over_table_columns(conjunct, &schema)?;
-        if !in_table_columns.is_some_and(|c| proven(&c, &files, &schema)) {
+        if !dropped(conjunct)? {
             kept.push(Arc::clone(conjunct));
         }
     }
@@ -150,17 +174,16 @@ fn filter_without_proven_conjuncts(
         return Ok(None);
     }
     if kept.is_empty() && filter.projection().is_none() && filter.fetch().is_none() {
-        return Ok(Some(Arc::clone(input)));
+        return Ok(Some(Narrowed::Gone(Arc::clone(filter.input()))));
     }
     let remaining = match kept.is_empty() {
         true => lit(true),
         false => conjunction(kept),
     };
-    // The same filter (projection, fetch, selectivity) with fewer conjuncts.
-    let narrowed = FilterExecBuilder::from(filter)
+    let fewer = FilterExecBuilder::from(filter)
         .with_predicate(remaining)
         .build()?;
-    Ok(Some(with_unused_columns_unread(narrowed)?))
+    Ok(Some(Narrowed::Fewer(fewer)))
 }
 
 /// `filter` again over a scan that reads only the columns it still uses,
