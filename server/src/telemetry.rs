@@ -291,18 +291,28 @@ pub struct Gauges {
     pub memory_limit: Option<usize>,
     pub spill_bytes: u64,
     pub outbox_depth: Option<u64>,
-    pub caches: Vec<CacheGauges>,
+    pub caches: Vec<CacheStats>,
 }
 
-/// What one cache holds and has done, at a scrape.
-#[derive(Debug, Clone, Default)]
-pub struct CacheGauges {
+/// What one cache holds and has done, for `system.caches` and `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheStats {
+    /// The cache's name (`result`, `parquet_metadata`).
     pub name: &'static str,
+    /// Whether it caches anything.
+    pub enabled: bool,
+    /// Entries held now.
     pub entries: u64,
+    /// Bytes held now.
     pub bytes: u64,
+    /// The bytes it may hold.
     pub budget: u64,
+    /// Lookups answered from it.
     pub hits: u64,
+    /// Lookups it could not answer (when it counts them).
     pub misses: Option<u64>,
+    /// Entries dropped to stay within the budget (when it counts them).
+    pub evictions: Option<u64>,
 }
 
 /// Sets the gauges of current state, just before rendering.

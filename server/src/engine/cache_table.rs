@@ -9,7 +9,8 @@ use datafusion::error::Result;
 use datafusion::execution::runtime_env::RuntimeEnv;
 
 use super::live_table::Snapshot;
-use super::result_cache::{CacheStats, ResultCache};
+use super::result_cache::ResultCache;
+use crate::telemetry::CacheStats;
 
 /// The table: one row per cache.
 #[derive(Debug)]

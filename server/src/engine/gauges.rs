@@ -22,17 +22,7 @@ impl Engine {
             memory_limit,
             spill_bytes: runtime.disk_manager.used_disk_space(),
             outbox_depth: None,
-            caches: super::cache_table::all_caches(&self.result_cache, &runtime)
-                .into_iter()
-                .map(|cache| crate::telemetry::CacheGauges {
-                    name: cache.name,
-                    entries: cache.entries,
-                    bytes: cache.bytes,
-                    budget: cache.budget,
-                    hits: cache.hits,
-                    misses: cache.misses,
-                })
-                .collect(),
+            caches: super::cache_table::all_caches(&self.result_cache, &runtime),
         }
     }
 }

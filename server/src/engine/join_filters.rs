@@ -22,7 +22,7 @@
 
 use std::sync::Arc;
 
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::tree_node::TreeNode;
 use datafusion::config::ConfigOptions;
 use datafusion::datasource::physical_plan::parquet::can_expr_be_pushed_down_with_schemas;
 use datafusion::datasource::physical_plan::{FileSource, ParquetSource};
@@ -33,9 +33,10 @@ use datafusion::physical_expr::expressions::DynamicFilterPhysicalExpr;
 use datafusion::physical_expr::utils::split_conjunction;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::filter::FilterExec;
 
-use super::proven::{Narrowed, over_table_columns, scan_below, without_conjuncts};
+use super::proven::{
+    Narrowed, filter_over_parquet, over_table_columns, rewrite_bottom_up, without_conjuncts,
+};
 
 /// Turns on Parquet filter pushdown for scans that a join's dynamic filter reaches.
 #[derive(Debug, Default)]
@@ -52,17 +53,10 @@ impl PhysicalOptimizerRule for JoinFiltersInScans {
             return Ok(plan);
         }
         // Bottom up: a scan is changed before the filter above it.
-        plan.transform_up(|node| {
-            let changed = match with_pushdown_for_join_filter(node.as_ref()) {
-                Some(scan) => Some(scan),
-                None => filter_without_what_its_scan_applies(node.as_ref())?,
-            };
-            Ok(match changed {
-                Some(plan) => Transformed::yes(plan),
-                None => Transformed::no(node),
-            })
+        rewrite_bottom_up(plan, |node| match with_pushdown_for_join_filter(node) {
+            Some(scan) => Ok(Some(scan)),
+            None => filter_without_what_its_scan_applies(node),
         })
-        .map(|done| done.data)
     }
 
     fn name(&self) -> &str {
@@ -95,14 +89,7 @@ fn with_pushdown_for_join_filter(node: &dyn ExecutionPlan) -> Option<Arc<dyn Exe
 fn filter_without_what_its_scan_applies(
     node: &dyn ExecutionPlan,
 ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-    let Some(filter) = node.downcast_ref::<FilterExec>() else {
-        return Ok(None);
-    };
-    let input = filter.input();
-    let Some(scan) = scan_below(input) else {
-        return Ok(None);
-    };
-    let Some((config, parquet)) = scan.downcast_to_file_source::<ParquetSource>() else {
+    let Some((filter, config, parquet)) = filter_over_parquet(node) else {
         return Ok(None);
     };
     let Some(predicate) = parquet.filter() else {

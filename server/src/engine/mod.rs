@@ -70,6 +70,7 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+pub use crate::telemetry::CacheStats;
 pub use admin::recorded_sql;
 pub use admission::AdmissionOptions;
 pub use drain::Drained;
@@ -78,7 +79,7 @@ pub use locations::LocationPolicy;
 pub use memory::{DEFAULT_MEMORY_SHARE, DEFAULT_SPILL_LIMIT, MemoryOptions, prepare_spill_dir};
 pub use metadata::{TableInfo, TableKind};
 pub use prepared::{PreparedStatementId, PreparedStatementInfo};
-pub use result_cache::{CacheStats, ResultCacheOptions};
+pub use result_cache::ResultCacheOptions;
 pub use results::{ParkedResult, Progress, ResultId};
 pub use runs::version_record;
 pub use session::{Session, SessionLimits};

@@ -246,9 +246,11 @@ impl Engine {
     ) -> EngineResult<PlannedQuery> {
         let plan = self.direct_plan(sql, session).await?;
         let replan = self.replan_of(&plan, session);
-        let logical = (!has_side_effects(&plan)).then(|| plan.clone());
+        let cacheable = self.may_cache(&plan, session);
         let (physical, run) = self.plan_and_record(sql, plan, session).await?;
-        let cached = logical.and_then(|logical| self.result_key(&logical, &physical, session));
+        let cached = cacheable
+            .then(|| self.result_key(&physical, session))
+            .flatten();
         Ok(PlannedQuery {
             schema: physical.schema(),
             plans: vec![physical],
@@ -263,22 +265,27 @@ impl Engine {
         })
     }
 
-    /// The result cache's key for `physical`, planned from `logical` in
-    /// `session`, if its answer may be cached.
+    /// Whether the answer of `plan`, planned in `session`, may be cached:
+    /// a query without side effects the result cache accepts.
+    fn may_cache(&self, plan: &LogicalPlan, session: &Session) -> bool {
+        if has_side_effects(plan) {
+            return false;
+        }
+        let state = session.context().state_ref();
+        let state = state.read();
+        self.result_cache.may_cache(state.config_options(), plan)
+    }
+
+    /// The result cache's key for `physical`, planned in `session`.
     fn result_key(
         &self,
-        logical: &LogicalPlan,
         physical: &Arc<dyn datafusion::physical_plan::ExecutionPlan>,
         session: &Session,
     ) -> Option<super::result_cache::ResultKey> {
         let state = session.context().state_ref();
         let state = state.read();
-        self.result_cache.key_of(
-            session.principal().name(),
-            state.config_options(),
-            logical,
-            physical,
-        )
+        self.result_cache
+            .key_of(session.principal().name(), state.config_options(), physical)
     }
 
     /// How to plan `plan` again with sort-merge joins, if it is a query with
@@ -437,12 +444,9 @@ impl Engine {
         let mut plans = Vec::with_capacity(rows.len().max(1));
         let mut runs: Vec<Arc<runs::StreamingRun>> = Vec::new();
         let bound = bind_rows(plan, rows)?;
-        let (replan, logical) = match bound.as_slice() {
-            [only] if !has_side_effects(only) => {
-                (self.replan_of(only, session), Some(only.clone()))
-            }
-            [only] => (self.replan_of(only, session), None),
-            _ => (None, None),
+        let (replan, cacheable) = match bound.as_slice() {
+            [only] => (self.replan_of(only, session), self.may_cache(only, session)),
+            _ => (None, false),
         };
         for plan in bound {
             match self.plan_and_record(&sql, plan, session).await {
@@ -460,8 +464,8 @@ impl Engine {
             }
         }
         let schema = plans.first().map_or(schema, |p| p.schema());
-        let cached = match (logical, plans.as_slice()) {
-            (Some(logical), [physical]) => self.result_key(&logical, physical, session),
+        let cached = match (cacheable, plans.as_slice()) {
+            (true, [physical]) => self.result_key(physical, session),
             _ => None,
         };
         Ok(PlannedQuery {

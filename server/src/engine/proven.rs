@@ -56,17 +56,10 @@ impl PhysicalOptimizerRule for ProvenConjuncts {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        plan.transform_up(|node| {
-            let narrowed = match without_proven_conjuncts(node.as_ref())? {
-                Some(scan) => Some(scan),
-                None => filter_without_proven_conjuncts(node.as_ref())?,
-            };
-            Ok(match narrowed {
-                Some(plan) => Transformed::yes(plan),
-                None => Transformed::no(node),
-            })
+        rewrite_bottom_up(plan, |node| match without_proven_conjuncts(node)? {
+            Some(scan) => Ok(Some(scan)),
+            None => filter_without_proven_conjuncts(node),
         })
-        .map(|done| done.data)
     }
 
     fn name(&self) -> &str {
@@ -76,6 +69,21 @@ impl PhysicalOptimizerRule for ProvenConjuncts {
     fn schema_check(&self) -> bool {
         true
     }
+}
+
+/// `plan` with each node `rewrite` returns a replacement for replaced,
+/// children before their parents.
+pub(super) fn rewrite_bottom_up(
+    plan: Arc<dyn ExecutionPlan>,
+    mut rewrite: impl FnMut(&dyn ExecutionPlan) -> Result<Option<Arc<dyn ExecutionPlan>>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    plan.transform_up(|node| {
+        Ok(match rewrite(node.as_ref())? {
+            Some(replacement) => Transformed::yes(replacement),
+            None => Transformed::no(node),
+        })
+    })
+    .map(|done| done.data)
 }
 
 /// `node` again without the conjuncts its files prove, if it is a Parquet
@@ -124,14 +132,7 @@ fn without_proven_conjuncts(node: &dyn ExecutionPlan) -> Result<Option<Arc<dyn E
 fn filter_without_proven_conjuncts(
     node: &dyn ExecutionPlan,
 ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-    let Some(filter) = node.downcast_ref::<FilterExec>() else {
-        return Ok(None);
-    };
-    let input = filter.input();
-    let Some(scan) = scan_below(input) else {
-        return Ok(None);
-    };
-    let Some((config, _)) = scan.downcast_to_file_source::<ParquetSource>() else {
+    let Some((filter, config, _)) = filter_over_parquet(node) else {
         return Ok(None);
     };
     let Some(files) = file_statistics(config) else {
@@ -277,6 +278,17 @@ fn input_reading_only(
     });
     let narrowing = ProjectionExec::try_new(exprs, Arc::clone(input))?;
     scan.try_swapping_with_projection(&narrowing)
+}
+
+/// `node` as a filter over a Parquet scan (see [`scan_below`]): the filter,
+/// the scan's configuration and its source.
+pub(super) fn filter_over_parquet(
+    node: &dyn ExecutionPlan,
+) -> Option<(&FilterExec, &FileScanConfig, &ParquetSource)> {
+    let filter = node.downcast_ref::<FilterExec>()?;
+    let (config, parquet) =
+        scan_below(filter.input())?.downcast_to_file_source::<ParquetSource>()?;
+    Some((filter, config, parquet))
 }
 
 /// The scan `plan` passes on unchanged: the scan itself, or one under

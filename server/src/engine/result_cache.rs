@@ -32,6 +32,8 @@ use datafusion::physical_plan::placeholder_row::PlaceholderRowExec;
 use datafusion::physical_plan::{ExecutionPlan, displayable};
 use sha2::{Digest, Sha256};
 
+use crate::telemetry::CacheStats;
+
 /// How the result cache is set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResultCacheOptions {
@@ -51,27 +53,6 @@ impl Default for ResultCacheOptions {
             max_entry: 16 * 1024 * 1024,
         }
     }
-}
-
-/// What one cache holds and has done, for `system.caches` and `/metrics`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CacheStats {
-    /// The cache's name (`result`, `parquet_metadata`).
-    pub name: &'static str,
-    /// Whether it caches anything.
-    pub enabled: bool,
-    /// Entries held now.
-    pub entries: u64,
-    /// Bytes held now.
-    pub bytes: u64,
-    /// The bytes it may hold.
-    pub budget: u64,
-    /// Lookups answered from it.
-    pub hits: u64,
-    /// Lookups it could not answer (when it counts them).
-    pub misses: Option<u64>,
-    /// Entries dropped to stay within the budget (when it counts them).
-    pub evictions: Option<u64>,
 }
 
 /// Which answer a query's is: see the module's documentation.
@@ -115,27 +96,40 @@ impl ResultCache {
         }
     }
 
-    /// The key of the answer of `physical` (planned from `logical` for
-    /// `user` with the session settings `settings`), or `None` when it must
-    /// not be cached.
+    /// Whether the answer of `logical`, planned with the session settings
+    /// `settings`, may be cached at all: the cache is on for the server and
+    /// the session, and nothing in the plan is volatile. Asked before the
+    /// plan is handed to the physical planner, so that it need not be kept.
+    pub(crate) fn may_cache(
+        &self,
+        settings: &datafusion::config::ConfigOptions,
+        logical: &LogicalPlan,
+    ) -> bool {
+        self.options.enabled
+            && super::tarn_settings::TarnSettings::of(settings).result_cache
+            && !is_volatile(logical)
+    }
+
+    /// The key of the answer of `physical` (of a plan [`Self::may_cache`]
+    /// allowed) for `user` with the session settings `settings`, or `None`
+    /// when it reads something other than files.
     pub(crate) fn key_of(
         &self,
         user: &str,
         settings: &datafusion::config::ConfigOptions,
-        logical: &LogicalPlan,
         physical: &Arc<dyn ExecutionPlan>,
     ) -> Option<ResultKey> {
-        if !self.options.enabled || !super::tarn_settings::TarnSettings::of(settings).result_cache {
-            return None;
-        }
-        if is_volatile(logical) {
-            return None;
-        }
         let mut digest = Sha256::new();
         let mut field = |bytes: &[u8]| {
             digest.update((bytes.len() as u64).to_le_bytes());
             digest.update(bytes);
         };
+        // Files first: a plan that reads none (`SELECT 1`, system tables)
+        // is refused before its text is rendered.
+        let mut files = 0;
+        if !fingerprint_files(physical, &mut field, &mut files) || files == 0 {
+            return None;
+        }
         field(user.as_bytes());
         for entry in settings.entries() {
             field(entry.key.as_bytes());
@@ -147,10 +141,6 @@ impl ResultCache {
                 .to_string()
                 .as_bytes(),
         );
-        let mut files = 0;
-        if !fingerprint_files(physical, &mut field, &mut files) || files == 0 {
-            return None;
-        }
         Some(ResultKey(digest.finalize().into()))
     }
 
