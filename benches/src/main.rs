@@ -96,6 +96,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    tarn::allocator::purge_lazily();
     let args = Args::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

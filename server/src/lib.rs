@@ -4,6 +4,7 @@
 //! stream to clients over Arrow Flight SQL. See `ARCHITECTURE.md` for the
 //! codemap.
 
+pub mod allocator;
 pub mod auth;
 pub mod catalog;
 pub mod cli;

@@ -6,5 +6,6 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    tarn::allocator::purge_lazily();
     tarn::cli::run(tarn::cli::Cli::parse())
 }
