@@ -12,6 +12,7 @@
 
 mod access;
 mod accounts;
+mod adaptive_filter;
 mod admin;
 mod admission;
 mod as_of;
@@ -46,6 +47,7 @@ mod refresh;
 mod result_cache;
 mod results;
 mod runs;
+mod scanned;
 mod session;
 mod session_options;
 mod settings;

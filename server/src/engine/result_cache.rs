@@ -24,11 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::RecordBatch;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::datasource::physical_plan::FileScanConfig;
-use datafusion::datasource::source::DataSourceExec;
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::physical_plan::empty::EmptyExec;
-use datafusion::physical_plan::placeholder_row::PlaceholderRowExec;
 use datafusion::physical_plan::{ExecutionPlan, displayable};
 use sha2::{Digest, Sha256};
 
@@ -268,41 +264,27 @@ fn fingerprint_files(
     field: &mut impl FnMut(&[u8]),
     files: &mut usize,
 ) -> bool {
-    let children = plan.children();
-    if !children.is_empty() {
-        return children
-            .into_iter()
-            .all(|child| fingerprint_files(child, field, files));
-    }
-    if plan.is::<EmptyExec>() || plan.is::<PlaceholderRowExec>() {
-        return true;
-    }
-    let Some(config) = plan
-        .downcast_ref::<DataSourceExec>()
-        .and_then(|source| source.data_source().downcast_ref::<FileScanConfig>())
-    else {
-        return false;
-    };
-    field(config.object_store_url.as_str().as_bytes());
-    for group in &config.file_groups {
-        for file in group.files() {
-            let meta = &file.object_meta;
-            field(meta.location.as_ref().as_bytes());
-            field(&meta.size.to_le_bytes());
-            field(
-                &meta
-                    .last_modified
-                    .timestamp_nanos_opt()
-                    .unwrap_or(0)
-                    .to_le_bytes(),
-            );
-            field(meta.e_tag.as_deref().unwrap_or("").as_bytes());
-            field(meta.version.as_deref().unwrap_or("").as_bytes());
-            field(format!("{:?} {:?}", file.range, file.partition_values).as_bytes());
-            *files += 1;
+    super::scanned::visit_file_scans(plan, &mut |config| {
+        field(config.object_store_url.as_str().as_bytes());
+        for group in &config.file_groups {
+            for file in group.files() {
+                let meta = &file.object_meta;
+                field(meta.location.as_ref().as_bytes());
+                field(&meta.size.to_le_bytes());
+                field(
+                    &meta
+                        .last_modified
+                        .timestamp_nanos_opt()
+                        .unwrap_or(0)
+                        .to_le_bytes(),
+                );
+                field(meta.e_tag.as_deref().unwrap_or("").as_bytes());
+                field(meta.version.as_deref().unwrap_or("").as_bytes());
+                field(format!("{:?} {:?}", file.range, file.partition_values).as_bytes());
+                *files += 1;
+            }
         }
-    }
-    true
+    })
 }
 
 #[cfg(test)]
