@@ -21,6 +21,7 @@ pub mod openlineage;
 mod policies;
 mod runs;
 mod sqlite;
+mod statistics;
 pub mod system;
 mod system_tables;
 mod tables;
@@ -115,6 +116,13 @@ pub trait CatalogStore: Send + Sync + std::fmt::Debug {
 
     /// The remembered `SET` statements.
     async fn settings(&self) -> CatalogResult<Vec<String>>;
+
+    /// Records the column statistics of a version of a table (replacing
+    /// earlier ones of that version).
+    async fn record_statistics(&self, stats: TableStatisticsRecord) -> CatalogResult<()>;
+
+    /// The newest statistics of every table that has any.
+    async fn latest_statistics(&self) -> CatalogResult<Vec<TableStatisticsRecord>>;
 }
 
 /// Why the catalog cannot be used.
@@ -220,6 +228,42 @@ pub struct TableVersionRecord {
     pub files: u64,
     /// Bytes of data files.
     pub bytes: u64,
+}
+
+/// The statistics of one version of a table (`ANALYZE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableStatisticsRecord {
+    /// The table.
+    pub table: String,
+    /// Its version: a Delta version, or the digest of its files.
+    pub version: String,
+    /// The digest of the files this version is made of, which scans of it
+    /// are recognised by.
+    pub files_digest: String,
+    /// The prefix every file of the table starts with (store URL and
+    /// path), which scans of any version of it are recognised by.
+    pub location: String,
+    /// Its rows.
+    pub rows: u64,
+    /// Each column's statistics, in the table's order.
+    pub columns: Vec<ColumnStatisticsRecord>,
+}
+
+/// The statistics of one column of a table version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnStatisticsRecord {
+    /// The column.
+    pub name: String,
+    /// Its Arrow type, as displayed.
+    pub data_type: String,
+    /// Nulls in it.
+    pub null_count: Option<u64>,
+    /// An estimate of its distinct values (HyperLogLog, about 1% off).
+    pub distinct_count: Option<u64>,
+    /// Its smallest value, as text.
+    pub min: Option<String>,
+    /// Its largest value, as text.
+    pub max: Option<String>,
 }
 
 /// What kind of statement a run is.
@@ -355,179 +399,4 @@ fn now() -> String {
 
 /// The tests every [`CatalogStore`] must pass.
 #[cfg(test)]
-pub(crate) mod suite {
-    use std::sync::Arc;
-
-    use arrow::datatypes::{DataType, Field, Schema};
-
-    use super::*;
-
-    fn table() -> TableRecord {
-        TableRecord {
-            name: "t".into(),
-            origin: TableOrigin::Discovered,
-            location: Some("file:///lake/t/".into()),
-            format: Some("parquet".into()),
-            definition: None,
-        }
-    }
-
-    fn schema(columns: &[&str]) -> SchemaRef {
-        let fields: Vec<Field> = columns
-            .iter()
-            .map(|c| Field::new(*c, DataType::Int64, true))
-            .collect();
-        Arc::new(Schema::new(fields))
-    }
-
-    fn started(id: &str, kind: RunKind) -> RunStart {
-        RunStart {
-            id: id.into(),
-            sql: format!("statement {id}"),
-            principal: "test".into(),
-            kind,
-            target_location: Some("file:///lake/w/".into()),
-        }
-    }
-
-    fn ended(state: RunState) -> RunEnd {
-        RunEnd {
-            state,
-            rows_out: Some(1),
-            bytes_out: None,
-            files_out: None,
-            rows_in: None,
-            bytes_in: None,
-            error: None,
-            usage: Some(RunUsage {
-                peak_memory: 1024,
-                spilled_bytes: 0,
-                queued: std::time::Duration::from_millis(3),
-                note: Some("a note".into()),
-            }),
-        }
-    }
-
-    /// Everything a store must do; leaves state for [`after_reopening`].
-    pub(crate) async fn exercise(store: &dyn CatalogStore) {
-        // Schema changes become versions; the same schema does not.
-        let t = table();
-        assert_eq!(
-            store
-                .record_table(t.clone(), schema(&["a"]), None)
-                .await
-                .unwrap(),
-            1
-        );
-        assert_eq!(
-            store
-                .record_table(t.clone(), schema(&["a"]), None)
-                .await
-                .unwrap(),
-            1
-        );
-        assert_eq!(
-            store
-                .record_table(t, schema(&["a", "b"]), None)
-                .await
-                .unwrap(),
-            2
-        );
-        // Runs end once: a second end changes nothing.
-        store
-            .start_run(started("w1", RunKind::Write), vec!["t".into()], None)
-            .await
-            .unwrap();
-        store.start_run_soon(started("q1", RunKind::Query), vec!["t".into()]);
-        store.end_run_soon("q1".into(), ended(RunState::Complete));
-        store.end_run_soon("q1".into(), ended(RunState::Abort));
-        assert_eq!(
-            store
-                .interrupted_runs()
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.id.as_str())
-                .collect::<Vec<_>>(),
-            ["w1"],
-            "queued changes are stored in order, before later calls answer"
-        );
-        store
-            .abort_runs(vec!["w1".into()], "stopped".into())
-            .await
-            .unwrap();
-        assert!(store.interrupted_runs().await.unwrap().is_empty());
-        // Settings, drops, definitions.
-        store
-            .record_setting("k".into(), "SET k = 1".into())
-            .await
-            .unwrap();
-        store
-            .record_setting("gone".into(), "SET gone = 1".into())
-            .await
-            .unwrap();
-        store.forget_setting("gone".into()).await.unwrap();
-        let view = TableRecord {
-            name: "v".into(),
-            origin: TableOrigin::View,
-            location: None,
-            format: None,
-            definition: Some("CREATE VIEW v AS SELECT 1".into()),
-        };
-        store
-            .record_table(view, schema(&["x"]), None)
-            .await
-            .unwrap();
-        let created = TableRecord {
-            name: "c".into(),
-            origin: TableOrigin::Created,
-            location: Some("file:///lake/c/".into()),
-            format: Some("delta".into()),
-            definition: None,
-        };
-        store
-            .record_table(created, schema(&["x"]), Some("w1".into()))
-            .await
-            .unwrap();
-        let version = TableVersionRecord {
-            version: 0,
-            rows: Some(3),
-            files: 1,
-            bytes: 100,
-        };
-        store
-            .record_table_version("c".into(), version, Some("w1".into()))
-            .await
-            .unwrap();
-        store.drop_table("t".into()).await.unwrap();
-    }
-
-    /// What [`exercise`] stored, read back by a store opened afresh.
-    pub(crate) async fn after_reopening(store: &dyn CatalogStore) {
-        assert_eq!(store.settings().await.unwrap(), ["SET k = 1"]);
-        assert_eq!(
-            store.definitions().await.unwrap(),
-            [("v".to_string(), "CREATE VIEW v AS SELECT 1".to_string())]
-        );
-        assert_eq!(
-            store.created_tables().await.unwrap(),
-            [("c".to_string(), "file:///lake/c/".to_string())]
-        );
-        assert!(
-            store
-                .dropped_locations()
-                .await
-                .unwrap()
-                .contains("file:///lake/t/")
-        );
-        assert!(store.interrupted_runs().await.unwrap().is_empty());
-        // `t` was dropped: a table of that name starts afresh at version 1.
-        assert_eq!(
-            store
-                .record_table(table(), schema(&["a"]), None)
-                .await
-                .unwrap(),
-            1
-        );
-    }
-}
+pub(crate) mod suite;

@@ -33,6 +33,8 @@ const MIGRATIONS: &[M<'static>] = &[
          ALTER TABLE runs ADD COLUMN queue_ms INTEGER;
          ALTER TABLE runs ADD COLUMN note TEXT;",
     ),
+    // 7: column statistics per table version.
+    M::up(include_str!("statistics.sql")),
 ];
 
 /// The schema version this Tarn writes.

@@ -19,7 +19,7 @@ use rusqlite::Connection;
 use super::openlineage::OpenLineageConfig;
 use super::{
     CatalogError, CatalogResult, CatalogStore, InterruptedRun, RunEnd, RunStart, TableRecord,
-    TableVersionRecord, WriteLineage, open, runs, tables,
+    TableStatisticsRecord, TableVersionRecord, WriteLineage, open, runs, tables,
 };
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -246,7 +246,13 @@ impl CatalogStore for SqliteCatalog {
     }
 
     async fn drop_table(&self, name: String) -> CatalogResult<()> {
-        self.call(move |c| tables::drop(c, &name)).await
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            tables::drop(&tx, &name)?;
+            super::statistics::forget(&tx, &name)?;
+            tx.commit()
+        })
+        .await
     }
 
     async fn definitions(&self) -> CatalogResult<Vec<(String, String)>> {
@@ -272,6 +278,15 @@ impl CatalogStore for SqliteCatalog {
 
     async fn settings(&self) -> CatalogResult<Vec<String>> {
         self.call(|c| tables::settings(c)).await
+    }
+
+    async fn record_statistics(&self, stats: TableStatisticsRecord) -> CatalogResult<()> {
+        self.call(move |c| super::statistics::record(c, &stats))
+            .await
+    }
+
+    async fn latest_statistics(&self) -> CatalogResult<Vec<TableStatisticsRecord>> {
+        self.call(|c| super::statistics::latest(c)).await
     }
 }
 

@@ -30,8 +30,10 @@ use super::SqliteCatalog;
 /// The schema the system tables are in.
 pub const SYSTEM_SCHEMA: &str = "system";
 
-/// The system tables only admins may read: they list who may connect.
-pub const ADMIN_ONLY_TABLES: &[&str] = &["users", "roles", "tokens", "audit"];
+/// The system tables only admins may read: they list who may connect, and
+/// (`column_statistics`) the smallest and largest values of every column,
+/// masked ones too.
+pub const ADMIN_ONLY_TABLES: &[&str] = &["users", "roles", "tokens", "audit", "column_statistics"];
 
 use super::system_tables::{INT, SystemTableDef, TABLES, TEXT};
 

@@ -76,6 +76,27 @@ pub(super) const TABLES: &[SystemTableDef] = &[
         ],
     },
     SystemTableDef {
+        name: "column_statistics",
+        sql: "SELECT s.table_name, s.table_version, s.ordinal, s.column_name, s.data_type, s.row_count, \
+              s.null_count, s.distinct_count, s.min_value, s.max_value, s.computed_at, \
+              s.computed_at = (SELECT max(computed_at) FROM column_statistics m WHERE m.table_name = s.table_name) \
+              FROM column_statistics s ORDER BY s.table_name, s.computed_at, s.ordinal",
+        columns: &[
+            ("table_name", TEXT),
+            ("table_version", TEXT),
+            ("ordinal", INT),
+            ("column_name", TEXT),
+            ("data_type", TEXT),
+            ("row_count", INT),
+            ("null_count", INT),
+            ("distinct_count", INT),
+            ("min_value", TEXT),
+            ("max_value", TEXT),
+            ("computed_at", TEXT),
+            ("current", BOOL),
+        ],
+    },
+    SystemTableDef {
         name: "runs",
         sql: "SELECT id, sql_text, principal, kind, state, started_at, ended_at, rows_out, bytes_out, \
               rows_in, bytes_in, lineage_complete, error, \

@@ -17,6 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tracing::Instrument;
 
 use super::admin::AdminNode;
+use super::analyze::AnalyzeTableNode;
 use super::cancel::CancelQueryNode;
 use super::erasure::VacuumNode;
 use super::error::{self, EngineError, EngineResult};
@@ -77,6 +78,11 @@ impl Engine {
         }
         if let Some(name) = RefreshTableNode::of(&plan) {
             self.refresh_table(name).await?;
+            let nothing = Arc::new(EmptyExec::new(Arc::new(Schema::empty())));
+            return Ok((nothing, None));
+        }
+        if let Some(name) = AnalyzeTableNode::of(&plan) {
+            self.analyzer.analyze(name).await?;
             let nothing = Arc::new(EmptyExec::new(Arc::new(Schema::empty())));
             return Ok((nothing, None));
         }
@@ -427,6 +433,7 @@ pub(super) fn has_side_effects(plan: &LogicalPlan) -> bool {
             | LogicalPlan::Statement(_)
     ) || writes::TableStatementNode::of(plan).is_some()
         || RefreshTableNode::of(plan).is_some()
+        || AnalyzeTableNode::of(plan).is_some()
         || AdminNode::of(plan).is_some()
         || SystemSettingNode::of(plan).is_some()
         || GrantNode::of(plan).is_some()

@@ -15,6 +15,7 @@ mod accounts;
 mod adaptive_filter;
 mod admin;
 mod admission;
+mod analyze;
 mod as_of;
 mod cache_table;
 mod cancel;
@@ -29,6 +30,7 @@ mod grants;
 mod identity_calls;
 mod ids;
 mod join_filters;
+mod known_statistics;
 mod live;
 mod live_table;
 mod locations;
@@ -46,6 +48,7 @@ mod query_log;
 mod refresh;
 mod result_cache;
 mod results;
+mod rules;
 mod runs;
 mod scanned;
 mod session;
@@ -163,6 +166,9 @@ pub struct Engine {
     results: ResultStore,
     /// Answers kept for identical queries on unchanged files.
     result_cache: Arc<result_cache::ResultCache>,
+    /// Column statistics: computed (`ANALYZE`, after writes), stored and
+    /// given to the planner.
+    analyzer: analyze::Analyzer,
     prepared: PreparedStatements,
     sessions: Sessions,
     /// Every statement being planned, waiting to be fetched, or streamed.
@@ -228,6 +234,7 @@ impl Engine {
             .map_err(|e| {
                 EngineError::Internal(format!("cannot build the runtime environment: {e}"))
             })?;
+        let known_statistics = Arc::new(known_statistics::KnownStatistics::default());
         // Delta writes plan nodes of their own; this planner knows them and
         // otherwise plans as DataFusion's default planner does.
         let state = SessionStateBuilder::new()
@@ -235,9 +242,7 @@ impl Engine {
             .with_runtime_env(runtime)
             .with_default_features()
             .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())
-            .with_physical_optimizer_rule(Arc::new(cooperation::YieldingJoins))
-            .with_physical_optimizer_rule(Arc::new(proven::ProvenConjuncts))
-            .with_physical_optimizer_rule(Arc::new(join_filters::JoinFiltersInScans))
+            .with_physical_optimizer_rules(rules::physical_rules(&known_statistics))
             .build();
         let ctx = SessionContext::new_with_state(state);
         ctx.register_udtf(
@@ -271,6 +276,12 @@ impl Engine {
             scans,
             results: ResultStore::new(options.result_ttl),
             result_cache: Arc::new(result_cache::ResultCache::new(options.result_cache)),
+            analyzer: analyze::Analyzer {
+                ctx: ctx.clone(),
+                catalog: None,
+                known: known_statistics,
+                pending: Arc::default(),
+            },
             live: live::LiveQueries::default(),
             admission: admission::Admission::new(options.admission, cores),
             prepared: PreparedStatements::new(options.prepared_statement_ttl),
@@ -288,6 +299,7 @@ impl Engine {
 
     /// Records every run, its lineage and the tables it creates in `catalog`.
     pub fn with_catalog(mut self, catalog: Arc<dyn CatalogStore>) -> Self {
+        self.analyzer.catalog = Some(Arc::clone(&catalog));
         self.catalog = Some(catalog);
         self
     }

@@ -92,6 +92,14 @@ impl Engine {
             }
             return VacuumNode::plan(statement);
         }
+        if let Some(name) = super::analyze::AnalyzeTableNode::parse(sql) {
+            let table = crate::names::table_name(&TableReference::parse_str(&name));
+            let principal = session.principal();
+            if self.privileges.access(principal, Privilege::Select, &table) == Access::Denied {
+                return Err(access::denied(principal, Privilege::Select, &table));
+            }
+            return Ok(super::analyze::AnalyzeTableNode::plan(name));
+        }
         if let Some(name) = refresh::RefreshTableNode::parse(sql) {
             let table = crate::names::table_name(&TableReference::parse_str(&name));
             let principal = session.principal();

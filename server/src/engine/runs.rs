@@ -108,6 +108,11 @@ impl Run {
         } else if let Some(vacuum) = super::erasure::VacuumNode::of(plan) {
             run.kind = RunKind::Write;
             run.inputs = vec![vacuum.table.clone()];
+        } else if let Some(name) = super::analyze::AnalyzeTableNode::of(plan) {
+            run.kind = RunKind::Ddl;
+            run.inputs = vec![table_name(&datafusion::common::TableReference::parse_str(
+                name,
+            ))];
         } else if let Some(name) = super::refresh::RefreshTableNode::of(plan) {
             run.kind = RunKind::Ddl;
             run.inputs = vec![table_name(&datafusion::common::TableReference::parse_str(
@@ -498,6 +503,8 @@ impl Engine {
                     .await;
                 let recorded = match (recorded, delta.and_then(DeltaLakeTable::version_stats)) {
                     (Ok(_), Some(stats)) => {
+                        // A new version of a table Tarn writes: its statistics follow.
+                        self.analyzer.analyze_soon(&self.scans, name.clone());
                         catalog
                             .record_table_version(name.clone(), version_record(stats), run_id)
                             .await
@@ -510,7 +517,8 @@ impl Engine {
                 }
             }
         };
-        if matches!(run.effect, Effect::Drop(_)) {
+        if let Effect::Drop(name) = &run.effect {
+            self.analyzer.known.forget(name);
             self.reload_privileges().await?;
         }
         recorded.map_err(|e| {

@@ -352,6 +352,7 @@ impl Server {
                 .with_authenticator(Arc::clone(&auth)),
         );
         engine.load_privileges().await?;
+        engine.load_statistics().await?;
         startup::register_stores(&engine, stores);
         startup::close_interrupted_runs(&engine, store.as_ref()).await?;
         let created = store.created_tables().await?;
