@@ -69,6 +69,11 @@ impl CpuRuntime {
         })
     }
 
+    /// The runtime's handle, for work spawned from elsewhere.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
     /// Runs `future` on the CPU runtime.
     pub fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
     where

@@ -3,7 +3,7 @@
 //! rewrites, which must cut the text exactly where the parser would).
 
 use datafusion::sql::sqlparser::dialect::GenericDialect;
-use datafusion::sql::sqlparser::tokenizer::{Location, TokenWithSpan, Tokenizer};
+use datafusion::sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
 
 /// The tokens of `text` with their places, or `None` if it does not
 /// tokenize (an unterminated string or comment).
@@ -11,6 +11,22 @@ pub fn tokens(text: &str) -> Option<Vec<TokenWithSpan>> {
     Tokenizer::new(&GenericDialect {}, text)
         .tokenize_with_location()
         .ok()
+}
+
+/// The text of the (possibly qualified) table name `name` spells in `text`
+/// (`a`, `s.a`, `"My Table"`), if its tokens are one.
+pub fn table_name(text: &str, name: &[&TokenWithSpan]) -> Option<String> {
+    let is_name = name.iter().enumerate().all(|(i, t)| match &t.token {
+        Token::Word(_) => i % 2 == 0,
+        Token::Period => i % 2 == 1,
+        _ => false,
+    });
+    if name.is_empty() || !is_name || name.len().is_multiple_of(2) {
+        return None;
+    }
+    let offsets = Offsets::of(text);
+    let (first, last) = (name.first()?, name.last()?);
+    Some(text[offsets.byte(first.span.start)..offsets.byte(last.span.end)].to_string())
 }
 
 /// Whether `text` holds `word` anywhere, in any case: a cheap test before

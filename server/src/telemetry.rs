@@ -38,6 +38,7 @@ const CACHE_BUDGET: &str = "tarn_cache_budget_bytes";
 const CACHE_ENTRIES: &str = "tarn_cache_entries";
 const CACHE_HITS: &str = "tarn_cache_hits_total";
 const CACHE_MISSES: &str = "tarn_cache_misses_total";
+const CACHE_EVICTIONS: &str = "tarn_cache_evictions_total";
 const BUILD_INFO: &str = "tarn_build_info";
 
 /// What a metric is.
@@ -168,7 +169,13 @@ const METRICS: &[(&str, Kind, Option<Unit>, &str)] = &[
         CACHE_MISSES,
         Kind::Counter,
         None,
-        "Lookups a cache could not answer, by cache (the result cache counts them).",
+        "Lookups a cache could not answer, by cache (the result and data caches count them).",
+    ),
+    (
+        CACHE_EVICTIONS,
+        Kind::Counter,
+        None,
+        "Entries a cache dropped to stay within its budget, by cache (the result and data caches count them).",
     ),
     (
         BUILD_INFO,
@@ -335,6 +342,9 @@ pub fn set_gauges(now: &Gauges) {
         counter!(CACHE_HITS, "cache" => cache.name).absolute(cache.hits);
         if let Some(misses) = cache.misses {
             counter!(CACHE_MISSES, "cache" => cache.name).absolute(misses);
+        }
+        if let Some(evictions) = cache.evictions {
+            counter!(CACHE_EVICTIONS, "cache" => cache.name).absolute(evictions);
         }
     }
 }

@@ -111,6 +111,12 @@ pub struct ServeArgs {
     /// Memory all cached answers may take together, e.g. 256MiB; the least recently used leave first. Answers over [cache] result_max_entry (16MiB) are never kept [default: 256MiB]
     #[arg(long, env = "TARN_RESULT_CACHE_SIZE", value_name = "SIZE", value_parser = parse_size)]
     pub result_cache_size: Option<u64>,
+    /// Keep the columns of Parquet files that queries scan again (and every column of a table set with ALTER TABLE t SET (cache = 'memory')) decoded in memory, so such scans decode nothing; a changed file, a new Delta commit or REFRESH TABLE makes scans read the new files. on/off [default: on]
+    #[arg(long, env = "TARN_DATA_CACHE", value_name = "on|off", value_parser = clap::builder::BoolishValueParser::new())]
+    pub data_cache: Option<bool>,
+    /// Memory the held columns may take together, beyond --memory-limit, e.g. 4GiB; the least recently used unpinned columns leave first [default: 1GiB]
+    #[arg(long, env = "TARN_DATA_CACHE_SIZE", value_name = "SIZE", value_parser = parse_size)]
+    pub data_cache_size: Option<u64>,
     /// Require a user name and password or a token from every client (users, roles and tokens are made with CREATE USER / CREATE TOKEN, or `tarn user`). The first start with no users creates the user 'admin' with the password in TARN_ADMIN_PASSWORD or --admin-password-file
     #[arg(long, env = "TARN_AUTH", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub auth: Option<bool>,
@@ -222,6 +228,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         view_types: args.view_types,
         result_cache: args.result_cache,
         result_cache_size: args.result_cache_size,
+        data_cache: args.data_cache,
+        data_cache_size: args.data_cache_size,
         auth: args.auth,
         admin_password_file: args.admin_password_file,
         admin_password: config::AdminPassword(

@@ -132,6 +132,10 @@ pub struct CacheSection {
     pub result_size: Option<bytesize::ByteSize>,
     /// The largest answer kept ("16MiB" or bytes).
     pub result_max_entry: Option<bytesize::ByteSize>,
+    /// Whether columns of files are kept decoded in memory.
+    pub data: Option<bool>,
+    /// The memory held columns may take ("1GiB" or bytes).
+    pub data_size: Option<bytesize::ByteSize>,
 }
 
 /// `[engine]`

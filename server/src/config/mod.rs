@@ -228,6 +228,10 @@ pub struct Overrides {
     pub result_cache: Option<bool>,
     /// `--result-cache-size`
     pub result_cache_size: Option<u64>,
+    /// `--data-cache`
+    pub data_cache: Option<bool>,
+    /// `--data-cache-size`
+    pub data_cache_size: Option<u64>,
     /// `--auth`
     pub auth: Option<bool>,
     /// `--admin-password-file`
@@ -278,6 +282,21 @@ fn result_cache_options(
         max_entry: file
             .result_max_entry
             .map_or(defaults.max_entry, |size| size.as_u64()),
+    }
+}
+
+/// The decoded-data cache as the file and the flags (which win) set it.
+fn data_cache_options(
+    file: &file::CacheSection,
+    enabled: Option<bool>,
+    budget: Option<u64>,
+) -> crate::engine::DataCacheOptions {
+    let defaults = crate::engine::DataCacheOptions::default();
+    crate::engine::DataCacheOptions {
+        enabled: enabled.or(file.data).unwrap_or(defaults.enabled),
+        budget: budget
+            .or(file.data_size.map(|size| size.as_u64()))
+            .unwrap_or(defaults.budget),
     }
 }
 
@@ -403,6 +422,11 @@ pub fn resolve(file: ConfigFile, overrides: Overrides) -> ServeConfig {
                 &file.cache,
                 overrides.result_cache,
                 overrides.result_cache_size,
+            ),
+            data_cache: data_cache_options(
+                &file.cache,
+                overrides.data_cache,
+                overrides.data_cache_size,
             ),
             wire_types: if view_types {
                 WireTypes::Native

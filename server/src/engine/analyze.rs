@@ -19,8 +19,8 @@ use datafusion::sql::sqlparser::tokenizer::Token;
 
 use super::error::{EngineError, EngineResult};
 use super::known_statistics::KnownStatistics;
-use super::scanned;
 use super::statement_node::{leaf_statement_node, node_of};
+use super::{file_versions, scanned};
 use crate::catalog::{CatalogStore, ColumnStatisticsRecord, TableStatisticsRecord};
 use crate::delta::DeltaLakeTable;
 
@@ -80,8 +80,9 @@ impl Analyzer {
             .await
             .map_err(EngineError::from_planning)?;
         let mut files = Vec::new();
-        let only_files =
-            scanned::visit_file_scans(&scan, &mut |config| files.extend(scanned::files_of(config)));
+        let only_files = scanned::visit_file_scans(&scan, &mut |config| {
+            files.extend(file_versions::files_of(config))
+        });
         if !only_files || files.is_empty() {
             return Err(EngineError::Plan(format!(
                 "ANALYZE reads tables of files, and {table} is not one (a view, a system table or an empty table)"
@@ -91,7 +92,7 @@ impl Analyzer {
             .downcast_ref::<ListingTable>()
             .and_then(|listing| listing.table_paths().first())
             .is_some_and(|path| !path.as_str().ends_with('/'));
-        let digest = scanned::digest(&files);
+        let digest = file_versions::digest(&files);
         let version = match provider
             .downcast_ref::<DeltaLakeTable>()
             .and_then(DeltaLakeTable::version_stats)
@@ -159,7 +160,7 @@ impl Analyzer {
 
 /// The prefix every file of the table starts with: the file itself for a
 /// table of one file, else the folder all its files are in.
-fn location(files: &[scanned::FileVersion], single_file: bool) -> String {
+pub(crate) fn location(files: &[file_versions::FileVersion], single_file: bool) -> String {
     let first = files.first().map(|f| f.url.as_str()).unwrap_or_default();
     if single_file {
         return first.to_string();
@@ -311,17 +312,7 @@ impl AnalyzeTableNode {
         if name.last().is_some_and(|t| t.token == Token::SemiColon) {
             name.pop();
         }
-        let is_name = name.iter().enumerate().all(|(i, t)| match &t.token {
-            Token::Word(_) => i % 2 == 0,
-            Token::Period => i % 2 == 1,
-            _ => false,
-        });
-        if name.is_empty() || !is_name || name.len() % 2 == 0 {
-            return None;
-        }
-        let offsets = crate::sql_text::Offsets::of(sql);
-        let (first, last) = (name.first()?, name.last()?);
-        Some(sql[offsets.byte(first.span.start)..offsets.byte(last.span.end)].to_string())
+        crate::sql_text::table_name(sql, &name)
     }
 
     /// The plan of `ANALYZE TABLE name`.
@@ -366,8 +357,8 @@ mod tests {
         }
     }
 
-    fn file(url: &str) -> scanned::FileVersion {
-        scanned::FileVersion {
+    fn file(url: &str) -> file_versions::FileVersion {
+        file_versions::FileVersion {
             url: url.into(),
             size: 1,
             modified_nanos: 0,

@@ -8,6 +8,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::error::Result;
 use datafusion::execution::runtime_env::RuntimeEnv;
 
+use super::data_cache::DataCache;
 use super::live_table::Snapshot;
 use super::result_cache::ResultCache;
 use crate::telemetry::CacheStats;
@@ -16,12 +17,17 @@ use crate::telemetry::CacheStats;
 #[derive(Debug)]
 pub(crate) struct CachesTable {
     results: Arc<ResultCache>,
+    data: Arc<DataCache>,
     runtime: Arc<RuntimeEnv>,
     schema: SchemaRef,
 }
 
 impl CachesTable {
-    pub(crate) fn new(results: Arc<ResultCache>, runtime: Arc<RuntimeEnv>) -> Self {
+    pub(crate) fn new(
+        results: Arc<ResultCache>,
+        data: Arc<DataCache>,
+        runtime: Arc<RuntimeEnv>,
+    ) -> Self {
         let int = |name: &str| Field::new(name, DataType::Int64, true);
         let schema = Arc::new(Schema::new(vec![
             Field::new("cache", DataType::Utf8, false),
@@ -36,13 +42,14 @@ impl CachesTable {
         ]));
         Self {
             results,
+            data,
             runtime,
             schema,
         }
     }
 
     fn batch(&self) -> Result<RecordBatch> {
-        let caches = all_caches(&self.results, &self.runtime);
+        let caches = all_caches(&self.results, &self.data, &self.runtime);
         let int = |f: &dyn Fn(&CacheStats) -> Option<u64>| -> ArrayRef {
             Arc::new(Int64Array::from_iter(
                 caches.iter().map(|c| f(c).map(|n| n as i64)),
@@ -71,10 +78,15 @@ fn hit_rate(cache: &CacheStats) -> Option<f64> {
     (lookups > 0).then(|| cache.hits as f64 / lookups as f64)
 }
 
-/// The result cache and DataFusion's Parquet metadata cache (footers and
-/// page indexes, decoded once per file version; its hits are those of the
-/// entries it holds, and it does not count misses).
-pub(crate) fn all_caches(results: &ResultCache, runtime: &RuntimeEnv) -> Vec<CacheStats> {
+/// The result cache, the decoded-data cache and DataFusion's Parquet
+/// metadata cache (footers and page indexes, decoded once per file version;
+/// its hits are those of the entries it holds, and it does not count
+/// misses).
+pub(crate) fn all_caches(
+    results: &ResultCache,
+    data: &DataCache,
+    runtime: &RuntimeEnv,
+) -> Vec<CacheStats> {
     let metadata = runtime.cache_manager.get_file_metadata_cache();
     let entries = metadata.list_entries();
     let footers = CacheStats {
@@ -87,7 +99,7 @@ pub(crate) fn all_caches(results: &ResultCache, runtime: &RuntimeEnv) -> Vec<Cac
         misses: None,
         evictions: None,
     };
-    vec![results.stats(), footers]
+    vec![results.stats(), data.stats(), footers]
 }
 
 impl Snapshot for CachesTable {

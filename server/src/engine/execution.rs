@@ -81,6 +81,11 @@ impl Engine {
             let nothing = Arc::new(EmptyExec::new(Arc::new(Schema::empty())));
             return Ok((nothing, None));
         }
+        if let Some(node) = super::table_cache::TableCacheNode::of(&plan) {
+            self.set_table_cache(node).await?;
+            let nothing = Arc::new(EmptyExec::new(Arc::new(Schema::empty())));
+            return Ok((nothing, None));
+        }
         if let Some(name) = AnalyzeTableNode::of(&plan) {
             self.analyzer.analyze(name).await?;
             let nothing = Arc::new(EmptyExec::new(Arc::new(Schema::empty())));
@@ -434,6 +439,7 @@ pub(super) fn has_side_effects(plan: &LogicalPlan) -> bool {
     ) || writes::TableStatementNode::of(plan).is_some()
         || RefreshTableNode::of(plan).is_some()
         || AnalyzeTableNode::of(plan).is_some()
+        || super::table_cache::TableCacheNode::of(plan).is_some()
         || AdminNode::of(plan).is_some()
         || SystemSettingNode::of(plan).is_some()
         || GrantNode::of(plan).is_some()
@@ -534,14 +540,8 @@ fn uses_hash_join(plan: &Arc<dyn ExecutionPlan>) -> bool {
 }
 
 /// Whether `plan` reads files (and so waits for a slot to run in).
+/// A scan of held columns counts: it is the same work minus the decoding.
 fn reads_files(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    use datafusion::datasource::physical_plan::FileScanConfig;
-    use datafusion::datasource::source::DataSourceExec;
-    let scans_files = plan.downcast_ref::<DataSourceExec>().is_some_and(|source| {
-        source
-            .data_source()
-            .downcast_ref::<FileScanConfig>()
-            .is_some()
-    });
-    scans_files || plan.children().iter().any(|child| reads_files(child))
+    super::scanned::file_scan(plan.as_ref()).is_some()
+        || plan.children().iter().any(|child| reads_files(child))
 }

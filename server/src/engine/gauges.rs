@@ -22,7 +22,7 @@ impl Engine {
             memory_limit,
             spill_bytes: runtime.disk_manager.used_disk_space(),
             outbox_depth: None,
-            caches: super::cache_table::all_caches(&self.result_cache, &runtime),
+            caches: super::cache_table::all_caches(&self.result_cache, &self.data_cache, &runtime),
         }
     }
 }

@@ -30,7 +30,7 @@ use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
 
 use super::proven::rewrite_bottom_up;
-use super::scanned;
+use super::{file_versions, scanned};
 use crate::catalog::TableStatisticsRecord;
 
 /// The newest statistics of each analysed table, by table name.
@@ -59,7 +59,7 @@ impl KnownStatistics {
     /// exactly.
     fn for_files(
         &self,
-        files: &[scanned::FileVersion],
+        files: &[file_versions::FileVersion],
     ) -> Option<(Arc<TableStatisticsRecord>, bool)> {
         if files.is_empty() {
             return None;
@@ -69,7 +69,7 @@ impl KnownStatistics {
             .values()
             .filter(|t| files.iter().all(|f| f.url.starts_with(&t.location)))
             .max_by_key(|t| t.location.len())?;
-        let exact = known.files_digest == scanned::digest(files);
+        let exact = known.files_digest == file_versions::digest(files);
         Some((Arc::clone(known), exact))
     }
 }
@@ -111,7 +111,7 @@ impl CatalogStatistics {
     fn with_known_statistics(&self, node: &dyn ExecutionPlan) -> Option<Arc<dyn ExecutionPlan>> {
         let scan = node.downcast_ref::<DataSourceExec>()?;
         let config = scanned::file_scan(node)?;
-        let (known, exact) = self.known.for_files(&scanned::files_of(config))?;
+        let (known, exact) = self.known.for_files(&file_versions::files_of(config))?;
         let table_schema = Arc::clone(config.file_source().table_schema().table_schema());
         let statistics = merged(config.statistics(), &table_schema, &known, exact);
         let config = FileScanConfigBuilder::from(config.clone())
@@ -257,7 +257,7 @@ mod tests {
         other.table = "t_archive".into();
         other.location = "file:///lake/t_archive/".into();
         book.install(other);
-        let file = |url: &str| scanned::FileVersion {
+        let file = |url: &str| file_versions::FileVersion {
             url: url.into(),
             size: 1,
             modified_nanos: 0,

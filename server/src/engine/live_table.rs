@@ -145,6 +145,7 @@ impl Engine {
             .map_err(EngineError::from_planning)?;
         let caches = super::cache_table::CachesTable::new(
             Arc::clone(&self.result_cache),
+            Arc::clone(&self.data_cache),
             self.ctx.runtime_env(),
         );
         schema

@@ -18,13 +18,16 @@ mod admission;
 mod analyze;
 mod as_of;
 mod cache_table;
+mod cached_scan;
 mod cancel;
 mod cooperation;
 mod corruption;
+mod data_cache;
 mod drain;
 mod erasure;
 pub mod error;
 mod execution;
+mod file_versions;
 mod gauges;
 mod grants;
 mod identity_calls;
@@ -56,6 +59,7 @@ mod session_options;
 mod settings;
 mod statement;
 mod statement_node;
+mod table_cache;
 mod tarn_settings;
 mod time_travel;
 mod user_limits;
@@ -78,6 +82,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 pub use crate::telemetry::CacheStats;
 pub use admin::recorded_sql;
 pub use admission::AdmissionOptions;
+pub use data_cache::DataCacheOptions;
 pub use drain::Drained;
 pub use error::{EngineError, EngineResult};
 pub use locations::LocationPolicy;
@@ -166,6 +171,8 @@ pub struct Engine {
     results: ResultStore,
     /// Answers kept for identical queries on unchanged files.
     result_cache: Arc<result_cache::ResultCache>,
+    /// Columns of files held decoded, for scans that need decode nothing.
+    data_cache: Arc<data_cache::DataCache>,
     /// Column statistics: computed (`ANALYZE`, after writes), stored and
     /// given to the planner.
     analyzer: analyze::Analyzer,
@@ -235,6 +242,7 @@ impl Engine {
                 EngineError::Internal(format!("cannot build the runtime environment: {e}"))
             })?;
         let known_statistics = Arc::new(known_statistics::KnownStatistics::default());
+        let data_cache = Arc::new(data_cache::DataCache::new(options.data_cache));
         // Delta writes plan nodes of their own; this planner knows them and
         // otherwise plans as DataFusion's default planner does.
         let state = SessionStateBuilder::new()
@@ -242,7 +250,7 @@ impl Engine {
             .with_runtime_env(runtime)
             .with_default_features()
             .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())
-            .with_physical_optimizer_rules(rules::physical_rules(&known_statistics))
+            .with_physical_optimizer_rules(rules::physical_rules(&known_statistics, &data_cache))
             .build();
         let ctx = SessionContext::new_with_state(state);
         ctx.register_udtf(
@@ -271,11 +279,14 @@ impl Engine {
         };
         let cpu = start("tarn-cpu", Priority::Normal)?;
         let scans = start("tarn-scan", Priority::Background)?;
+        // Columns load on the scan runtime, as the scans they replace would run.
+        data_cache.start_loading(scans.handle().clone(), ctx.task_ctx());
         Ok(Self {
             cpu,
             scans,
             results: ResultStore::new(options.result_ttl),
             result_cache: Arc::new(result_cache::ResultCache::new(options.result_cache)),
+            data_cache,
             analyzer: analyze::Analyzer {
                 ctx: ctx.clone(),
                 catalog: None,
@@ -340,24 +351,6 @@ impl Engine {
     /// catalog with, for registering tables.
     pub fn shared_context(&self) -> &SessionContext {
         &self.ctx
-    }
-
-    /// The session of `principal` that `cookie` (a Flight session id) or
-    /// else `key` (the transport's name for the client: its login or its
-    /// connection) stands for; a new one with the server's settings if
-    /// there is none.
-    pub fn open_session(&self, principal: &Principal, cookie: Option<&str>, key: &str) -> Session {
-        self.sessions.open(principal, cookie, key)
-    }
-
-    /// The live session `id` of `principal`, if there is one.
-    pub fn find_session(&self, principal: &Principal, id: &str) -> Option<Session> {
-        self.sessions.find(principal, id)
-    }
-
-    /// Ends `session`: its settings are forgotten.
-    pub fn close_session(&self, session: &Session) {
-        self.sessions.close(session);
     }
 
     /// The types `session`'s request gets its results in: native when its

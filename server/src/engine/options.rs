@@ -26,6 +26,8 @@ pub struct EngineOptions {
     pub wire_types: WireTypes,
     /// The answers kept for identical queries on unchanged files.
     pub result_cache: super::ResultCacheOptions,
+    /// Columns of files kept decoded in memory.
+    pub data_cache: super::DataCacheOptions,
     /// DataFusion settings (`datafusion.*` keys) applied on top of Tarn's.
     pub datafusion_settings: Vec<(String, String)>,
     /// Where statements may read and write (`CREATE EXTERNAL TABLE`, `COPY`).
@@ -62,6 +64,7 @@ impl Default for EngineOptions {
             prepared_statement_ttl: Duration::from_secs(3600),
             wire_types: WireTypes::Plain,
             result_cache: Default::default(),
+            data_cache: Default::default(),
             datafusion_settings: Vec::new(),
             locations: LocationPolicy::default(),
             listing_cache_ttl: Duration::from_secs(10),

@@ -100,6 +100,15 @@ impl Engine {
             }
             return Ok(super::analyze::AnalyzeTableNode::plan(name));
         }
+        if let Some((name, policy)) = super::table_cache::TableCacheNode::parse(sql) {
+            // A policy spends the server's memory: as DROP, owners and admins.
+            let table = crate::names::table_name(&TableReference::parse_str(&name));
+            let principal = session.principal();
+            if self.privileges.access(principal, Privilege::Drop, &table) != Access::Whole {
+                return Err(access::denied(principal, Privilege::Drop, &table));
+            }
+            return Ok(super::table_cache::TableCacheNode::plan(name, policy));
+        }
         if let Some(name) = refresh::RefreshTableNode::parse(sql) {
             let table = crate::names::table_name(&TableReference::parse_str(&name));
             let principal = session.principal();

@@ -131,8 +131,11 @@ impl ResultCache {
             field(entry.key.as_bytes());
             field(entry.value.as_deref().unwrap_or("\u{0}").as_bytes());
         }
+        // The plan as it reads files, whether or not the data cache holds
+        // their columns now: the answer is the same either way.
+        let as_read = super::cached_scan::as_file_scans(physical);
         field(
-            displayable(physical.as_ref())
+            displayable(as_read.as_ref())
                 .indent(true)
                 .to_string()
                 .as_bytes(),

@@ -113,6 +113,16 @@ impl Run {
             run.inputs = vec![table_name(&datafusion::common::TableReference::parse_str(
                 name,
             ))];
+        } else if let Some(node) = super::table_cache::TableCacheNode::of(plan) {
+            run.kind = RunKind::Ddl;
+            run.inputs = vec![table_name(&datafusion::common::TableReference::parse_str(
+                &node.name,
+            ))];
+            // Remembered, so the policy holds after a restart; `auto` is the default.
+            run.effect = match node.policy() {
+                Ok(super::data_cache::CachePolicy::Auto) => Effect::Reset(node.setting_key()),
+                _ => Effect::Setting(node.setting_key()),
+            };
         } else if let Some(name) = super::refresh::RefreshTableNode::of(plan) {
             run.kind = RunKind::Ddl;
             run.inputs = vec![table_name(&datafusion::common::TableReference::parse_str(
@@ -477,7 +487,13 @@ impl Engine {
     ) -> EngineResult<()> {
         let recorded = match &run.effect {
             Effect::None => return Ok(()),
-            Effect::Drop(name) => catalog.drop_table(name.clone()).await,
+            Effect::Drop(name) => match catalog.drop_table(name.clone()).await {
+                Ok(()) => {
+                    let key = super::table_cache::setting_key_of(name);
+                    catalog.forget_setting(key).await
+                }
+                failed => failed,
+            },
             Effect::Setting(key) => catalog.record_setting(key.clone(), run.sql.clone()).await,
             Effect::Reset(key) => catalog.forget_setting(key.clone()).await,
             Effect::Table {

@@ -412,6 +412,27 @@ impl ScalarUDFImpl for IdentityFunction {
     }
 }
 
+/// The engine's calls on sessions, for the transport.
+impl super::Engine {
+    /// The session of `principal` that `cookie` (a Flight session id) or
+    /// else `key` (the transport's name for the client: its login or its
+    /// connection) stands for; a new one with the server's settings if
+    /// there is none.
+    pub fn open_session(&self, principal: &Principal, cookie: Option<&str>, key: &str) -> Session {
+        self.sessions.open(principal, cookie, key)
+    }
+
+    /// The live session `id` of `principal`, if there is one.
+    pub fn find_session(&self, principal: &Principal, id: &str) -> Option<Session> {
+        self.sessions.find(principal, id)
+    }
+
+    /// Ends `session`: its settings are forgotten.
+    pub fn close_session(&self, session: &Session) {
+        self.sessions.close(session);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,390 @@
+//! `HeldColumns`, the last physical optimizer rule: a Parquet scan whose
+//! needed columns of every file are held in the decoded-data cache
+//! ([`super::data_cache`]) becomes a `CachedScanExec`, which slices those
+//! arrays into batches, applies the scan's row filter where the scan would
+//! have, and projects them as the scan would have. It decodes nothing.
+//!
+//! Scans keep their own shape: the same output schema and number of
+//! partitions; partition columns are the file's values. Scans that promise
+//! an order or are not Parquet are left alone.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::SchemaRef;
+use datafusion::common::ScalarValue;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::config::ConfigOptions;
+use datafusion::datasource::physical_plan::{FileScanConfig, FileSource, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::error::Result;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::projection::{ProjectionExprs, Projector};
+use datafusion::physical_expr::utils::reassign_expr_columns;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
+
+use super::data_cache::DataCache;
+use super::file_versions::{FileVersion, version_of};
+use super::scanned::file_scan;
+
+/// The rule (see the module's documentation).
+#[derive(Debug)]
+pub(crate) struct HeldColumns {
+    cache: Arc<DataCache>,
+}
+
+impl HeldColumns {
+    pub(crate) fn new(cache: Arc<DataCache>) -> Self {
+        Self { cache }
+    }
+}
+
+impl PhysicalOptimizerRule for HeldColumns {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if !self.cache.enabled() {
+            return Ok(plan);
+        }
+        let batch_size = usize::from(config.execution.batch_size);
+        super::proven::rewrite_bottom_up(plan, |node| {
+            Ok(held_scan(&self.cache, node, batch_size)?.map(|scan| scan as _))
+        })
+    }
+
+    fn name(&self) -> &str {
+        "HeldColumns"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// `plan` with each scan of held columns shown as the file scan it stands
+/// for (what the result cache keys answers by).
+pub(crate) fn as_file_scans(plan: &Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
+    let rewritten = super::proven::rewrite_bottom_up(Arc::clone(plan), |node| {
+        Ok(node
+            .downcast_ref::<CachedScanExec>()
+            .map(|held| DataSourceExec::from_data_source(held.scan.clone()) as _))
+    });
+    rewritten.unwrap_or_else(|_| Arc::clone(plan))
+}
+
+/// A Parquet source reading the table's columns as `template` does (its
+/// options and reader), with no projection, predicate or row filter.
+pub(crate) fn plain_source(template: &FileScanConfig) -> Option<Arc<dyn FileSource>> {
+    let parquet = template.file_source.downcast_ref::<ParquetSource>()?;
+    let mut plain = ParquetSource::new(template.file_source.table_schema().clone())
+        .with_table_parquet_options(parquet.table_parquet_options().clone())
+        .with_pushdown_filters(false);
+    if let Some(reader) = parquet.parquet_file_reader_factory() {
+        plain = plain.with_parquet_file_reader_factory(Arc::clone(reader));
+    }
+    Some(Arc::new(plain))
+}
+
+/// The scan `node` as a scan of held columns, when they are all held.
+fn held_scan(
+    cache: &Arc<DataCache>,
+    node: &dyn ExecutionPlan,
+    batch_size: usize,
+) -> Result<Option<Arc<CachedScanExec>>> {
+    let Some(config) = file_scan(node) else {
+        return Ok(None);
+    };
+    if node.is::<CachedScanExec>() || !config.output_ordering.is_empty() {
+        return Ok(None);
+    }
+    let Some(parquet) = config.file_source.downcast_ref::<ParquetSource>() else {
+        return Ok(None);
+    };
+    let table = Arc::clone(config.file_source.table_schema().table_schema());
+    let projection = match config.file_source.projection() {
+        Some(projection) => projection.clone(),
+        None => {
+            ProjectionExprs::from_indices(&(0..table.fields().len()).collect::<Vec<_>>(), &table)
+        }
+    };
+    // The decoder applies the predicate row by row only with pushdown on;
+    // otherwise it only prunes, and a filter above does the rest.
+    let filter = config
+        .file_source
+        .filter()
+        .filter(|_| parquet.table_parquet_options().global.pushdown_filters);
+    let mut needed = projection.column_indices();
+    if let Some(filter) = &filter {
+        needed.extend(
+            datafusion::physical_expr::utils::collect_columns(filter)
+                .iter()
+                .map(|c| c.index()),
+        );
+    }
+    needed.sort_unstable();
+    needed.dedup();
+    // Partition columns (Hive folders, Delta's file ids) are constants per
+    // file; the rest are held. `count(*)` needs no column: the footers
+    // already answer it fast.
+    let file_columns = config.file_schema().fields().len();
+    let held: Vec<String> = needed
+        .iter()
+        .filter(|&&i| i < file_columns)
+        .map(|&i| table.field(i).name().clone())
+        .collect();
+    if held.is_empty() {
+        return Ok(None);
+    }
+    let narrow = Arc::new(table.project(&needed)?);
+    let mut partition_values = BTreeMap::new();
+    for file in config.file_groups.iter().flat_map(|group| group.files()) {
+        partition_values.insert(version_of(config, file), file.partition_values.clone());
+    }
+    let files: Vec<FileVersion> = partition_values.keys().cloned().collect();
+    let Some(arrays) = cache.lookup(&files, &held, config) else {
+        return Ok(None);
+    };
+    let files = files
+        .iter()
+        .zip(arrays)
+        .map(|(file, arrays)| {
+            let mut arrays = arrays.into_iter();
+            let rows = arrays.as_slice().first().map_or(0, |a| a.len());
+            let values = &partition_values[file];
+            let columns = needed
+                .iter()
+                .map(|&i| match i.checked_sub(file_columns) {
+                    None => arrays.next().map(HeldColumn::Array),
+                    Some(p) => values.get(p).cloned().map(HeldColumn::Constant),
+                })
+                .collect::<Option<Vec<_>>>();
+            columns.map(|columns| HeldFile { rows, columns })
+        })
+        .collect::<Option<Vec<_>>>();
+    let Some(files) = files else {
+        return Ok(None);
+    };
+    let filter = filter
+        .map(|filter| reassign_expr_columns(filter, &narrow))
+        .transpose()?;
+    let projection = projection.try_map_exprs(|expr| reassign_expr_columns(expr, &narrow))?;
+    let projector = projection.make_projector(&narrow)?;
+    let schema = Arc::clone(projector.output_schema());
+    let partitions = config.file_groups.len().max(1);
+    let properties = PlanProperties::new(
+        EquivalenceProperties::new(Arc::clone(&schema)),
+        Partitioning::UnknownPartitioning(partitions),
+        EmissionType::Incremental,
+        Boundedness::Bounded,
+    );
+    Ok(Some(Arc::new(CachedScanExec {
+        scan: config.clone(),
+        held: Arc::new(Held {
+            narrow,
+            files,
+            filter,
+            projector,
+            batch_size,
+        }),
+        limit: config.limit,
+        properties: Arc::new(properties),
+        metrics: ExecutionPlanMetricsSet::new(),
+    })))
+}
+
+/// A scan answered from held columns (see the module's documentation).
+#[derive(Debug)]
+pub(crate) struct CachedScanExec {
+    /// The scan it replaces: its files, for the result cache and statistics.
+    scan: FileScanConfig,
+    held: Arc<Held>,
+    limit: Option<usize>,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl CachedScanExec {
+    /// The file scan this one stands for.
+    pub(crate) fn scan(&self) -> &FileScanConfig {
+        &self.scan
+    }
+}
+
+/// The arrays a `CachedScanExec` sends and how it cuts, filters and
+/// projects them.
+#[derive(Debug)]
+struct Held {
+    /// The columns held, in table order.
+    narrow: SchemaRef,
+    /// Per file, the `narrow` columns.
+    files: Vec<HeldFile>,
+    filter: Option<Arc<dyn PhysicalExpr>>,
+    projector: Projector,
+    batch_size: usize,
+}
+
+/// The columns of one file a scan needs.
+#[derive(Debug)]
+struct HeldFile {
+    rows: usize,
+    columns: Vec<HeldColumn>,
+}
+
+#[derive(Debug)]
+enum HeldColumn {
+    /// A column of the file, decoded.
+    Array(ArrayRef),
+    /// A partition column: one value for the whole file.
+    Constant(ScalarValue),
+}
+
+impl Held {
+    /// The slices partition `partition` of `partitions` sends: every
+    /// `partitions`-th batch-sized slice of the files, in turn.
+    fn slices(&self, partition: usize, partitions: usize) -> Vec<(usize, usize, usize)> {
+        let mut slices = Vec::new();
+        let mut index = 0;
+        for (file, held) in self.files.iter().enumerate() {
+            let rows = held.rows;
+            let mut offset = 0;
+            while offset < rows {
+                let length = self.batch_size.min(rows - offset);
+                if index % partitions == partition {
+                    slices.push((file, offset, length));
+                }
+                index += 1;
+                offset += length;
+            }
+        }
+        slices
+    }
+
+    fn batch(&self, (file, offset, length): (usize, usize, usize)) -> Result<RecordBatch> {
+        let columns = self.files[file]
+            .columns
+            .iter()
+            .map(|column| match column {
+                HeldColumn::Array(array) => Ok(array.slice(offset, length)),
+                HeldColumn::Constant(value) => value.to_array_of_size(length),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut batch = RecordBatch::try_new(Arc::clone(&self.narrow), columns)?;
+        if let Some(filter) = &self.filter {
+            let keep = filter.evaluate(&batch)?.into_array(batch.num_rows())?;
+            let keep = arrow::array::as_boolean_array(&keep);
+            batch = filter_record_batch(&batch, keep)?;
+        }
+        self.projector.project_batch(&batch)
+    }
+}
+
+impl DisplayAs for CachedScanExec {
+    fn fmt_as(&self, _: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let held = &self.held;
+        let columns: Vec<&str> = held
+            .narrow
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        write!(
+            f,
+            "CachedScanExec: files={}, columns=[{}]",
+            held.files.len(),
+            columns.join(", ")
+        )?;
+        if let Some(filter) = &held.filter {
+            write!(f, ", predicate={filter}")?;
+        }
+        if let Some(limit) = self.limit {
+            write!(f, ", limit={limit}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for CachedScanExec {
+    fn name(&self) -> &str {
+        "CachedScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        match &self.held.filter {
+            Some(filter) => f(filter),
+            None => Ok(TreeNodeRecursion::Continue),
+        }
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let partitions = self.properties.partitioning.partition_count();
+        let slices = self.held.slices(partition, partitions);
+        let metrics = BaselineMetrics::new(&self.metrics, partition);
+        let held = Arc::clone(&self.held);
+        let mut left = self.limit.unwrap_or(usize::MAX);
+        let batches = slices.into_iter().map_while(move |slice| {
+            if left == 0 {
+                return None;
+            }
+            let timer = metrics.elapsed_compute().timer();
+            let batch = held.batch(slice).map(|batch| {
+                let batch = if batch.num_rows() > left {
+                    batch.slice(0, left)
+                } else {
+                    batch
+                };
+                left -= batch.num_rows();
+                batch
+            });
+            timer.done();
+            if let Ok(batch) = &batch {
+                metrics.record_output(batch.num_rows());
+            }
+            Some(batch)
+        });
+        let batches = batches.filter(|batch| batch.as_ref().map_or(true, |b| b.num_rows() > 0));
+        let stream = RecordBatchStreamAdapter::new(
+            Arc::clone(self.held.projector.output_schema()),
+            futures::stream::iter(batches),
+        );
+        Ok(datafusion::physical_plan::coop::make_cooperative(Box::pin(
+            stream,
+        )))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+}
