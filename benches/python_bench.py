@@ -6,7 +6,10 @@ the result cache on is measured with its caches hot (each query once to fill
 them, then the timed runs), its hit rates read from system.caches; then
 lineitem's file in its lake is replaced and, after REFRESH TABLE, every query
 runs once more: those reading lineitem must run again, the others must be
-hits, and every answer must be DuckDB's over the changed lake. Writes JSON
+hits, and every answer must be DuckDB's over the changed lake. With
+--held-uri, a server with only the decoded-data cache on is measured once
+every query's columns are held (each query twice, then the loads awaited):
+queries that are not repeats of each other, served without decoding. Writes JSON
 with timings and answers; benches/report.py compares and reports.
 """
 
@@ -104,6 +107,48 @@ def warm_runs(uri, queries, runs, duckdb_medians):
         conn.close()
 
 
+def held_runs(uri, queries, runs, duckdb_medians):
+    """Every query twice (its columns become hot and load), the loads
+    awaited, then `runs` timed runs per query with the result cache off."""
+    conn = flightsql.connect(uri, autocommit=True)
+    results = {}
+    try:
+        sqls = {number: (queries / f"q{number}.sql").read_text() for number in range(1, 23)}
+        for _ in range(2):
+            for sql in sqls.values():
+                fetch(conn, sql)
+        last, stable = None, 0
+        while stable < 3:
+            time.sleep(1)
+            now = caches(conn)["data"]
+            stable = stable + 1 if last and (now["entries"], now["bytes"]) == (last["entries"], last["bytes"]) else 0
+            last = now
+        for number, sql in sqls.items():
+            before = caches(conn)["data"]
+            samples, table = [], None
+            for _ in range(runs):
+                started = time.perf_counter()
+                table = fetch(conn, sql)
+                samples.append((time.perf_counter() - started) * 1000.0)
+            after = caches(conn)["data"]
+            results[f"q{number}"] = {
+                "samples_ms": samples,
+                "median_ms": median(samples),
+                "hits": after["hits"] - before["hits"],
+                "misses": after["misses"] - before["misses"],
+                "runs": runs,
+                "answers": answer_rows(table),
+            }
+            print(
+                f"q{number:<2}  held tarn/adbc {median(samples):9.2f} ms   duckdb {duckdb_medians[f'q{number}']:9.1f} ms   "
+                f"scans from held columns {after['hits'] - before['hits']}, from files {after['misses'] - before['misses']}",
+                flush=True,
+            )
+        return {"queries": results, "caches": caches(conn)}
+    finally:
+        conn.close()
+
+
 def replace_lineitem(lake):
     """lineitem's file replaced by one with more rows (its orders below 1000
     twice), written by DuckDB: a new file under the same name, as a nightly
@@ -162,6 +207,7 @@ def main():
     parser.add_argument("--out", type=pathlib.Path, required=True)
     parser.add_argument("--warm-uri", help="a server with the result cache on, serving --warm-lake")
     parser.add_argument("--warm-lake", type=pathlib.Path, help="its lake: a copy of --lake this runner may change")
+    parser.add_argument("--held-uri", help="a server with only the decoded-data cache on")
     args = parser.parse_args()
     if bool(args.warm_uri) != bool(args.warm_lake):
         parser.error("--warm-uri and --warm-lake go together")
@@ -206,9 +252,11 @@ def main():
             flush=True,
         )
     tarn.close()
-    warm = None
+    warm, held = None, None
+    duckdb_medians = {q: v["duckdb"]["median_ms"] for q, v in results.items()}
+    if args.held_uri:
+        held = held_runs(args.held_uri, args.queries, args.runs, duckdb_medians)
     if args.warm_uri:
-        duckdb_medians = {q: v["duckdb"]["median_ms"] for q, v in results.items()}
         warm = warm_runs(args.warm_uri, args.queries, args.runs, duckdb_medians)
         warm["invalidation"] = invalidation(args.warm_uri, args.warm_lake, args.queries)
     output = {
@@ -222,6 +270,7 @@ def main():
         "duckdb_threads": duck.execute("SELECT current_setting('threads')").fetchone()[0],
         "tpch": results,
         "warm": warm,
+        "held": held,
     }
     args.out.write_text(json.dumps(output, indent=1))
     print(f"wrote {args.out}")

@@ -157,6 +157,10 @@ def main():
     if warm and warm["mismatches"]:
         mismatches["warm"] = warm["mismatches"]
 
+    held = held_summary(py.get("held"), rust["tpch"], totals["duckdb"], queries)
+    if held and held["mismatches"]:
+        mismatches["held"] = held["mismatches"]
+
     combined = {
         "scale_factor": float(args.scale),
         "machine": machine(),
@@ -179,6 +183,7 @@ def main():
         "before_after": rust.get("before_after"),
         "security": rust.get("security"),
         "warm": warm,
+        "held": held,
     }
     json_path = args.out_prefix.with_suffix(".json")
     json_path.write_text(json.dumps(combined, indent=1))
@@ -231,6 +236,65 @@ def warm_summary(warm, rust_tpch, duckdb_total, cold):
     }
 
 
+def held_summary(held, rust_tpch, duckdb_total, cold):
+    """The held-columns server's times beside DuckDB's, its answers checked
+    against in-process DataFusion's."""
+    if not held:
+        return None
+    queries, mismatches = {}, []
+    for q, v in held["queries"].items():
+        agrees = difference(v["answers"], rust_tpch[q]["answers"]["inprocess"]) is None
+        if not agrees:
+            mismatches.append(f"{q} (held columns)")
+        queries[q] = {
+            "median_ms": v["median_ms"],
+            "samples_ms": v["samples_ms"],
+            "cold_ms": cold[q]["median_ms"]["flight_rust"],
+            "duckdb_ms": cold[q]["median_ms"]["duckdb"],
+            "ratio_to_duckdb": v["median_ms"] / cold[q]["median_ms"]["duckdb"],
+            "hits": v["hits"],
+            "misses": v["misses"],
+            "answers_match": agrees,
+        }
+    total = sum(v["median_ms"] for v in queries.values())
+    return {
+        "queries": queries,
+        "total_ms": total,
+        "ratio_total_to_duckdb": total / duckdb_total,
+        "hits": sum(v["hits"] for v in queries.values()),
+        "misses": sum(v["misses"] for v in queries.values()),
+        "caches": held["caches"],
+        "mismatches": mismatches,
+    }
+
+
+def held_section(h):
+    if not h:
+        return []
+    data = h["caches"]["data"]
+    lines = [
+        "",
+        "## Held columns: the decoded-data cache alone",
+        "",
+        "A server of this build with the result cache off and the decoded-data cache on (`--data-cache-size 8GiB`): "
+        "every query twice, so that its columns are hot and load, the loads awaited, then the median of the timed runs "
+        "through ADBC, each answer checked against in-process DataFusion's. No answer is reused: each run plans and "
+        "executes the query, it only decodes nothing.",
+        "",
+        f"- Held Tarn / DuckDB, total: **{h['ratio_total_to_duckdb']:.3f}** ({h['total_ms']:,.1f} ms); "
+        f"scans answered from held columns in the timed runs: **{h['hits']}**, from files: **{h['misses']}**; "
+        f"the cache holds {data['entries']:,} columns, {data['bytes']:,} bytes",
+        "",
+        "| query | cold ms (Rust client) | held ms (ADBC) | DuckDB ms | held/DuckDB |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for q, v in h["queries"].items():
+        lines.append(
+            f"| {q.upper()} | {fmt(v['cold_ms'])} | {v['median_ms']:,.1f} | {fmt(v['duckdb_ms'])} | {v['ratio_to_duckdb']:.3f} |"
+        )
+    return lines
+
+
 def warm_section(w):
     if not w:
         return []
@@ -241,8 +305,8 @@ def warm_section(w):
         "",
         "## Warm: the same queries on a server whose caches are hot",
         "",
-        "A second server of this build with the result cache on (the default; every other server in this run has "
-        "`TARN_RESULT_CACHE=off`), on a hard-linked copy of the lake. Per query: one run to fill the caches, then the median of "
+        "A second server of this build with the result and data caches on (the defaults; every other server in this run has "
+        "`TARN_RESULT_CACHE=off` and `TARN_DATA_CACHE=off`), on a hard-linked copy of the lake. Per query: one run to fill the caches, then the median of "
         f"{w['queries']['q1']['runs']} runs through ADBC (Python), each answer checked against in-process DataFusion's; "
         "DuckDB's time is its median from the cold table above.",
         "",
@@ -363,6 +427,7 @@ def markdown(r, chart_name):
             f"| {c['clients']} | {c['queries']} | {c['queries_per_second']:.2f} | {c['p50_ms']:.0f} | {c['p99_ms']:.0f} | {c['errors']} | {c['server_peak_rss_mib']:.0f} |"
         )
     lines += warm_section(r.get("warm"))
+    lines += held_section(r.get("held"))
     lines += before_after(r.get("before_after"))
     lines += security(r.get("security"), r["streaming"])
     lines += ["", "Raw samples, answers and configuration: the JSON file beside this report.", ""]

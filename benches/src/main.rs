@@ -123,7 +123,10 @@ async fn run(args: Args) -> Result<(), String> {
         Some(path) => tarn::config::ConfigFile::load(path).map_err(|e| e.to_string())?,
         None => tarn::config::ConfigFile::default(),
     };
-    let options: EngineOptions = tarn::config::resolve(file, Default::default()).engine;
+    let mut options: EngineOptions = tarn::config::resolve(file, Default::default()).engine;
+    // (a) is cold, as the servers it is compared with: held columns would
+    // answer its repeated runs without decoding.
+    options.data_cache.enabled = false;
     let engine = Engine::new(options.clone()).map_err(|e| e.to_string())?;
     let lake = tarn::storage::StoreConfig {
         url: args.lake.display().to_string(),

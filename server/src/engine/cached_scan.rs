@@ -14,8 +14,8 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, RecordBatch};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::SchemaRef;
-use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{ScalarValue, Statistics};
 use datafusion::config::ConfigOptions;
 use datafusion::datasource::physical_plan::{FileScanConfig, FileSource, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
@@ -27,6 +27,7 @@ use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::statistics::StatisticsArgs;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
@@ -78,7 +79,7 @@ pub(crate) fn as_file_scans(plan: &Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionP
     let rewritten = super::proven::rewrite_bottom_up(Arc::clone(plan), |node| {
         Ok(node
             .downcast_ref::<CachedScanExec>()
-            .map(|held| DataSourceExec::from_data_source(held.scan.clone()) as _))
+            .map(|held| Arc::clone(&held.scan) as _))
     });
     rewritten.unwrap_or_else(|_| Arc::clone(plan))
 }
@@ -189,7 +190,8 @@ fn held_scan(
         Boundedness::Bounded,
     );
     Ok(Some(Arc::new(CachedScanExec {
-        scan: config.clone(),
+        config: config.clone(),
+        scan: DataSourceExec::from_data_source(config.clone()),
         held: Arc::new(Held {
             narrow,
             files,
@@ -206,8 +208,10 @@ fn held_scan(
 /// A scan answered from held columns (see the module's documentation).
 #[derive(Debug)]
 pub(crate) struct CachedScanExec {
-    /// The scan it replaces: its files, for the result cache and statistics.
-    scan: FileScanConfig,
+    /// The scan it stands for: its files (for the result cache and the
+    /// catalog's statistics) and its statistics (for EXPLAIN).
+    scan: Arc<DataSourceExec>,
+    config: FileScanConfig,
     held: Arc<Held>,
     limit: Option<usize>,
     properties: Arc<PlanProperties>,
@@ -217,7 +221,7 @@ pub(crate) struct CachedScanExec {
 impl CachedScanExec {
     /// The file scan this one stands for.
     pub(crate) fn scan(&self) -> &FileScanConfig {
-        &self.scan
+        &self.config
     }
 }
 
@@ -382,6 +386,14 @@ impl ExecutionPlan for CachedScanExec {
         Ok(datafusion::physical_plan::coop::make_cooperative(Box::pin(
             stream,
         )))
+    }
+
+    fn statistics_from_inputs(
+        &self,
+        input_stats: &[Arc<Statistics>],
+        args: &StatisticsArgs,
+    ) -> Result<Arc<Statistics>> {
+        self.scan.statistics_from_inputs(input_stats, args)
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
