@@ -276,7 +276,8 @@ def held_section(h):
         "",
         "## Held columns: the decoded-data cache alone",
         "",
-        "A server of this build with the result cache off and the decoded-data cache on (`--data-cache-size 8GiB`): "
+        "A server of this build with the result cache off and the decoded-data cache on (`--data-cache-size`, "
+        "`BENCH_DATA_CACHE_SIZE` or 8GiB): "
         "every query twice, so that its columns are hot and load, the loads awaited, then the median of the timed runs "
         "through ADBC, each answer checked against in-process DataFusion's. No answer is reused: each run plans and "
         "executes the query, it only decodes nothing.",
