@@ -69,12 +69,15 @@ def test_analyze_records_what_duckdb_counts_and_the_planner_uses_it(own_lake):
                         f"{table}.{name}: estimated {column['distinct_count']} distinct values, DuckDB counts {distinct}"
                     )
                     assert column["table_version"].startswith("files:")
-            # The planner is given the counts the files do not hold.
+            # The planner is given the counts the files do not hold, when
+            # the session (or ALTER SYSTEM) asks for them.
             conn.execute("SET datafusion.explain.show_statistics = true")
-            plan = "\n".join(
-                conn.arrow("EXPLAIN SELECT o_custkey FROM orders").column("plan").to_pylist()
-            )
             customers = statistics(conn, "orders")["o_custkey"]["distinct_count"]
+            explain = "EXPLAIN SELECT o_custkey FROM orders"
+            plan = "\n".join(conn.arrow(explain).column("plan").to_pylist())
+            assert f"Distinct=Inexact({customers})" not in plan, plan
+            conn.execute("SET tarn.column_statistics = true")
+            plan = "\n".join(conn.arrow(explain).column("plan").to_pylist())
             assert f"Distinct=Inexact({customers})" in plan, plan
     finally:
         duck.close()
@@ -97,6 +100,7 @@ def test_statistics_survive_a_restart_and_analyze_refreshes_them(own_lake, tmp_p
         with tarn.connect(server.uri) as conn:
             assert statistics(conn, "nation") == before
             conn.execute("SET datafusion.explain.show_statistics = true")
+            conn.execute("SET tarn.column_statistics = true")
             plan = "\n".join(conn.arrow("EXPLAIN SELECT n_name FROM nation").column("plan").to_pylist())
             assert f"Distinct=Inexact({before['n_name']['distinct_count']})" in plan, plan
             # The file is replaced by one with ten rows; ANALYZE brings a new version.

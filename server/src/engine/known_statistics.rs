@@ -91,8 +91,11 @@ impl PhysicalOptimizerRule for CatalogStatistics {
     fn optimize(
         &self,
         plan: Arc<dyn ExecutionPlan>,
-        _config: &ConfigOptions,
+        config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        if !super::tarn_settings::TarnSettings::of(config).column_statistics {
+            return Ok(plan);
+        }
         rewrite_bottom_up(plan, |node| Ok(self.with_known_statistics(node)))
     }
 

@@ -8,6 +8,10 @@
 //!   below the table's minimum (`delta.deletedFileRetentionDuration`).
 //! - `tarn.result_cache`: whether this session's queries are answered from,
 //!   and kept in, the server's result cache (when the server has one).
+//! - `tarn.column_statistics`: whether the planner is given the column
+//!   statistics `ANALYZE` stored (off by default: DataFusion 55 turns the
+//!   distinct counts into worse join choices for TPC-H Q17 and Q21, see
+//!   `benches/results/README.md`).
 
 use std::time::Duration;
 
@@ -23,6 +27,8 @@ datafusion::common::extensions_options! {
         pub vacuum_retention_check: bool, default = true
         /// Whether queries use the server's result cache.
         pub result_cache: bool, default = true
+        /// Whether the planner is given the stored column statistics.
+        pub column_statistics: bool, default = false
     }
 }
 
