@@ -1,7 +1,7 @@
 """The decoded-data cache: columns scanned again are held in memory and
 scans of them decode nothing, with the same answers as DuckDB across TPC-H;
 a Delta commit, a REFRESH TABLE and a replaced file each make scans read the
-new data; a table pinned with ALTER TABLE ... SET (cache = 'memory') is
+new data; ANALYZE and a session with SET tarn.data_cache = false read past it; a table pinned with ALTER TABLE ... SET (cache = 'memory') is
 loaded at once and again after a restart; the cache stays within its
 budget; each way to turn it off or size it (flag, environment, config
 file) is used."""
@@ -161,6 +161,37 @@ def test_a_pinned_table_is_loaded_at_once_and_after_a_restart(own_lake, tmp_path
     finally:
         server.stop()
         duck.close()
+
+
+def test_analyze_and_a_session_without_the_cache_neither_read_nor_heat_it(own_lake):
+    """ANALYZE reads past the data cache (so a write, analysed after its
+    commit, loads nothing), and so does a session that SETs
+    tarn.data_cache = false, while another session's scans still make the
+    columns hot and read them from memory."""
+    server = RunningServer(own_lake, ["--result-cache", "off"])
+    sql = "SELECT n_name, n_regionkey FROM nation ORDER BY n_name"
+    try:
+        with tarn.connect(server.uri) as conn, tarn.connect(server.uri) as past:
+            empty = data_cache(conn)
+            for _ in range(3):
+                conn.execute("ANALYZE nation")
+            past.execute("SET tarn.data_cache = false")
+            for _ in range(3):
+                past.arrow(sql)
+            time.sleep(1)
+            after = settled(conn)
+            assert after["entries"] == empty["entries"], (empty, after)
+            assert after["misses"] == empty["misses"], (empty, after)
+            conn.arrow(sql)
+            conn.arrow(sql)
+            wait_until_held(conn, sql)
+            plan = plan_of(past, sql)
+            assert "DataSourceExec" in plan and "CachedScanExec" not in plan, plan
+            assert past.arrow(sql) == conn.arrow(sql)
+            with pytest.raises(Exception, match="true or false"):
+                past.execute("SET tarn.data_cache = sometimes")
+    finally:
+        server.stop()
 
 
 def test_the_cache_stays_within_its_budget(lake):

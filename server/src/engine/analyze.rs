@@ -60,19 +60,18 @@ impl Analyzer {
     pub(crate) async fn analyze(&self, name: &str) -> EngineResult<TableStatisticsRecord> {
         let reference = TableReference::parse_str(name);
         let table = crate::names::table_name(&reference);
-        if !matches!(self.ctx.table_exist(reference.clone()), Ok(true)) {
+        let ctx = without_data_cache(&self.ctx);
+        if !matches!(ctx.table_exist(reference.clone()), Ok(true)) {
             return Err(EngineError::TableNotFound {
                 name: name.to_string(),
             });
         }
-        let provider = self
-            .ctx
+        let provider = ctx
             .table_provider(reference.clone())
             .await
             .map_err(EngineError::from_planning)?;
         // The version analysed: the files a scan of the whole table reads now.
-        let scan = self
-            .ctx
+        let scan = ctx
             .table(reference.clone())
             .await
             .map_err(EngineError::from_planning)?
@@ -101,8 +100,7 @@ impl Analyzer {
             None => format!("files:{digest}"),
         };
         let schema = provider.schema();
-        let summary = self
-            .ctx
+        let summary = ctx
             .sql(&summary_sql(name, &schema))
             .await
             .map_err(EngineError::from_planning)?
@@ -219,6 +217,21 @@ fn quoted(name: &str) -> String {
 
 /// One aggregate over the whole table: `count(*)`, then per column its
 /// non-null count and the summaries its type has.
+/// `ctx` for a maintenance read: its scans neither read held columns nor
+/// count towards making them hot (else every write, analysed after its
+/// commit, would load the whole new version into the data cache).
+fn without_data_cache(ctx: &SessionContext) -> SessionContext {
+    let mut state = ctx.state();
+    if let Err(e) = state
+        .config_mut()
+        .options_mut()
+        .set("tarn.data_cache", "false")
+    {
+        tracing::warn!("ANALYZE scans through the data cache: {e}");
+    }
+    SessionContext::new_with_state(state)
+}
+
 fn summary_sql(table: &str, schema: &Schema) -> String {
     let mut select = vec!["count(*)".to_string()];
     for field in schema.fields() {

@@ -55,7 +55,7 @@ impl PhysicalOptimizerRule for HeldColumns {
         plan: Arc<dyn ExecutionPlan>,
         config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if !self.cache.enabled() {
+        if !self.cache.enabled() || !super::tarn_settings::TarnSettings::of(config).data_cache {
             return Ok(plan);
         }
         let batch_size = usize::from(config.execution.batch_size);

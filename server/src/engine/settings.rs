@@ -38,6 +38,7 @@ const ALLOWED_KEYS: &[&str] = &[
     "tarn.statement_timeout",
     "tarn.vacuum_retention_check",
     "tarn.result_cache",
+    "tarn.data_cache",
     "tarn.column_statistics",
 ];
 
@@ -192,7 +193,10 @@ fn check_value(key: &str, value: &str) -> EngineResult<()> {
         "tarn.statement_timeout" => super::tarn_settings::parse_timeout(value)
             .map(|_| ())
             .map_err(invalid),
-        "tarn.vacuum_retention_check" | "tarn.result_cache" | "tarn.column_statistics" => match value.to_ascii_lowercase().as_str() {
+        "tarn.vacuum_retention_check"
+        | "tarn.result_cache"
+        | "tarn.data_cache"
+        | "tarn.column_statistics" => match value.to_ascii_lowercase().as_str() {
             "true" | "false" => Ok(()),
             _ => Err(invalid(format!("'{value}' is not true or false"))),
         },

@@ -8,6 +8,8 @@
 //!   below the table's minimum (`delta.deletedFileRetentionDuration`).
 //! - `tarn.result_cache`: whether this session's queries are answered from,
 //!   and kept in, the server's result cache (when the server has one).
+//! - `tarn.data_cache`: whether this session's scans read held columns from,
+//!   and count towards, the server's decoded-data cache (when it has one).
 //! - `tarn.column_statistics`: whether the planner is given the column
 //!   statistics `ANALYZE` stored (off by default: DataFusion 55 turns the
 //!   distinct counts into worse join choices for TPC-H Q17 and Q21, see
@@ -27,6 +29,8 @@ datafusion::common::extensions_options! {
         pub vacuum_retention_check: bool, default = true
         /// Whether queries use the server's result cache.
         pub result_cache: bool, default = true
+        /// Whether scans use (and heat) the server's decoded-data cache.
+        pub data_cache: bool, default = true
         /// Whether the planner is given the stored column statistics.
         pub column_statistics: bool, default = false
     }
