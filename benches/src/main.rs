@@ -86,6 +86,10 @@ struct Args {
     /// The CA certificate (PEM) of --tls-uri's certificate
     #[arg(long)]
     tls_ca: Option<PathBuf>,
+    /// The same build with only the decoded-data cache on: adds `SELECT *`
+    /// streaming from lineitem's held columns
+    #[arg(long)]
+    held_uri: Option<String>,
     /// Run only these parts (for investigating one of them)
     #[arg(
         long,
@@ -179,6 +183,13 @@ async fn run(args: Args) -> Result<(), String> {
         }
         false => serde_json::Value::Null,
     };
+    let streaming_held = match (&args.held_uri, wanted("stream")) {
+        (Some(uri), true) => {
+            let mut held = Client::connect(uri).await.map_err(|e| e.to_string())?;
+            probes::streaming_held(engine.shared_context(), &mut held, args.runs.max(3)).await?
+        }
+        _ => serde_json::Value::Null,
+    };
     let latency = match wanted("latency") {
         true => probes::latency(&mut client, args.latency_calls).await?,
         false => serde_json::Value::Null,
@@ -261,6 +272,7 @@ async fn run(args: Args) -> Result<(), String> {
         "tpch": tpch,
         "streaming": streaming,
         "streaming_view_types": streaming_view_types,
+        "streaming_held": streaming_held,
         "latency": latency,
         "metadata": metadata,
         "concurrency": concurrency,

@@ -61,6 +61,94 @@ pub async fn streaming(
     }))
 }
 
+/// `SELECT * FROM lineitem` from a server with the decoded-data cache on,
+/// once lineitem's columns are held: the stream twice (its columns become
+/// hot and load in the background), the loads awaited, then the streaming
+/// probe, with the data cache's hits and misses over the measured runs.
+pub async fn streaming_held(
+    ctx: &SessionContext,
+    client: &mut Client,
+    runs: usize,
+) -> Result<Value, String> {
+    for _ in 0..2 {
+        let started = Instant::now();
+        let result = client
+            .query("SELECT * FROM lineitem")
+            .await
+            .map_err(|e| e.to_string())?;
+        drain(started, result.into_stream()).await?;
+    }
+    let (mut last, mut stable) = (None, 0);
+    while stable < 3 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = data_cache_counts(client).await?;
+        stable = if last
+            .is_some_and(|l: DataCacheCounts| (l.entries, l.bytes) == (now.entries, now.bytes))
+        {
+            stable + 1
+        } else {
+            0
+        };
+        last = Some(now);
+    }
+    let before = data_cache_counts(client).await?;
+    eprintln!(
+        "==> streaming from held columns ({} columns, {:.2} GB held)",
+        before.entries,
+        before.bytes as f64 / 1e9
+    );
+    let mut measured = streaming(ctx, client, runs).await?;
+    let after = data_cache_counts(client).await?;
+    measured["held"] = json!({
+        "entries": after.entries,
+        "bytes": after.bytes,
+        "hits": after.hits - before.hits,
+        "misses": after.misses - before.misses,
+    });
+    Ok(measured)
+}
+
+/// The data cache's row of `system.caches`.
+#[derive(Debug, Clone, Copy)]
+struct DataCacheCounts {
+    entries: i64,
+    bytes: i64,
+    hits: i64,
+    misses: i64,
+}
+
+async fn data_cache_counts(client: &mut Client) -> Result<DataCacheCounts, String> {
+    let sql = "SELECT CAST(entries AS BIGINT), CAST(bytes AS BIGINT), CAST(hits AS BIGINT), \
+               CAST(misses AS BIGINT) FROM system.caches WHERE cache = 'data'";
+    let batches = client
+        .query(sql)
+        .await
+        .map_err(|e| e.to_string())?
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    let value = |column: usize| -> Result<i64, String> {
+        batches
+            .iter()
+            .find(|b| b.num_rows() > 0)
+            .and_then(|b| {
+                b.column(column)
+                    .as_any()
+                    .downcast_ref::<arrow::array::Int64Array>()
+                    .map(|a| a.value(0))
+            })
+            .ok_or_else(|| {
+                "system.caches has no data cache row (is TARN_DATA_CACHE on?)".to_string()
+            })
+    };
+    Ok(DataCacheCounts {
+        entries: value(0)?,
+        bytes: value(1)?,
+        hits: value(2)?,
+        misses: value(3)?,
+    })
+}
+
 /// Reads `stream` to the end; reports its throughput since `started`.
 async fn drain<S, E>(started: Instant, mut stream: S) -> Result<Value, String>
 where
