@@ -6,6 +6,7 @@ loaded at once and again after a restart; the cache stays within its
 budget; each way to turn it off or size it (flag, environment, config
 file) is used."""
 
+import re
 import shutil
 import time
 
@@ -161,6 +162,41 @@ def test_a_pinned_table_is_loaded_at_once_and_after_a_restart(own_lake, tmp_path
     finally:
         server.stop()
         duck.close()
+
+
+def spill_count(conn, sql) -> int:
+    plan = "\n".join(conn.arrow(f"EXPLAIN ANALYZE {sql}").column("plan").to_pylist())
+    counts = [int(n) for n in re.findall(r"spill_count=(\d+)", plan)]
+    assert counts, plan
+    return sum(counts)
+
+
+def test_held_columns_go_out_in_batches_of_their_own_size(lake):
+    """Held columns are chunks that own their bytes. A slice of a
+    whole-column array was sized as the whole column: the Flight encoder cut
+    every batch of SELECT * into tiny messages, and a sort within a memory
+    limit spilled where the same sort from the files did not."""
+    server = RunningServer(lake, ["--result-cache", "off", "--memory-limit", "64MiB"])
+    sql = "SELECT * FROM lineitem"
+    sort = "SELECT l_orderkey, l_comment FROM lineitem ORDER BY l_extendedprice, l_comment, l_orderkey"
+    try:
+        with tarn.connect(server.uri) as conn:
+            from_files = conn.arrow(sql)
+            sorted_from_files = conn.arrow(sort)
+            spills_from_files = spill_count(conn, sort)
+            wait_until_held(conn, sql)
+            held = conn.arrow(sql)
+            assert held.num_rows == from_files.num_rows
+            assert len(held.to_batches()) <= len(from_files.to_batches()), (
+                f"{len(held.to_batches())} batches from held columns, {len(from_files.to_batches())} from the files"
+            )
+            keys = [(name, "ascending") for name in ("l_orderkey", "l_linenumber")]
+            assert held.sort_by(keys).equals(from_files.sort_by(keys))
+            assert "CachedScanExec" in plan_of(conn, sort)
+            assert spill_count(conn, sort) <= spills_from_files
+            assert conn.arrow(sort).equals(sorted_from_files)
+    finally:
+        server.stop()
 
 
 def test_analyze_and_a_session_without_the_cache_neither_read_nor_heat_it(own_lake):

@@ -1,8 +1,9 @@
 //! `HeldColumns`, the last physical optimizer rule: a Parquet scan whose
 //! needed columns of every file are held in the decoded-data cache
-//! ([`super::data_cache`]) becomes a `CachedScanExec`, which slices those
-//! arrays into batches, applies the scan's row filter where the scan would
-//! have, and projects them as the scan would have. It decodes nothing.
+//! ([`super::data_cache`]) becomes a `CachedScanExec`, which sends their
+//! chunks as batches (no copy), applies the scan's row filter where the
+//! scan would have, and projects them as the scan would have. It decodes
+//! nothing.
 //!
 //! Scans keep their own shape: the same output schema and number of
 //! partitions; partition columns are the file's values. Scans that promise
@@ -11,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch};
+use arrow::array::RecordBatch;
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -33,6 +34,7 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
 
+use super::column_chunks::Chunks;
 use super::data_cache::DataCache;
 use super::file_versions::{FileVersion, version_of};
 use super::scanned::file_scan;
@@ -58,9 +60,8 @@ impl PhysicalOptimizerRule for HeldColumns {
         if !self.cache.enabled() || !super::tarn_settings::TarnSettings::of(config).data_cache {
             return Ok(plan);
         }
-        let batch_size = usize::from(config.execution.batch_size);
         super::proven::rewrite_bottom_up(plan, |node| {
-            Ok(held_scan(&self.cache, node, batch_size)?.map(|scan| scan as _))
+            Ok(held_scan(&self.cache, node)?.map(|scan| scan as _))
         })
     }
 
@@ -101,7 +102,6 @@ pub(crate) fn plain_source(template: &FileScanConfig) -> Option<Arc<dyn FileSour
 fn held_scan(
     cache: &Arc<DataCache>,
     node: &dyn ExecutionPlan,
-    batch_size: usize,
 ) -> Result<Option<Arc<CachedScanExec>>> {
     let Some(config) = file_scan(node) else {
         return Ok(None);
@@ -159,18 +159,24 @@ fn held_scan(
     let files = files
         .iter()
         .zip(arrays)
-        .map(|(file, arrays)| {
-            let mut arrays = arrays.into_iter();
-            let rows = arrays.as_slice().first().map_or(0, |a| a.len());
+        .map(|(file, held)| {
+            let chunk_rows = held
+                .first()
+                .map(|chunks| chunks.iter().map(|chunk| chunk.len()).collect())
+                .unwrap_or_default();
+            let mut held = held.into_iter();
             let values = &partition_values[file];
             let columns = needed
                 .iter()
                 .map(|&i| match i.checked_sub(file_columns) {
-                    None => arrays.next().map(HeldColumn::Array),
+                    None => held.next().map(HeldColumn::Chunks),
                     Some(p) => values.get(p).cloned().map(HeldColumn::Constant),
                 })
                 .collect::<Option<Vec<_>>>();
-            columns.map(|columns| HeldFile { rows, columns })
+            columns.map(|columns| HeldFile {
+                chunk_rows,
+                columns,
+            })
         })
         .collect::<Option<Vec<_>>>();
     let Some(files) = files else {
@@ -197,7 +203,6 @@ fn held_scan(
             files,
             filter,
             projector,
-            batch_size,
         }),
         limit: config.limit,
         properties: Arc::new(properties),
@@ -235,52 +240,47 @@ struct Held {
     files: Vec<HeldFile>,
     filter: Option<Arc<dyn PhysicalExpr>>,
     projector: Projector,
-    batch_size: usize,
 }
 
 /// The columns of one file a scan needs.
 #[derive(Debug)]
 struct HeldFile {
-    rows: usize,
+    /// The rows of each chunk (the same in every held column of a file).
+    chunk_rows: Vec<usize>,
     columns: Vec<HeldColumn>,
 }
 
 #[derive(Debug)]
 enum HeldColumn {
     /// A column of the file, decoded.
-    Array(ArrayRef),
+    Chunks(Chunks),
     /// A partition column: one value for the whole file.
     Constant(ScalarValue),
 }
 
 impl Held {
-    /// The slices partition `partition` of `partitions` sends: every
-    /// `partitions`-th batch-sized slice of the files, in turn.
-    fn slices(&self, partition: usize, partitions: usize) -> Vec<(usize, usize, usize)> {
-        let mut slices = Vec::new();
-        let mut index = 0;
-        for (file, held) in self.files.iter().enumerate() {
-            let rows = held.rows;
-            let mut offset = 0;
-            while offset < rows {
-                let length = self.batch_size.min(rows - offset);
-                if index % partitions == partition {
-                    slices.push((file, offset, length));
-                }
-                index += 1;
-                offset += length;
-            }
-        }
-        slices
+    /// The chunks partition `partition` of `partitions` sends, as (file,
+    /// chunk): every `partitions`-th chunk of the files, in turn.
+    fn slices(&self, partition: usize, partitions: usize) -> Vec<(usize, usize)> {
+        self.files
+            .iter()
+            .enumerate()
+            .flat_map(|(file, held)| (0..held.chunk_rows.len()).map(move |chunk| (file, chunk)))
+            .enumerate()
+            .filter(|(index, _)| index % partitions == partition)
+            .map(|(_, slice)| slice)
+            .collect()
     }
 
-    fn batch(&self, (file, offset, length): (usize, usize, usize)) -> Result<RecordBatch> {
-        let columns = self.files[file]
+    fn batch(&self, (file, chunk): (usize, usize)) -> Result<RecordBatch> {
+        let held = &self.files[file];
+        let rows = held.chunk_rows[chunk];
+        let columns = held
             .columns
             .iter()
             .map(|column| match column {
-                HeldColumn::Array(array) => Ok(array.slice(offset, length)),
-                HeldColumn::Constant(value) => value.to_array_of_size(length),
+                HeldColumn::Chunks(chunks) => Ok(Arc::clone(&chunks[chunk])),
+                HeldColumn::Constant(value) => value.to_array_of_size(rows),
             })
             .collect::<Result<Vec<_>>>()?;
         let mut batch = RecordBatch::try_new(Arc::clone(&self.narrow), columns)?;

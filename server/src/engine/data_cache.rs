@@ -2,7 +2,8 @@
 //! arrays, so that a scan whose columns are all held decodes nothing.
 //!
 //! An entry is one column of one file version (URL, size, modification
-//! time, e-tag, version: [`FileVersion`]), the whole column as one array.
+//! time, e-tag, version: [`FileVersion`]), the whole column as compact
+//! chunks of 8,192 rows ([`super::column_chunks`]).
 //! A rewritten file, a new Delta commit (new files) or a `REFRESH TABLE`
 //! that finds a changed file makes scans name other versions, so a held
 //! column is never served for data it was not decoded from; entries nobody
@@ -20,12 +21,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use arrow::array::ArrayRef;
-use arrow::compute::concat;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, FileScanConfigBuilder};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 
+use super::column_chunks::{Chunks, chunked};
 use super::file_versions::FileVersion;
 use crate::telemetry::CacheStats;
 
@@ -85,7 +86,7 @@ pub(crate) struct ColumnKey {
 
 #[derive(Debug)]
 struct Entry {
-    array: ArrayRef,
+    chunks: Chunks,
     bytes: u64,
     pinned: bool,
 }
@@ -201,7 +202,7 @@ impl DataCache {
         files: &[FileVersion],
         columns: &[String],
         template: &FileScanConfig,
-    ) -> Option<Vec<Vec<ArrayRef>>> {
+    ) -> Option<Vec<Vec<Chunks>>> {
         if !self.options.enabled || files.is_empty() {
             return None;
         }
@@ -223,7 +224,7 @@ impl DataCache {
                                 file: file.clone(),
                                 column: column.clone(),
                             };
-                            held.columns.get(&key).map(|e| Arc::clone(&e.array))
+                            held.columns.get(&key).map(|e| Arc::clone(&e.chunks))
                         })
                         .collect::<Option<Vec<_>>>()
                 })
@@ -308,22 +309,23 @@ impl DataCache {
             match collect(scan, task).await {
                 Ok(batches) => {
                     for (index, column) in columns.iter().enumerate() {
-                        let arrays: Vec<&dyn arrow::array::Array> =
-                            batches.iter().map(|b| b.column(index).as_ref()).collect();
-                        let array = match arrays.as_slice() {
-                            [] => continue,
-                            [one] => arrow::array::make_array(one.to_data()),
-                            many => match concat(many) {
-                                Ok(array) => array,
-                                Err(_) => continue,
-                            },
+                        let parts: Vec<ArrayRef> = batches
+                            .iter()
+                            .map(|b| Arc::clone(b.column(index)))
+                            .collect();
+                        let chunks = match chunked(&parts) {
+                            Ok(chunks) => chunks,
+                            Err(err) => {
+                                tracing::debug!(target: "tarn::cache", file = %file.url, column, "not cached: {err}");
+                                continue;
+                            }
                         };
                         cache.insert(
                             ColumnKey {
                                 file: file.clone(),
                                 column: column.clone(),
                             },
-                            array,
+                            chunks,
                         );
                     }
                 }
@@ -345,10 +347,13 @@ impl DataCache {
         }
     }
 
-    /// Holds `array` as `key`, evicting the least recently used unpinned
-    /// columns to make room; drops it when it cannot fit.
-    pub(crate) fn insert(&self, key: ColumnKey, array: ArrayRef) -> bool {
-        let bytes = array.get_array_memory_size() as u64;
+    /// Holds `chunks` as `key`, evicting the least recently used unpinned
+    /// columns to make room; drops them when they cannot fit.
+    pub(crate) fn insert(&self, key: ColumnKey, chunks: Vec<ArrayRef>) -> bool {
+        let bytes = chunks
+            .iter()
+            .map(|chunk| chunk.get_array_memory_size() as u64)
+            .sum::<u64>();
         let pinned = self.policy_of(&key.file.url) == CachePolicy::Memory;
         if self.policy_of(&key.file.url) == CachePolicy::None || bytes > self.options.budget {
             return false;
@@ -378,7 +383,7 @@ impl DataCache {
         held.columns.put(
             key,
             Entry {
-                array,
+                chunks: Arc::new(chunks),
                 bytes,
                 pinned,
             },
@@ -454,13 +459,13 @@ mod tests {
         }
     }
 
-    fn column(rows: i64) -> ArrayRef {
-        Arc::new(Int64Array::from_iter_values(0..rows))
+    fn column(rows: i64) -> Vec<ArrayRef> {
+        chunked(&[Arc::new(Int64Array::from_iter_values(0..rows))]).unwrap()
     }
 
     #[test]
     fn unpinned_columns_leave_least_recently_used_first_and_pinned_ones_stay() {
-        let size = column(1000).get_array_memory_size() as u64;
+        let size = column(1000)[0].get_array_memory_size() as u64;
         let cache = DataCache::new(DataCacheOptions {
             enabled: true,
             budget: size * 3,

@@ -20,6 +20,7 @@ mod as_of;
 mod cache_table;
 mod cached_scan;
 mod cancel;
+mod column_chunks;
 mod cooperation;
 mod corruption;
 mod data_cache;
