@@ -476,7 +476,7 @@ def held_streaming(s):
 
 def security(s, plain_streaming):
     """The cost of authentication (bearer on every call) and of TLS."""
-    if not s:
+    if not s or not any(s.get(part) for part in ("authenticated", "enforced", "tls_streaming")):
         return []
     lines = ["", "## Authentication and TLS", ""]
     a = s.get("authenticated")
