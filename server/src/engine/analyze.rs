@@ -2,7 +2,8 @@
 //! version (rows, nulls, smallest and largest values, an estimate of
 //! distinct values), computed by one scan, stored in the catalog
 //! (`system.column_statistics`) and given to the planner
-//! ([`super::known_statistics`]). Tarn's own writes analyse the version they
+//! ([`super::known_statistics`]) when the session sets
+//! `tarn.column_statistics = true`. Tarn's own writes analyse the version they
 //! commit in the background, so tables Tarn writes need no `ANALYZE`.
 
 use std::collections::HashSet;
