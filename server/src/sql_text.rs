@@ -3,6 +3,7 @@
 //! rewrites, which must cut the text exactly where the parser would).
 
 use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
 
 /// The tokens of `text` with their places, or `None` if it does not
@@ -27,6 +28,26 @@ pub fn table_name(text: &str, name: &[&TokenWithSpan]) -> Option<String> {
     let offsets = Offsets::of(text);
     let (first, last) = (name.first()?, name.last()?);
     Some(text[offsets.byte(first.span.start)..offsets.byte(last.span.end)].to_string())
+}
+
+/// The table of a statement `lead [optional] name [;]` (`REFRESH TABLE
+/// name`, `ANALYZE [TABLE] name`), as `sql` spells it.
+pub fn table_after(sql: &str, lead: &[Keyword], optional: Option<Keyword>) -> Option<String> {
+    let tokens = tokens(sql)?;
+    let significant: Vec<_> = tokens
+        .iter()
+        .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+        .collect();
+    let keyword = |i: usize, word: Keyword| matches!(significant.get(i).map(|t| &t.token), Some(Token::Word(w)) if w.keyword == word);
+    if !lead.iter().enumerate().all(|(i, &word)| keyword(i, word)) {
+        return None;
+    }
+    let start = lead.len() + usize::from(optional.is_some_and(|word| keyword(lead.len(), word)));
+    let mut name = significant.get(start..)?.to_vec();
+    if name.last().is_some_and(|t| t.token == Token::SemiColon) {
+        name.pop();
+    }
+    table_name(sql, &name)
 }
 
 /// Whether `text` holds `word` anywhere, in any case: a cheap test before

@@ -16,7 +16,6 @@ use datafusion::datasource::listing::ListingTable;
 use datafusion::logical_expr::{Extension, LogicalPlan};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::keywords::Keyword;
-use datafusion::sql::sqlparser::tokenizer::Token;
 
 use super::error::{EngineError, EngineResult};
 use super::known_statistics::KnownStatistics;
@@ -312,21 +311,7 @@ impl AnalyzeTableNode {
     /// The table of `sql` if it is `ANALYZE [TABLE] name` (with an
     /// optional `;`), read with the SQL tokenizer.
     pub(crate) fn parse(sql: &str) -> Option<String> {
-        let tokens = crate::sql_text::tokens(sql)?;
-        let significant: Vec<_> = tokens
-            .iter()
-            .filter(|t| !matches!(t.token, Token::Whitespace(_)))
-            .collect();
-        let keyword = |i: usize, word: Keyword| matches!(significant.get(i).map(|t| &t.token), Some(Token::Word(w)) if w.keyword == word);
-        if !keyword(0, Keyword::ANALYZE) {
-            return None;
-        }
-        let start = if keyword(1, Keyword::TABLE) { 2 } else { 1 };
-        let mut name = significant.get(start..)?.to_vec();
-        if name.last().is_some_and(|t| t.token == Token::SemiColon) {
-            name.pop();
-        }
-        crate::sql_text::table_name(sql, &name)
+        crate::sql_text::table_after(sql, &[Keyword::ANALYZE], Some(Keyword::TABLE))
     }
 
     /// The plan of `ANALYZE TABLE name`.

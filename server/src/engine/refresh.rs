@@ -12,7 +12,6 @@ use datafusion::common::DFSchema;
 use datafusion::common::DFSchemaRef;
 use datafusion::logical_expr::{Extension, LogicalPlan};
 use datafusion::sql::sqlparser::keywords::Keyword;
-use datafusion::sql::sqlparser::tokenizer::Token;
 
 use super::error::{EngineError, EngineResult};
 use super::statement_node::{leaf_statement_node, node_of};
@@ -146,30 +145,7 @@ impl RefreshTableNode {
     /// The table of `sql` if it is `REFRESH TABLE name` (with an optional
     /// `;`), read with the SQL tokenizer.
     pub(crate) fn parse(sql: &str) -> Option<String> {
-        let tokens = crate::sql_text::tokens(sql)?;
-        let significant: Vec<_> = tokens
-            .iter()
-            .filter(|t| !matches!(t.token, Token::Whitespace(_)))
-            .collect();
-        let keyword = |i: usize, word: Keyword| matches!(significant.get(i).map(|t| &t.token), Some(Token::Word(w)) if w.keyword == word);
-        if !keyword(0, Keyword::REFRESH) || !keyword(1, Keyword::TABLE) {
-            return None;
-        }
-        let mut name = significant.get(2..)?.to_vec();
-        if name.last().is_some_and(|t| t.token == Token::SemiColon) {
-            name.pop();
-        }
-        let is_name = name.iter().enumerate().all(|(i, t)| match &t.token {
-            Token::Word(_) => i % 2 == 0,
-            Token::Period => i % 2 == 1,
-            _ => false,
-        });
-        if name.is_empty() || !is_name || name.len() % 2 == 0 {
-            return None;
-        }
-        let offsets = crate::sql_text::Offsets::of(sql);
-        let (first, last) = (name.first()?, name.last()?);
-        Some(sql[offsets.byte(first.span.start)..offsets.byte(last.span.end)].to_string())
+        crate::sql_text::table_after(sql, &[Keyword::REFRESH, Keyword::TABLE], None)
     }
 
     /// The plan of `REFRESH TABLE name`.
