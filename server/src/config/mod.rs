@@ -55,8 +55,9 @@
 //! result_size = "256MiB"        # memory all cached answers may take together (least recently used leave first)
 //! result_max_entry = "16MiB"    # larger answers are streamed, never kept
 //!
-//! [engine.datafusion]           # any DataFusion setting, applied last
+//! [engine.datafusion]           # any DataFusion setting, applied last; "tarn.*" keys set Tarn's session settings' defaults
 //! "execution.parquet.pushdown_filters" = true
+//! "tarn.shared_subplans" = true
 //!
 //! [auth]
 //! enabled = false               # require a user and password or a token (tarn serve --auth)
@@ -438,7 +439,7 @@ pub fn resolve(file: ConfigFile, overrides: Overrides) -> ServeConfig {
                 .datafusion
                 .into_iter()
                 .map(|(key, value)| {
-                    let key = if key.starts_with("datafusion.") {
+                    let key = if key.starts_with("datafusion.") || key.starts_with("tarn.") {
                         key
                     } else {
                         format!("datafusion.{key}")

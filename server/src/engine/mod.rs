@@ -27,6 +27,7 @@ mod data_cache;
 mod drain;
 mod erasure;
 pub mod error;
+mod exact_decimals;
 mod execution;
 mod file_versions;
 mod gauges;
@@ -58,6 +59,7 @@ mod scanned;
 mod session;
 mod session_options;
 mod settings;
+mod shared_subplans;
 mod statement;
 mod statement_node;
 mod table_cache;
@@ -251,6 +253,7 @@ impl Engine {
             .with_runtime_env(runtime)
             .with_default_features()
             .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())
+            .with_optimizer_rule(Arc::new(exact_decimals::ExactDecimals))
             .with_physical_optimizer_rules(rules::physical_rules(&known_statistics, &data_cache))
             .build();
         let ctx = SessionContext::new_with_state(state);

@@ -383,33 +383,42 @@ impl StreamingRun {
     }
 }
 
+/// Each node of `plans` once: a subplan that several places read
+/// (`SharedSubplanExec`) is reached from each of them but runs once.
+fn distinct_nodes(
+    plans: &[Arc<dyn datafusion::physical_plan::ExecutionPlan>],
+) -> Vec<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+    let mut seen = std::collections::HashSet::new();
+    let mut nodes = Vec::new();
+    let mut pending: Vec<_> = plans.iter().rev().cloned().collect();
+    while let Some(node) = pending.pop() {
+        if !seen.insert(Arc::as_ptr(&node).cast::<()>() as usize) {
+            continue;
+        }
+        pending.extend(node.children().into_iter().rev().cloned());
+        nodes.push(node);
+    }
+    nodes
+}
+
 /// Rows read by the leaves of `plans` and bytes scanned from files, from
 /// the plans' metrics after they ran.
 pub(crate) fn input_metrics(
     plans: &[Arc<dyn datafusion::physical_plan::ExecutionPlan>],
 ) -> (Option<u64>, Option<u64>) {
-    fn walk(
-        plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>,
-        rows: &mut Option<u64>,
-        bytes: &mut Option<u64>,
-    ) {
-        if let Some(metrics) = plan.metrics() {
-            if plan.children().is_empty()
-                && let Some(out) = metrics.output_rows()
-            {
-                *rows = Some(rows.unwrap_or(0) + out as u64);
-            }
-            if let Some(scanned) = metrics.sum_by_name("bytes_scanned") {
-                *bytes = Some(bytes.unwrap_or(0) + scanned.as_usize() as u64);
-            }
-        }
-        for child in plan.children() {
-            walk(child, rows, bytes);
-        }
-    }
     let (mut rows, mut bytes) = (None, None);
-    for plan in plans {
-        walk(plan, &mut rows, &mut bytes);
+    for node in distinct_nodes(plans) {
+        let Some(metrics) = node.metrics() else {
+            continue;
+        };
+        if node.children().is_empty()
+            && let Some(out) = metrics.output_rows()
+        {
+            rows = Some(rows.unwrap_or(0) + out as u64);
+        }
+        if let Some(scanned) = metrics.sum_by_name("bytes_scanned") {
+            bytes = Some(bytes.unwrap_or(0) + scanned.as_usize() as u64);
+        }
     }
     (rows, bytes)
 }
@@ -418,19 +427,11 @@ pub(crate) fn input_metrics(
 pub(crate) fn spilled_bytes(
     plans: &[Arc<dyn datafusion::physical_plan::ExecutionPlan>],
 ) -> Option<u64> {
-    fn walk(plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>, bytes: &mut Option<u64>) {
-        if let Some(spilled) = plan.metrics().and_then(|metrics| metrics.spilled_bytes()) {
-            *bytes = Some(bytes.unwrap_or(0) + spilled as u64);
-        }
-        for child in plan.children() {
-            walk(child, bytes);
-        }
-    }
-    let mut bytes = None;
-    for plan in plans {
-        walk(plan, &mut bytes);
-    }
-    bytes
+    distinct_nodes(plans)
+        .iter()
+        .filter_map(|node| node.metrics()?.spilled_bytes())
+        .map(|spilled| spilled as u64)
+        .reduce(|a, b| a + b)
 }
 
 /// The rows the scans of `plans` will read, as their statistics promise
@@ -438,29 +439,19 @@ pub(crate) fn spilled_bytes(
 pub(crate) fn expected_input_rows(
     plans: &[Arc<dyn datafusion::physical_plan::ExecutionPlan>],
 ) -> Option<u64> {
-    fn walk(plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>, rows: &mut Option<u64>) {
-        if plan.children().is_empty() {
-            let statistics = datafusion::physical_plan::StatisticsContext::new().compute(
-                plan.as_ref(),
-                &datafusion::physical_plan::StatisticsArgs::new(),
-            );
-            if let Some(known) = statistics
-                .ok()
-                .and_then(|stats| stats.num_rows.get_value().copied())
-            {
-                *rows = Some(rows.unwrap_or(0) + known as u64);
-            }
-            return;
-        }
-        for child in plan.children() {
-            walk(child, rows);
-        }
-    }
-    let mut rows = None;
-    for plan in plans {
-        walk(plan, &mut rows);
-    }
-    rows
+    distinct_nodes(plans)
+        .iter()
+        .filter(|node| node.children().is_empty())
+        .filter_map(|leaf| {
+            let statistics = datafusion::physical_plan::StatisticsContext::new()
+                .compute(
+                    leaf.as_ref(),
+                    &datafusion::physical_plan::StatisticsArgs::new(),
+                )
+                .ok()?;
+            statistics.num_rows.get_value().map(|&known| known as u64)
+        })
+        .reduce(|a, b| a + b)
 }
 
 /// Whether a DML statement changes the rows of an existing table (`INSERT`,

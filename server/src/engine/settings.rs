@@ -40,6 +40,8 @@ const ALLOWED_KEYS: &[&str] = &[
     "tarn.result_cache",
     "tarn.data_cache",
     "tarn.column_statistics",
+    "tarn.shared_subplans",
+    "tarn.exact_decimals",
 ];
 
 /// Settings clients may change, by group: plan choices, Parquet reading and
@@ -196,7 +198,9 @@ fn check_value(key: &str, value: &str) -> EngineResult<()> {
         "tarn.vacuum_retention_check"
         | "tarn.result_cache"
         | "tarn.data_cache"
-        | "tarn.column_statistics" => match value.to_ascii_lowercase().as_str() {
+        | "tarn.column_statistics"
+        | "tarn.shared_subplans"
+        | "tarn.exact_decimals" => match value.to_ascii_lowercase().as_str() {
             "true" | "false" => Ok(()),
             _ => Err(invalid(format!("'{value}' is not true or false"))),
         },

@@ -14,6 +14,11 @@
 //!   statistics `ANALYZE` stored (off by default: DataFusion 55 turns the
 //!   distinct counts into worse join choices for TPC-H Q17 and Q21, see
 //!   `benches/results/README.md`).
+//! - `tarn.shared_subplans`: whether an aggregate that a query reads in
+//!   several places (a CTE or view read twice, as in TPC-H Q15) is computed
+//!   once and its result shared.
+//! - `tarn.exact_decimals`: whether decimal `+`, `-` and `*` that cannot
+//!   overflow skip Arrow's per-row overflow checks.
 
 use std::time::Duration;
 
@@ -33,6 +38,10 @@ datafusion::common::extensions_options! {
         pub data_cache: bool, default = true
         /// Whether the planner is given the stored column statistics.
         pub column_statistics: bool, default = false
+        /// Whether an aggregate read in several places is computed once.
+        pub shared_subplans: bool, default = true
+        /// Whether decimal arithmetic that cannot overflow skips overflow checks.
+        pub exact_decimals: bool, default = true
     }
 }
 
