@@ -4,23 +4,14 @@ overflow skips overflow checks (Q1). Each gives DuckDB's answers with the
 same column names and types as without it, and each is switched by SET and
 by the config file."""
 
-import duckdb
 import pytest
 
 import tarn
 from conftest import QUERIES, RunningServer
 from test_logs import json_lines
 from test_queries import wait_for
-from test_tpch import TPCH_TABLES, same, sort_key
-
-
-@pytest.fixture(scope="module")
-def duck(lake):
-    db = duckdb.connect()
-    for table in TPCH_TABLES:
-        db.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{lake / (table + '.parquet')}')")
-    yield db
-    db.close()
+# The module's DuckDB over the same lake, shared with the TPC-H answers' tests.
+from test_tpch import duck, same, sort_key  # noqa: F401
 
 
 def plan_of(conn, sql) -> str:

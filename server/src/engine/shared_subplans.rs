@@ -161,20 +161,29 @@ const TOLD_BY_TEXT: &[&str] = &[
 /// nothing, and evaluates only expressions that give the same answer in
 /// each place.
 fn is_shareable(root: &Arc<dyn ExecutionPlan>) -> Result<bool> {
-    let mut shareable = true;
-    root.apply(|node| {
+    every(root, |node| {
         let told = if node.children().is_empty() {
             is_file_scan(node.as_ref())
         } else {
             TOLD_BY_TEXT.contains(&node.name())
         };
-        if !told || !node_expressions_are_fixed(node.as_ref())? {
-            shareable = false;
-            return Ok(TreeNodeRecursion::Stop);
+        Ok(told && node_expressions_are_fixed(node.as_ref())?)
+    })
+}
+
+/// Whether `holds` is true of every node of the tree under `root`
+/// (stopping at the first it is not).
+fn every<T: TreeNode>(root: &T, mut holds: impl FnMut(&T) -> Result<bool>) -> Result<bool> {
+    let mut all = true;
+    root.apply(|node| {
+        if holds(node)? {
+            Ok(TreeNodeRecursion::Continue)
+        } else {
+            all = false;
+            Ok(TreeNodeRecursion::Stop)
         }
-        Ok(TreeNodeRecursion::Continue)
     })?;
-    Ok(shareable)
+    Ok(all)
 }
 
 fn is_file_scan(node: &dyn ExecutionPlan) -> bool {
@@ -187,12 +196,11 @@ fn is_file_scan(node: &dyn ExecutionPlan) -> bool {
 fn node_expressions_are_fixed(node: &dyn ExecutionPlan) -> Result<bool> {
     let mut fixed = true;
     node.apply_expressions(&mut |root| {
-        root.apply(|expr| {
-            if !is_fixed(expr.as_ref()) {
-                fixed = false;
-                return Ok(TreeNodeRecursion::Stop);
-            }
-            Ok(TreeNodeRecursion::Continue)
+        fixed = every(root, |expr| Ok(is_fixed(expr.as_ref())))?;
+        Ok(if fixed {
+            TreeNodeRecursion::Continue
+        } else {
+            TreeNodeRecursion::Stop
         })
     })?;
     Ok(fixed)
