@@ -216,13 +216,8 @@ impl ScalarUDFImpl for ExactDecimal {
                 self.name()
             )));
         };
-        let [left, right] = &args.args[..] else {
-            return Err(DataFusionError::Internal(format!(
-                "{} takes two arguments",
-                self.name()
-            )));
-        };
-        let [left_field, right_field] = &args.arg_fields[..] else {
+        let ([left, right], [left_field, right_field]) = (&args.args[..], &args.arg_fields[..])
+        else {
             return Err(DataFusionError::Internal(format!(
                 "{} takes two arguments",
                 self.name()

@@ -99,20 +99,28 @@ fn address(node: &Arc<dyn ExecutionPlan>) -> usize {
 /// shared before the repeats inside it).
 fn largest_repeated(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Vec<Arc<dyn ExecutionPlan>>>> {
     let mut seen = HashSet::new();
-    let mut by_text: HashMap<String, Vec<Arc<dyn ExecutionPlan>>> = HashMap::new();
+    let mut candidates = Vec::new();
     plan.apply(|node| {
         if !seen.insert(address(node)) {
             // An already shared node is reached once per place: count it once.
             return Ok(TreeNodeRecursion::Jump);
         }
         if is_final_aggregate(node.as_ref()) && is_shareable(node)? {
-            by_text
-                .entry(identity(node))
-                .or_default()
-                .push(Arc::clone(node));
+            candidates.push(Arc::clone(node));
         }
         Ok(TreeNodeRecursion::Continue)
     })?;
+    // Most plans hold one aggregate: their text is never rendered.
+    if candidates.len() < 2 {
+        return Ok(None);
+    }
+    let mut by_text: HashMap<String, Vec<Arc<dyn ExecutionPlan>>> = HashMap::new();
+    for candidate in candidates {
+        by_text
+            .entry(identity(&candidate))
+            .or_default()
+            .push(candidate);
+    }
     Ok(by_text
         .into_iter()
         .filter(|(_, places)| places.len() > 1)
